@@ -1,0 +1,138 @@
+"""SpecGuard configuration: one validated, immutable object for the whole step loop.
+
+Every field the method needs (paper defaults where the paper gives one) plus the choices the
+paper leaves open (see docs/concepts.md, "Where the paper is silent"). The engine reads it and
+never mutates it; per-call overrides go through `SpecGuardConfig.merged`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Segmenter = Literal["blank_line", "newline", "step_marker", "react", "tool_call"]
+TargetMode = Literal["greedy", "sample"]
+
+
+class SpecGuardConfig(BaseModel):
+    """Settings of the SpecGuard step loop.
+
+    Paper defaults: ``k=16, temperature=0.7, top_p=0.8, beta=0.3, tau=0.7``, rollout over the last
+    3 layers with a 0.01 attention cut. The "greedy" variant is ``k=1, temperature=0``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    # 1. propose
+    k: int = Field(16, ge=1, le=256, description="Candidate steps sampled from the draft per step.")
+    temperature: float = Field(
+        0.7, ge=0.0, le=10.0, description="Draft sampling temperature; 0 means greedy (needs k=1)."
+    )
+    top_p: float = Field(
+        0.8, gt=0.0, le=1.0, description="Nucleus mass kept when sampling draft candidates."
+    )
+    max_step_tokens: int = Field(
+        256, ge=1, description="Tokens after which a step is cut even without a boundary."
+    )
+    max_steps: int = Field(64, ge=1, description="Steps after which generation stops.")
+    max_new_tokens: int = Field(
+        1024, ge=1, description="Generated tokens (target tokenization) after which generation stops."
+    )
+    segmenter: Segmenter = Field(
+        "blank_line",
+        description=(
+            "Step boundary: 'blank_line' (\\n\\n), 'newline' (\\n), 'step_marker' (a line starting"
+            " 'Step n:'), 'react' (Thought/Action/Action Input block), 'tool_call' (a complete"
+            " <tool_call>...</tool_call> block or a blank line)."
+        ),
+    )
+    final_answer_markers: tuple[str, ...] = Field(
+        ("Final Answer:", "Answer:"),
+        description="A step containing one of these ends generation after the marker's line.",
+    )
+    # 2. select
+    selector: Literal["hidden_mean"] = Field(
+        "hidden_mean",
+        description="Candidate embedding for the consistency selector: mean-pooled last hidden state.",
+    )
+    # 3. score
+    rollout_layers: int = Field(3, ge=1, description="Last layers multiplied in attention rollout.")
+    attention_cut: float = Field(
+        0.01, ge=0.0, lt=1.0, description="Attention probabilities below this are zeroed."
+    )
+    rollout_residual: bool = Field(
+        False, description="Use 0.5*A + 0.5*I per layer (Abnar & Zuidema). Off in the paper."
+    )
+    rollout_renormalize: bool = Field(
+        False, description="Renormalise attention rows to sum 1 after the cut. Off in the paper."
+    )
+    exclude_sink_positions: int = Field(
+        0, ge=0, description="First n prompt positions (BOS, template) not counted as context."
+    )
+    # 4. decide
+    beta: float = Field(0.3, ge=0.0, le=1.0, description="Weight of confidence in the fused score.")
+    tau: float = Field(
+        0.7, ge=0.0, description="Accept a draft step when the fused score r >= tau (>1: never)."
+    )
+    confidence_bounds: tuple[float, float] = Field(
+        (-6.0, 0.0), description="(l_lo, l_hi) for min-max normalising the min token log-prob."
+    )
+    grounding_bounds: tuple[float, float] = Field(
+        (0.0, 1.0), description="(g_lo, g_hi) for min-max normalising the rollout grounding."
+    )
+    # 5. fall back
+    target_mode: TargetMode = Field(
+        "greedy", description="Target fallback step: 'greedy', or 'sample' k and select."
+    )
+    target_k: int | None = Field(
+        None, ge=1, description="Samples for target_mode='sample'; defaults to k."
+    )
+    use_grounding: bool = Field(
+        True, description="False runs the confidence-only ablation (fused score = normalised l)."
+    )
+    seed: int | None = Field(0, description="Seed of the sampling generator; None draws one.")
+
+    @model_validator(mode="after")
+    def _check(self) -> SpecGuardConfig:
+        for name in ("confidence_bounds", "grounding_bounds"):
+            lo, hi = getattr(self, name)
+            if not lo < hi:
+                raise ValueError(f"{name}: lower bound {lo} must be below upper bound {hi}")
+        if self.temperature == 0.0 and self.k > 1:
+            raise ValueError(
+                f"k={self.k} with temperature=0: greedy candidates are identical; use k=1"
+            )
+        if any(not m for m in self.final_answer_markers):
+            raise ValueError("final_answer_markers: markers must be non-empty strings")
+        return self
+
+    @property
+    def effective_target_k(self) -> int:
+        return 1 if self.target_mode == "greedy" else (self.target_k or self.k)
+
+    def merged(self, **overrides: Any) -> SpecGuardConfig:
+        """A validated copy with `overrides` applied (None values are ignored)."""
+        data = self.model_dump()
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return SpecGuardConfig(**data)
+
+    @classmethod
+    def greedy(cls, **overrides: Any) -> SpecGuardConfig:
+        """The paper's greedy variant: one greedy draft candidate per step."""
+        return cls(**{"k": 1, "temperature": 0.0, **overrides})
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> SpecGuardConfig:
+        """Load a JSON config (as written by `to_file` or `specguard calibrate`)."""
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a config file must hold a JSON object")
+        return cls(**data.get("config", data))
+
+    def to_file(self, path: str | Path, **extra: Any) -> None:
+        """Write the config as JSON; `extra` keys (e.g. calibration metrics) sit beside it."""
+        payload: dict[str, Any] = {"config": self.model_dump(mode="json"), **extra}
+        Path(path).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,361 @@
+"""A local Hugging Face causal LM with its incremental sequence state.
+
+Everything model-specific is resolved here once, at load: device, dtype, EOS ids, context
+window, whether attention probabilities can be had, and which modules are the attention layers.
+The step loop never branches on a model family.
+
+`SeqState` holds one generation's token ids and KV cache. Tokens are appended to `ids` and fed
+lazily (`feed`), in one forward over everything not yet in the cache, so accepted text is
+never re-encoded and a model that sat idle catches up in one batched prefill.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+# Prompt positions fed per forward when attention rows are collected: bounds the memory of the
+# `(H, chunk, T)` attention tensors.
+ATTENTION_CHUNK = 512
+
+
+@dataclass
+class SeqState:
+    """Token ids of prompt + committed steps, and the KV cache covering `ids[:fed]`."""
+
+    ids: list[int]
+    cache: Any
+    fed: int = 0
+    next_logits: torch.Tensor | None = None  # (V,) after ids[fed - 1]; valid when fed == len(ids)
+    next_hidden: torch.Tensor | None = None  # (d,) last hidden state at ids[fed - 1]
+    # rollout mass vectors m_0..m_n of every fed position (see signals.propagate_mass)
+    mass: list[torch.Tensor] | None = None
+    prompt_len: int = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self.ids) - self.fed
+
+
+@dataclass
+class FeedOut:
+    logits: torch.Tensor  # (T, V) at the fed positions
+    hidden: torch.Tensor | None = None  # (T, d) last hidden state
+    # per fed chunk, per rollout layer (lowest first): attention (H, Tc, Tk) of the chunk's rows
+    rows: list[list[torch.Tensor]] | None = None
+
+
+def _resolve_device(device: str | None) -> str:
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def _resolve_dtype(dtype: Any, device: str) -> Any:
+    import torch
+
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if isinstance(dtype, str):
+        try:
+            return getattr(torch, dtype)
+        except AttributeError:
+            raise ValueError(f"dtype: unknown torch dtype {dtype!r}") from None
+    return dtype
+
+
+class LocalCausalLM:
+    """A loaded causal LM and tokenizer, with device, dtype and special ids resolved once.
+
+    Args:
+        model: a transformers causal LM (any architecture whose attention layers follow the
+            attention interface; others still run, confidence-only).
+        tokenizer: its tokenizer.
+        name: the name shown in records and metadata (defaults to the model's name_or_path).
+        attention: False forces confidence-only scoring for this model.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        name: str | None = None,
+        attention: bool = True,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name or str(getattr(model.config, "name_or_path", "") or type(model).__name__)
+        self.device = next(model.parameters()).device
+        self._lock = threading.RLock()
+        emb = model.get_input_embeddings().num_embeddings
+        if len(tokenizer) > emb:
+            raise ValueError(
+                f"tokenizer of {self.name} has {len(tokenizer)} tokens but the model embeds only"
+                f" {emb}: the tokenizer does not belong to this model"
+            )
+        self.eos_ids = self._eos_ids()
+        self.context_window = self._context_window()
+        self.num_layers = int(model.config.get_text_config().num_hidden_layers)
+        self._base_attn = str(getattr(model.config, "_attn_implementation", None) or "eager")
+        self._attn_modules = self._find_attention_modules()
+        self.supports_attention = attention and self._can_use_eager()
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        *,
+        device: str | None = "auto",
+        dtype: Any = "auto",
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        name: str | None = None,
+        **model_kwargs: Any,
+    ) -> LocalCausalLM:
+        """Load a model id or local directory with `AutoModelForCausalLM.from_pretrained`."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        dev = _resolve_device(device)
+        kwargs = {"dtype": _resolve_dtype(dtype, dev), **model_kwargs}
+        kwargs.setdefault("attn_implementation", "sdpa")
+        try:
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"cannot load causal LM from {name_or_path!r}: {err}") from err
+        tok = tokenizer or AutoTokenizer.from_pretrained(name_or_path)
+        return cls(model.to(dev), tok, name=name or str(name_or_path))
+
+    def _eos_ids(self) -> frozenset[int]:
+        ids: set[int] = set()
+        gen = getattr(self.model, "generation_config", None)
+        for src in (getattr(gen, "eos_token_id", None), self.tokenizer.eos_token_id):
+            if isinstance(src, int):
+                ids.add(src)
+            elif isinstance(src, (list, tuple)):
+                ids.update(int(i) for i in src)
+        return frozenset(ids)
+
+    def _context_window(self) -> int:
+        cfg = self.model.config.get_text_config()
+        for attr in ("max_position_embeddings", "n_positions", "seq_length"):
+            value = getattr(cfg, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        value = getattr(self.tokenizer, "model_max_length", 0)
+        return int(value) if 0 < value < 10**7 else 2048
+
+    def _find_attention_modules(self) -> list[Any]:
+        """The self-attention module of each decoder layer, in depth order."""
+        mods = [
+            m
+            for _, m in self.model.named_modules()
+            if type(m).__name__.endswith("Attention") and "Cross" not in type(m).__name__
+        ]
+        return mods if len(mods) == self.num_layers else []
+
+    def _can_use_eager(self) -> bool:
+        if not self._attn_modules:
+            return False
+        if self._base_attn == "eager":
+            return True
+        try:
+            with self._eager():
+                return bool(self.model.config._attn_implementation == "eager")
+        except Exception:  # a model that cannot switch attention at run time
+            return False
+
+    @contextlib.contextmanager
+    def _eager(self) -> Iterator[None]:
+        """Eager attention for one pass (attention probabilities), fast attention otherwise."""
+        if self._base_attn == "eager":
+            yield
+            return
+        self.model.set_attn_implementation("eager")
+        try:
+            yield
+        finally:
+            self.model.set_attn_implementation(self._base_attn)
+
+    # ---------------------------------------------------------------- text
+    def encode_prompt(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+    def encode_continuation(self, text: str) -> list[int]:
+        """Ids of `text` as it continues a sequence (no BOS, no added prefix space)."""
+        ids = list(self.tokenizer.encode(text, add_special_tokens=False))
+        if self.decode(ids) == text or not text:
+            return ids
+        # SentencePiece-style tokenizers add a prefix space to a standalone string: encode after
+        # an anchor and drop the anchor's ids.
+        anchor = list(self.tokenizer.encode("\n", add_special_tokens=False))
+        both = list(self.tokenizer.encode("\n" + text, add_special_tokens=False))
+        if both[: len(anchor)] == anchor and self.decode(both[len(anchor) :]) == text:
+            return both[len(anchor) :]
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=False))
+
+    def same_vocab(self, other: LocalCausalLM) -> bool:
+        """True when token ids can be exchanged with `other` without re-tokenising."""
+        if self.tokenizer is other.tokenizer:
+            return True
+        return bool(self.tokenizer.get_vocab() == other.tokenizer.get_vocab())
+
+    def render_chat(
+        self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None
+    ) -> str:
+        """The chat template applied to messages, with the assistant turn opened."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(f"tokenizer of {self.name} has no chat template")
+        return str(
+            self.tokenizer.apply_chat_template(
+                messages, tools=tools, tokenize=False, add_generation_prompt=True
+            )
+        )
+
+    # ---------------------------------------------------------------- state
+    def new_state(self, ids: list[int]) -> SeqState:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        return SeqState(ids=list(ids), cache=cache, prompt_len=len(ids))
+
+    def feed(
+        self, state: SeqState, *, rollout_layers: int = 0, hidden: bool = False
+    ) -> FeedOut:
+        """Run the model over `ids[fed:]`, extending the cache; all or nothing.
+
+        Args:
+            rollout_layers: > 0 collects the attention probabilities of that many last layers
+                (eager attention for this pass only), chunked to bound memory.
+            hidden: also return the last hidden state of each fed position.
+        """
+        import torch
+
+        start = state.fed
+        new = state.ids[start:]
+        if not new:
+            raise ValueError("nothing to feed: all ids are already in the cache")
+        chunk = ATTENTION_CHUNK if rollout_layers else max(len(new), 1)
+        logits, hiddens, rows = [], [], []
+        try:
+            with self._lock, torch.inference_mode():
+                for lo in range(0, len(new), chunk):
+                    piece = torch.tensor([new[lo : lo + chunk]], device=self.device)
+                    out = self._forward(piece, state.cache, rollout_layers, hidden)
+                    logits.append(out.logits)
+                    if out.hidden is not None:
+                        hiddens.append(out.hidden)
+                    if out.rows is not None:
+                        rows.append(out.rows[0])
+        except BaseException:
+            self._crop(state.cache, start)
+            raise
+        state.fed = len(state.ids)
+        result = FeedOut(logits=torch.cat(logits))
+        if hiddens:
+            result.hidden = torch.cat(hiddens)
+            state.next_hidden = result.hidden[-1]
+        if rows:
+            result.rows = rows
+        state.next_logits = result.logits[-1]
+        return result
+
+    def _forward(
+        self, ids: torch.Tensor, cache: Any, rollout_layers: int, hidden: bool
+    ) -> FeedOut:
+        """One forward of `ids` `(B, T)` with the cache; logits `(B*T, V)` when B == 1."""
+        captured: list[torch.Tensor | None] = []
+        handles = []
+        if rollout_layers:
+            for mod in self._attn_modules[-rollout_layers:]:
+                handles.append(
+                    mod.register_forward_hook(
+                        lambda _m, _i, out: captured.append(
+                            out[1] if isinstance(out, tuple) and len(out) > 1 else None
+                        )
+                    )
+                )
+        try:
+            ctx = self._eager() if rollout_layers else contextlib.nullcontext()
+            with ctx:
+                out = self.model(
+                    input_ids=ids, cache=cache, use_cache=True, output_hidden_states=hidden
+                )
+        finally:
+            for h in handles:
+                h.remove()
+        rows = None
+        if rollout_layers:
+            if len(captured) != rollout_layers or any(c is None for c in captured):
+                raise AttentionUnavailable(self.name)
+            rows = [[c[0] for c in captured if c is not None]]  # [[(H, T, Tk) per layer]]
+        hid = out.hidden_states[-1] if hidden else None
+        if ids.shape[0] == 1:
+            return FeedOut(
+                logits=out.logits[0].float(),
+                hidden=None if hid is None else hid[0].float(),
+                rows=rows,
+            )
+        return FeedOut(
+            logits=out.logits[:, -1].float(), hidden=None if hid is None else hid[:, -1].float()
+        )
+
+    def step_batch(
+        self, tokens: torch.Tensor, cache: Any, *, hidden: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Decode one token per row: `(B,)` tokens -> logits `(B, V)`, hidden `(B, d)` or None."""
+        import torch
+
+        with self._lock, torch.inference_mode():
+            out = self._forward(tokens.view(-1, 1), cache, 0, hidden)
+        if tokens.numel() == 1:
+            return out.logits[-1:], None if out.hidden is None else out.hidden[-1:]
+        return out.logits, out.hidden
+
+    def rollback(self, state: SeqState, length: int) -> None:
+        """Forget everything after the first `length` ids (cache, ids and mass vectors)."""
+        if length > len(state.ids):
+            raise ValueError(f"cannot roll back to {length} > {len(state.ids)} ids")
+        if state.fed > length:
+            self._crop(state.cache, length)
+            state.fed = length
+            state.next_logits = None
+            state.next_hidden = None
+        del state.ids[length:]
+        if state.mass is not None:
+            state.mass = [m[:length] for m in state.mass]
+
+    @staticmethod
+    def _crop(cache: Any, length: int) -> None:
+        extra = cache.get_seq_length() - length
+        if extra > 0:
+            cache.crop(-extra)
+
+    def repeat_cache(self, cache: Any, k: int) -> Any:
+        """A copy of the cache with the batch repeated k times (the original is untouched)."""
+        import copy
+
+        twin = copy.copy(cache)
+        twin.layers = [copy.copy(layer) for layer in cache.layers]
+        twin.batch_repeat_interleave(k)
+        return twin
+
+
+class AttentionUnavailable(RuntimeError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name} did not return attention probabilities")

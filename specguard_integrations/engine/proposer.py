@@ -1,0 +1,172 @@
+"""Step 1 of the loop: sample k candidate steps in one batch from one shared prefix.
+
+The context is already in the KV cache (one prefill, extended step by step). For k > 1 the cache
+is repeated k times along the batch and every row decodes until its own step boundary; finished
+rows keep decoding padding until all are done or `max_tokens` is reached, and are masked out.
+The same routine writes the target's fallback step (greedy: k = 1, temperature 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..segmentation import StepSegmenter
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..types import StepFinish
+    from .lm import LocalCausalLM, SeqState
+
+
+@dataclass
+class Candidate:
+    """One sampled step: its kept tokens (EOS excluded), text, and why it ended."""
+
+    ids: list[int]
+    text: str
+    finish: StepFinish
+    eos: bool = False  # the step ended with the model's EOS (scored, not part of the text)
+    eos_id: int | None = None
+    embedding: torch.Tensor | None = None  # (d,) mean hidden state over the step
+    fed: int = 0  # kept tokens already in the cache after sampling (k = 1 with keep_cache)
+
+    @property
+    def scored_ids(self) -> list[int]:
+        """Tokens the draft is judged on: the step, plus EOS when it chose to stop."""
+        return self.ids + ([self.eos_id] if self.eos and self.eos_id is not None else [])
+
+
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """`(B, V)` logits -> `(B,)` tokens; greedy when temperature is 0, else nucleus sampling."""
+    import torch
+
+    if temperature == 0.0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, V)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        # keep the smallest prefix whose mass reaches top_p (the top token always stays)
+        drop = sorted_p.cumsum(dim=-1) - sorted_p >= top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def cut_step(
+    lm: LocalCausalLM, ids: list[int], segmenter: StepSegmenter, stop: tuple[str, ...]
+) -> tuple[int, str, StepFinish] | None:
+    """Where the step in `ids` ends, if it has: (tokens kept, text, finish)."""
+    text = lm.decode(ids)
+    boundary = segmenter.find(text)
+    stops = [i for i in (text.find(s) for s in stop) if i >= 0]
+    if stops and (boundary is None or min(stops) < boundary.end):
+        at = min(stops)
+        n = _tokens_covering(lm, ids, at)
+        return n, text[:at], "stop"
+    if boundary is None:
+        return None
+    n = _tokens_covering(lm, ids, boundary.end)
+    return n, lm.decode(ids[:n]), boundary.kind
+
+
+def _tokens_covering(lm: LocalCausalLM, ids: list[int], chars: int) -> int:
+    """The fewest leading tokens whose text reaches `chars` characters."""
+    if chars <= 0:
+        return 0
+    for n in range(1, len(ids) + 1):
+        if len(lm.decode(ids[:n])) >= chars:
+            return n
+    return len(ids)
+
+
+def sample_steps(
+    lm: LocalCausalLM,
+    state: SeqState,
+    *,
+    k: int,
+    temperature: float,
+    top_p: float,
+    max_tokens: int,
+    segmenter: StepSegmenter,
+    stop: tuple[str, ...] = (),
+    generator: torch.Generator | None = None,
+    embed: bool = False,
+    keep_cache: bool = False,
+) -> list[Candidate]:
+    """Sample k candidate steps continuing `state` (whose ids must all be fed).
+
+    The state's cache is left as it was, except with ``keep_cache`` and k = 1, where the kept
+    step tokens that were fed stay cached (`Candidate.fed`) so a greedy target does not
+    recompute them.
+    """
+    import torch
+
+    if state.pending or state.next_logits is None:
+        raise ValueError("sample_steps needs a state whose ids are all fed")
+    if embed and k > 1 and state.next_hidden is None:
+        raise ValueError("embedding candidates needs the last hidden state of the context")
+    base = state.fed
+    cache = state.cache if k == 1 else lm.repeat_cache(state.cache, k)
+    logits = state.next_logits.unsqueeze(0).expand(k, -1)  # (k, V)
+    eos_fill = min(lm.eos_ids) if lm.eos_ids else 0
+    toks: list[list[int]] = [[] for _ in range(k)]
+    hid: list[list[torch.Tensor]] = [[] for _ in range(k)]
+    result: list[Candidate | None] = [None] * k
+    want_hidden = embed and k > 1
+    if want_hidden:
+        assert state.next_hidden is not None
+        for row in hid:
+            row.append(state.next_hidden)
+    fed_rows = 0  # tokens fed per row so far
+    try:
+        for t in range(max_tokens):
+            nxt = sample_next(logits, temperature, top_p, generator)  # (k,)
+            for i in range(k):
+                if result[i] is not None:
+                    continue
+                tok = int(nxt[i])
+                if tok in lm.eos_ids:
+                    result[i] = Candidate(
+                        toks[i], lm.decode(toks[i]), "eos", eos=True, eos_id=tok
+                    )
+                    continue
+                toks[i].append(tok)
+                cut = cut_step(lm, toks[i], segmenter, stop)
+                if cut is not None:
+                    n, text, finish = cut
+                    result[i] = Candidate(toks[i][:n], text, finish)
+            if t == max_tokens - 1 or all(r is not None for r in result):
+                break
+            feed = torch.tensor(
+                [t[-1] if r is None and t else eos_fill for t, r in zip(toks, result, strict=True)],
+                device=lm.device,
+            )
+            logits, h = lm.step_batch(feed, cache, hidden=want_hidden)
+            fed_rows += 1
+            if h is not None:
+                for i in range(k):
+                    if result[i] is None:
+                        hid[i].append(h[i])
+    except BaseException:
+        if k == 1:
+            lm._crop(cache, base)
+        raise
+    if k == 1 and not keep_cache:
+        lm._crop(cache, base)
+    out: list[Candidate] = []
+    for i in range(k):
+        cand = result[i] or Candidate(toks[i], lm.decode(toks[i]), "max_step_tokens")
+        if want_hidden:
+            n = max(1, len(cand.scored_ids))
+            cand.embedding = torch.stack(hid[i][:n]).mean(dim=0)
+        out.append(cand)
+    if k == 1 and keep_cache:
+        # keep at most all but the last kept token cached: the next feed yields fresh logits
+        cand = out[0]
+        cand.fed = max(0, min(fed_rows, len(cand.ids) - 1))
+        lm._crop(cache, base + cand.fed)
+    return out

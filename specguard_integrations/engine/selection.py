@@ -1,0 +1,33 @@
+"""Step 2 of the loop: pick the most self-consistent of k candidate steps.
+
+With unit embeddings ``e_j`` and ``S = E Eᵀ`` (cosine similarity)::
+
+    j* = argmax_j sum_{l != j} exp(S[j, l])
+
+the medoid of the candidates. The default embedding is the mean of the draft's last hidden
+state over the step, which the sampling pass already computed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+
+def consistency_scores(embeddings: torch.Tensor) -> torch.Tensor:
+    """`(k, d)` embeddings -> `(k,)` scores `sum_{l != j} exp(S[j, l])`."""
+    import torch
+
+    e = torch.nn.functional.normalize(embeddings.float(), dim=-1)  # (k, d)
+    s = e @ e.T  # (k, k)
+    w = torch.exp(s)
+    return w.sum(dim=-1) - torch.diagonal(w)  # (k,)
+
+
+def select(embeddings: torch.Tensor) -> int:
+    """j*, the index of the candidate most similar to the others (0 when k = 1)."""
+    if embeddings.shape[0] <= 1:
+        return 0
+    return int(consistency_scores(embeddings).argmax())

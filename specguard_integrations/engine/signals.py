@@ -1,0 +1,132 @@
+"""Step 3 of the loop: the two draft-internal signals, as pure tensor functions.
+
+Confidence (LPBV)::
+
+    l = min_t log p_draft(s_t | ctx, s_<t)            raw log-softmax, temperature 1
+
+Grounding (ABGV), attention rollout over the last n layers (paper: n = 3)::
+
+    A_l = mean_heads( attn_l * [attn_l >= 0.01] )     rows: query positions, cols: key positions
+    R   = A_L · A_{L-1} · A_{L-2}
+    G(t) = sum_{j in ctx} R[t, j]                     ctx = prompt + accepted steps
+    g   = min_{t in step} G(t)
+
+`R` is never formed. With ``m0 = 1[j in ctx]`` the product is applied to a vector,
+``R · m0 = A_L (A_{L-1} (A_{L-2} m0))``, and each intermediate vector ``m_i`` has one value per
+position. Rows are causal, so a context position's values depend only on context positions and
+never change once that position is committed: they are cached, and scoring a step needs only the
+step's own attention rows. This gives exactly ``grounding_from_matrices`` (the literal matrix
+product, kept as the reference) at a per-step cost linear in the prefix.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Raw log p(s_t) of each step token.
+
+    Args:
+        logits: `(T, V)`, row t is the draft's logits predicting step token t.
+        tokens: `(T,)` step token ids.
+    Returns:
+        `(T,)` log-probabilities at temperature 1, no top-p.
+    """
+    import torch
+
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (T, V)
+    return logp.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)  # (T,)
+
+
+def confidence(logprobs: torch.Tensor) -> float:
+    """l = min_t log p(s_t): the weakest token decides (no mean, no length normalisation)."""
+    if logprobs.numel() == 0:
+        raise ValueError("confidence of an empty step is undefined")
+    return float(logprobs.min())
+
+
+def process_attention(
+    attn: torch.Tensor,
+    *,
+    cut: float = 0.01,
+    renormalize: bool = False,
+    residual: bool = False,
+) -> torch.Tensor:
+    """One layer's attention, sparsified and head-averaged: the paper's `A_l` (some rows of it).
+
+    Args:
+        attn: `(H, Tq, Tk)` attention probabilities of the last `Tq` query positions over all `Tk`
+            key positions (query row r sits at absolute position `Tk - Tq + r`).
+        cut: entries below it are zeroed before averaging heads.
+        renormalize: rescale each row to sum 1 after the cut (off in the paper).
+        residual: return `0.5 * A + 0.5 * I` (off in the paper).
+    Returns:
+        `(Tq, Tk)` float32 rows of `A_l`.
+    """
+    import torch
+
+    a = attn.float()
+    a = torch.where(a >= cut, a, torch.zeros_like(a))  # (H, Tq, Tk)
+    a = a.mean(dim=0)  # (Tq, Tk)
+    if renormalize:
+        a = a / a.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    if residual:
+        tq, tk = a.shape
+        eye = torch.zeros_like(a)
+        eye[torch.arange(tq), torch.arange(tk - tq, tk)] = 1.0
+        a = 0.5 * a + 0.5 * eye
+    return a
+
+
+def propagate_mass(
+    rows: list[torch.Tensor], prev_mass: list[torch.Tensor], new_ctx: torch.Tensor
+) -> list[torch.Tensor]:
+    """Rollout applied to the context indicator, for new positions only.
+
+    Args:
+        rows: per rollout layer, lowest first (`A_{L-2}, A_{L-1}, A_L`), the `(Tq, Tk)` rows of
+            the new positions.
+        prev_mass: `n + 1` vectors `m_0 .. m_n`, each `(Tk - Tq,)`, cached for earlier positions.
+        new_ctx: `(Tq,)` `m_0` of the new positions: 1 where they count as context, else 0.
+    Returns:
+        `m_0 .. m_n` for the new positions, each `(Tq,)`; `m_n[t] = G(t) = (R · m_0)[t]`.
+    """
+    import torch
+
+    mass = [new_ctx.float()]
+    for i, a in enumerate(rows):
+        full = torch.cat([prev_mass[i], mass[i]])  # (Tk,)
+        mass.append(a @ full)  # (Tq,)
+    return mass
+
+
+def grounding(mass: list[torch.Tensor]) -> float:
+    """g = min_t G(t) over the step tokens, from `propagate_mass` with the step as non-context."""
+    g = mass[-1]
+    if g.numel() == 0:
+        raise ValueError("grounding of an empty step is undefined")
+    return float(g.min())
+
+
+def rollout(layers: list[torch.Tensor]) -> torch.Tensor:
+    """R = A_L · ... · A_{L-n+1} from full square matrices, lowest layer first. Reference only."""
+    r = layers[0]
+    for a in layers[1:]:
+        r = a @ r  # (T, T)
+    return r
+
+
+def grounding_from_matrices(layers: list[torch.Tensor], ctx: torch.Tensor) -> torch.Tensor:
+    """G = R · 1_ctx for every position, the literal formula. Reference for tests.
+
+    Args:
+        layers: processed `(T, T)` attention of each rollout layer, lowest first.
+        ctx: `(T,)` 1 on context positions.
+    Returns:
+        `(T,)` G(t).
+    """
+    return rollout(layers) @ ctx.float()

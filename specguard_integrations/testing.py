@@ -1,0 +1,111 @@
+"""Tiny models built in memory: for tests, examples and the offline smoke demo.
+
+No download is involved: the tokenizer is a character vocabulary built with `tokenizers`, and the
+models are randomly initialised Llama or GPT-2 configurations. They produce noise, but noise that
+exercises every code path of the engine exactly like a real pair.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
+
+    from .engine.lm import LocalCausalLM
+
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
+)
+
+
+def char_tokenizer(extra_chars: str = "") -> PreTrainedTokenizerFast:
+    """A character-level fast tokenizer over printable ASCII and newline, with BOS/EOS/PAD."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    chars = list(dict.fromkeys(list(string.printable[:95]) + ["\n"] + list(extra_chars)))
+    vocab = {tok: i for i, tok in enumerate(SPECIALS)}
+    vocab.update({c: i + len(SPECIALS) for i, c in enumerate(chars)})
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tok.decoder = decoders.Fuse()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def tiny_model(
+    arch: Literal["llama", "gpt2"] = "llama",
+    *,
+    vocab_size: int = 100,
+    hidden: int = 32,
+    layers: int = 3,
+    heads: int = 4,
+    context: int = 512,
+    seed: int = 0,
+) -> PreTrainedModel:
+    """A randomly initialised causal LM built from a config in memory."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model: PreTrainedModel
+    if arch == "llama":
+        cfg = LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=max(1, heads // 2),
+            max_position_embeddings=context,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+        )
+        model = LlamaForCausalLM(cfg)
+    elif arch == "gpt2":
+        cfg2 = GPT2Config(
+            vocab_size=vocab_size,
+            n_embd=hidden,
+            n_layer=layers,
+            n_head=heads,
+            n_positions=context,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+        )
+        model = GPT2LMHeadModel(cfg2)
+    else:
+        raise ValueError(f"arch: unknown tiny architecture {arch!r}")
+    return model.eval()
+
+
+def tiny_lm(
+    arch: Literal["llama", "gpt2"] = "llama",
+    *,
+    seed: int = 0,
+    name: str | None = None,
+    attention: bool = True,
+    **kwargs: int,
+) -> LocalCausalLM:
+    """`tiny_model` with the character tokenizer, wrapped for the engine."""
+    from .engine.lm import LocalCausalLM
+
+    tok = char_tokenizer()
+    model = tiny_model(arch, vocab_size=len(tok), seed=seed, **kwargs)
+    return LocalCausalLM(model, tok, name=name or f"tiny-{arch}-{seed}", attention=attention)
