@@ -39,7 +39,9 @@ class SpecGuardConfig(BaseModel):
     )
     max_steps: int = Field(64, ge=1, description="Steps after which generation stops.")
     max_new_tokens: int = Field(
-        1024, ge=1, description="Generated tokens (target tokenization) after which generation stops."
+        1024,
+        ge=1,
+        description="Generated tokens (target tokenization) after which generation stops.",
     )
     segmenter: Segmenter = Field(
         "blank_line",
@@ -56,7 +58,7 @@ class SpecGuardConfig(BaseModel):
     # 2. select
     selector: Literal["hidden_mean"] = Field(
         "hidden_mean",
-        description="Candidate embedding for the consistency selector: mean-pooled last hidden state.",
+        description="Consistency-selector embedding: the draft's mean-pooled last hidden state.",
     )
     # 3. score
     rollout_layers: int = Field(3, ge=1, description="Last layers multiplied in attention rollout.")

@@ -68,7 +68,9 @@ class DelimiterSegmenter:
     def find(self, text: str) -> Boundary | None:
         start = _first_content(text)
         i = text.find(self.delimiter, start)
-        step = Boundary(i + len(self.delimiter), "boundary") if i >= 0 and start < len(text) else None
+        step = (
+            Boundary(i + len(self.delimiter), "boundary") if i >= 0 and start < len(text) else None
+        )
         return _earliest(step, self.final.find(text))
 
 

@@ -28,7 +28,7 @@ def char_tokenizer(extra_chars: str = "") -> PreTrainedTokenizerFast:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    chars = list(dict.fromkeys(list(string.printable[:95]) + ["\n"] + list(extra_chars)))
+    chars = list(dict.fromkeys([*string.printable[:95], "\n", *extra_chars]))
     vocab = {tok: i for i, tok in enumerate(SPECIALS)}
     vocab.update({c: i + len(SPECIALS) for i, c in enumerate(chars)})
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))

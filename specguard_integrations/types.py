@@ -58,7 +58,9 @@ class StepRecord(BaseModel):
     text: str = Field(description="The committed text of the step.")
     source: StepSource = Field(description="Which model wrote the committed text.")
     num_tokens: int = Field(description="Tokens of the committed text, in its writer's tokenizer.")
-    decision: Decision = Field(description="Verdict on the draft step: accept, or reject (fallback).")
+    decision: Decision = Field(
+        description="Verdict on the draft step: accept, or reject (fallback)."
+    )
     signals: SignalMode = Field(description="Which draft signals were available for the verdict.")
     grounding: float | None = Field(description="g = min_t G(t), attention-rollout grounding.")
     confidence: float = Field(description="l = min_t log p_draft(s_t | ctx, s_<t).")

@@ -243,7 +243,9 @@ class LocalDraftSession:
             rows = [self._process(a) for a in out.rows[0]]  # (T, base + T) each
             n = len(tokens)
             prev = self._prev_mass(base)
-            step_mass = signals.propagate_mass(rows, prev, self._context_indicator(base, n, committed=False))
+            step_mass = signals.propagate_mass(
+                rows, prev, self._context_indicator(base, n, committed=False)
+            )
             g = signals.grounding(step_mass)
             committed_mass = signals.propagate_mass(
                 rows, prev, self._context_indicator(base, n, committed=True)
@@ -332,7 +334,9 @@ class LocalTargetSession:
         else:
             import torch
 
-            best = cands[select(torch.stack([c.embedding for c in cands if c.embedding is not None]))]
+            best = cands[
+                select(torch.stack([c.embedding for c in cands if c.embedding is not None]))
+            ]
         base = len(self.state.ids)
         self.state.ids.extend(best.ids)
         self.state.fed = base + best.fed

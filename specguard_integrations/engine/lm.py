@@ -100,7 +100,7 @@ class LocalCausalLM:
         self.name = name or str(getattr(model.config, "name_or_path", "") or type(model).__name__)
         self.device = next(model.parameters()).device
         self._lock = threading.RLock()
-        emb = model.get_input_embeddings().num_embeddings
+        emb = int(model.get_input_embeddings().weight.shape[0])  # type: ignore[index]
         if len(tokenizer) > emb:
             raise ValueError(
                 f"tokenizer of {self.name} has {len(tokenizer)} tokens but the model embeds only"
@@ -136,7 +136,8 @@ class LocalCausalLM:
         except (OSError, ValueError) as err:
             raise ValueError(f"cannot load causal LM from {name_or_path!r}: {err}") from err
         tok = tokenizer or AutoTokenizer.from_pretrained(name_or_path)
-        return cls(model.to(dev), tok, name=name or str(name_or_path))
+        model.to(dev)  # type: ignore[arg-type]
+        return cls(model, tok, name=name or str(name_or_path))
 
     def _eos_ids(self) -> frozenset[int]:
         ids: set[int] = set()
@@ -154,8 +155,8 @@ class LocalCausalLM:
             value = getattr(cfg, attr, None)
             if isinstance(value, int) and value > 0:
                 return value
-        value = getattr(self.tokenizer, "model_max_length", 0)
-        return int(value) if 0 < value < 10**7 else 2048
+        value = getattr(self.tokenizer, "model_max_length", None)
+        return int(value) if isinstance(value, int) and 0 < value < 10**7 else 2048
 
     def _find_attention_modules(self) -> list[Any]:
         """The self-attention module of each decoder layer, in depth order."""
@@ -215,9 +216,7 @@ class LocalCausalLM:
             return True
         return bool(self.tokenizer.get_vocab() == other.tokenizer.get_vocab())
 
-    def render_chat(
-        self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None
-    ) -> str:
+    def render_chat(self, messages: list[dict[str, Any]], *, tools: list[Any] | None = None) -> str:
         """The chat template applied to messages, with the assistant turn opened."""
         if not getattr(self.tokenizer, "chat_template", None):
             raise ValueError(f"tokenizer of {self.name} has no chat template")
@@ -234,9 +233,7 @@ class LocalCausalLM:
         cache = DynamicCache(config=self.model.config)
         return SeqState(ids=list(ids), cache=cache, prompt_len=len(ids))
 
-    def feed(
-        self, state: SeqState, *, rollout_layers: int = 0, hidden: bool = False
-    ) -> FeedOut:
+    def feed(self, state: SeqState, *, rollout_layers: int = 0, hidden: bool = False) -> FeedOut:
         """Run the model over `ids[fed:]`, extending the cache; all or nothing.
 
         Args:
@@ -275,9 +272,7 @@ class LocalCausalLM:
         state.next_logits = result.logits[-1]
         return result
 
-    def _forward(
-        self, ids: torch.Tensor, cache: Any, rollout_layers: int, hidden: bool
-    ) -> FeedOut:
+    def _forward(self, ids: torch.Tensor, cache: Any, rollout_layers: int, hidden: bool) -> FeedOut:
         """One forward of `ids` `(B, T)` with the cache; logits `(B*T, V)` when B == 1."""
         captured: list[torch.Tensor | None] = []
         handles = []

@@ -86,7 +86,9 @@ class SpecGuard:
         target: TargetModel | LocalCausalLM,
         config: SpecGuardConfig | None = None,
     ) -> None:
-        self.draft: DraftModel = LocalDraft(draft) if isinstance(draft, LocalCausalLM) else draft
+        self.draft: DraftModel = (
+            LocalDraft(draft) if isinstance(draft, LocalCausalLM) else draft  # type: ignore[assignment]
+        )
         self.target: TargetModel = (
             LocalTarget(target) if isinstance(target, LocalCausalLM) else target
         )
@@ -97,7 +99,9 @@ class SpecGuard:
             assert isinstance(d, LocalCausalLM) and isinstance(t, LocalCausalLM)
             self.shared_vocab = d.same_vocab(t)
         if not self.draft.supports_grounding:
-            log.warning("draft %s gives no attention: SpecGuard runs confidence-only", self.draft.name)
+            log.warning(
+                "draft %s gives no attention: SpecGuard runs confidence-only", self.draft.name
+            )
 
     @classmethod
     def from_pretrained(

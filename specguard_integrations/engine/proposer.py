@@ -130,9 +130,7 @@ def sample_steps(
                     continue
                 tok = int(nxt[i])
                 if tok in lm.eos_ids:
-                    result[i] = Candidate(
-                        toks[i], lm.decode(toks[i]), "eos", eos=True, eos_id=tok
-                    )
+                    result[i] = Candidate(toks[i], lm.decode(toks[i]), "eos", eos=True, eos_id=tok)
                     continue
                 toks[i].append(tok)
                 cut = cut_step(lm, toks[i], segmenter, stop)

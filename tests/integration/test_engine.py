@@ -5,8 +5,8 @@ import torch
 
 from specguard_integrations import SpecGuard, SpecGuardConfig
 from specguard_integrations.engine import signals
-from specguard_integrations.testing import char_tokenizer, tiny_lm, tiny_model
 from specguard_integrations.engine.lm import LocalCausalLM
+from specguard_integrations.testing import char_tokenizer, tiny_lm, tiny_model
 
 PROMPT = "Tom has 3 apples and buys 4 more. How many apples does he have?\n"
 ARCHS = ["llama", "gpt2"]
@@ -20,10 +20,13 @@ def plain_greedy(lm: LocalCausalLM, prompt: str, n: int) -> str:
     ids = torch.tensor([lm.encode_prompt(prompt)])
     with torch.inference_mode():
         out = lm.model.generate(
-            ids, max_new_tokens=n, do_sample=False, eos_token_id=sorted(lm.eos_ids),
+            ids,
+            max_new_tokens=n,
+            do_sample=False,
+            eos_token_id=sorted(lm.eos_ids),
             pad_token_id=0,
         )
-    new = [t for t in out[0, ids.shape[1]:].tolist() if t not in lm.eos_ids]
+    new = [t for t in out[0, ids.shape[1] :].tolist() if t not in lm.eos_ids]
     return lm.decode(new)
 
 
@@ -52,7 +55,9 @@ def test_tau_zero_greedy_draft_equals_greedy_draft(arch):
 
 def test_same_seed_same_result_and_different_seed_differs():
     draft, target = pair("llama")
-    sg = SpecGuard(draft, target, SpecGuardConfig(k=4, tau=0.5, max_step_tokens=6, max_new_tokens=30))
+    sg = SpecGuard(
+        draft, target, SpecGuardConfig(k=4, tau=0.5, max_step_tokens=6, max_new_tokens=30)
+    )
     a = sg.generate(PROMPT)
     b = sg.generate(PROMPT)
     c = sg.generate(PROMPT, config=sg.config.merged(seed=123))
@@ -86,7 +91,9 @@ def test_scores_equal_a_full_recomputation_after_fallbacks():
 
 def test_stream_yields_records_then_result():
     draft, target = pair("llama")
-    stream = SpecGuard(draft, target, SpecGuardConfig(k=2, max_step_tokens=5, max_new_tokens=20)).stream(PROMPT)
+    stream = SpecGuard(
+        draft, target, SpecGuardConfig(k=2, max_step_tokens=5, max_new_tokens=20)
+    ).stream(PROMPT)
     seen = []
     for rec in stream:
         seen.append(rec.step_index)
@@ -97,7 +104,9 @@ def test_stream_yields_records_then_result():
 
 def test_max_step_tokens_cuts_a_step_and_generation_goes_on():
     draft, target = pair("llama")
-    r = SpecGuard(draft, target, SpecGuardConfig(k=2, max_step_tokens=4, max_new_tokens=13)).generate(PROMPT)
+    r = SpecGuard(
+        draft, target, SpecGuardConfig(k=2, max_step_tokens=4, max_new_tokens=13)
+    ).generate(PROMPT)
     assert [s.num_tokens for s in r.steps] == [4, 4, 4, 1] or r.finish_reason == "eos"
     assert all(s.finish == "max_step_tokens" for s in r.steps)
     assert r.finish_reason == "max_new_tokens"
@@ -105,7 +114,9 @@ def test_max_step_tokens_cuts_a_step_and_generation_goes_on():
 
 def test_max_steps_stops_generation():
     draft, target = pair("llama")
-    r = SpecGuard(draft, target, SpecGuardConfig(k=1, temperature=0, max_step_tokens=3, max_steps=2)).generate(PROMPT)
+    r = SpecGuard(
+        draft, target, SpecGuardConfig(k=1, temperature=0, max_step_tokens=3, max_steps=2)
+    ).generate(PROMPT)
     assert r.num_steps == 2 and r.finish_reason == "max_steps"
 
 
@@ -115,7 +126,9 @@ def test_eos_inside_a_step_ends_generation_without_the_eos_text():
     eos_char = greedy[8]
     eos_id = draft.tokenizer.convert_tokens_to_ids(eos_char)
     draft.eos_ids = frozenset({eos_id})
-    r = SpecGuard(draft, target, SpecGuardConfig.greedy(tau=0.0, max_step_tokens=50)).generate(PROMPT)
+    r = SpecGuard(draft, target, SpecGuardConfig.greedy(tau=0.0, max_step_tokens=50)).generate(
+        PROMPT
+    )
     assert r.finish_reason == "eos" and r.steps[-1].finish == "eos"
     assert r.text == greedy[: greedy.index(eos_char)]
 
@@ -124,7 +137,9 @@ def test_stop_sequence_cuts_text_before_it():
     draft, target = pair("llama")
     greedy = plain_greedy(draft, PROMPT, 20)
     stop = greedy[10:12]
-    r = SpecGuard(draft, target, SpecGuardConfig.greedy(tau=0.0, max_step_tokens=50)).generate(PROMPT, stop=[stop])
+    r = SpecGuard(draft, target, SpecGuardConfig.greedy(tau=0.0, max_step_tokens=50)).generate(
+        PROMPT, stop=[stop]
+    )
     assert r.finish_reason == "stop"
     assert r.text == greedy[: greedy.index(stop)]
 
@@ -132,7 +147,9 @@ def test_stop_sequence_cuts_text_before_it():
 def test_draft_without_attention_runs_confidence_only():
     draft = tiny_lm("llama", seed=1, attention=False)
     target = tiny_lm("llama", seed=2)
-    r = SpecGuard(draft, target, SpecGuardConfig(k=2, max_step_tokens=5, max_new_tokens=15)).generate(PROMPT)
+    r = SpecGuard(
+        draft, target, SpecGuardConfig(k=2, max_step_tokens=5, max_new_tokens=15)
+    ).generate(PROMPT)
     assert r.steps and all(s.signals == "confidence_only" and s.grounding is None for s in r.steps)
     assert all(s.fused == pytest.approx(s.confidence_norm) for s in r.steps)
 
@@ -141,7 +158,9 @@ def test_different_tokenizers_exchange_text():
     tok_d = char_tokenizer(extra_chars="é")  # a different vocabulary
     draft = LocalCausalLM(tiny_model("llama", vocab_size=len(tok_d), seed=1), tok_d, name="d")
     target = tiny_lm("gpt2", seed=2)
-    sg = SpecGuard(draft, target, SpecGuardConfig(k=2, tau=0.745, max_step_tokens=5, max_new_tokens=30))
+    sg = SpecGuard(
+        draft, target, SpecGuardConfig(k=2, tau=0.745, max_step_tokens=5, max_new_tokens=30)
+    )
     assert not sg.shared_vocab
     r = sg.generate(PROMPT)
     assert r.text == "".join(s.text for s in r.steps) and r.num_steps >= 6
@@ -162,7 +181,9 @@ def test_bad_prompts_get_clear_errors():
 
 def test_context_window_ends_generation():
     draft, target = pair("llama")
-    r = SpecGuard(draft, target, SpecGuardConfig(k=1, temperature=0, max_step_tokens=64, max_new_tokens=1000)).generate("y" * 480)
+    r = SpecGuard(
+        draft, target, SpecGuardConfig(k=1, temperature=0, max_step_tokens=64, max_new_tokens=1000)
+    ).generate("y" * 480)
     assert r.finish_reason in ("context_window", "eos")
     assert r.prompt_tokens + r.output_tokens <= 512
 
@@ -175,7 +196,9 @@ def test_mismatched_tokenizer_and_model_is_rejected():
 
 def test_failed_step_leaves_the_state_usable(monkeypatch):
     draft, target = pair("llama")
-    sg = SpecGuard(draft, target, SpecGuardConfig(k=2, tau=1.01, max_step_tokens=4, max_new_tokens=20))
+    sg = SpecGuard(
+        draft, target, SpecGuardConfig(k=2, tau=1.01, max_step_tokens=4, max_new_tokens=20)
+    )
     stream = sg.stream(PROMPT)
     first = next(stream)
     calls = {"n": 0}
@@ -200,8 +223,12 @@ def test_from_pretrained_on_a_local_directory(tmp_path):
         lm = tiny_lm("llama", seed=seed)
         lm.model.save_pretrained(tmp_path / name)
         lm.tokenizer.save_pretrained(tmp_path / name)
-    sg = SpecGuard.from_pretrained(str(tmp_path / "draft"), str(tmp_path / "target"),
-                                   SpecGuardConfig(k=2, max_step_tokens=4, max_new_tokens=12), device="cpu")
+    sg = SpecGuard.from_pretrained(
+        str(tmp_path / "draft"),
+        str(tmp_path / "target"),
+        SpecGuardConfig(k=2, max_step_tokens=4, max_new_tokens=12),
+        device="cpu",
+    )
     r = sg.generate(PROMPT)
     assert r.output_tokens == 12 and sg.shared_vocab
     with pytest.raises(ValueError, match="cannot load causal LM"):

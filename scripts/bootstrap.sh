@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Creates .venv and installs the package with its test tools. Idempotent.
+# torch is pinned to the 2.13.0 CPU wheel first, so nothing later pulls a CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"

@@ -1,0 +1,50 @@
+import subprocess
+import sys
+
+import specguard_integrations
+import specguard_integrations.engine
+
+
+def test_public_surface_is_pinned():
+    assert sorted(specguard_integrations.__all__) == [
+        "GenerationResult",
+        "LocalCausalLM",
+        "PhaseTimes",
+        "SpecGuard",
+        "SpecGuardConfig",
+        "StepRecord",
+        "StepStream",
+        "__version__",
+    ]
+    assert sorted(specguard_integrations.engine.__all__) == [
+        "DraftModel",
+        "LocalCausalLM",
+        "LocalDraft",
+        "LocalTarget",
+        "SpecGuard",
+        "StepStream",
+        "TargetModel",
+    ]
+    for name in specguard_integrations.__all__:
+        assert getattr(specguard_integrations, name) is not None
+
+
+def test_import_and_help_do_not_import_torch_or_frameworks():
+    code = (
+        "import sys, specguard_integrations, specguard_integrations.cli as c\n"
+        "try:\n    c.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'langchain_core', 'llama_index')"
+        " if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_cli_reports_bad_config_file(tmp_path, capsys):
+    from specguard_integrations.cli import main
+
+    bad = tmp_path / "c.json"
+    bad.write_text('{"tau": -1}')
+    assert main(["demo", "--config", str(bad)]) == 2
+    assert "tau" in capsys.readouterr().err
