@@ -1,0 +1,254 @@
+"""Train the bundled draft/target pair on the synthetic task suites (seeded, CPU or GPU).
+
+    .venv/bin/python scripts/train_pair.py tokenizer --out runs/pair
+    .venv/bin/python scripts/train_pair.py model --role target --out runs/pair --minutes 45
+    .venv/bin/python scripts/train_pair.py model --role draft --out runs/pair --minutes 45
+
+Writes `OUT/tokenizer/` (a byte-level BPE `tokenizer.json` with a chat template), `OUT/ROLE/`
+(`save_pretrained`, safetensors) and `OUT/ROLE.curve.jsonl` (loss and held-out accuracy over
+training). Sequences are the plain prompt + gold steps + `</s>`, and the same conversation
+rendered through the chat template ending in `<|end|>`; the loss covers completion tokens only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from specguard_integrations.tasks import FAMILIES, make_split
+
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>", "<|tool|>", "<|end|>"]
+CHAT_TEMPLATE = (
+    "{% if tools %}<|system|>\nTools:{% for t in tools %}{% set f = t['function'] if t['function']"
+    " is defined else t %} {{ f['name'] }}({{ f['parameters']['properties'] | list | join(', ') }})"
+    "{% endfor %}<|end|>\n{% endif %}"
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{% if m['content'] %}{{ m['content'] }}{% endif %}"
+    "{% if m['tool_calls'] is defined and m['tool_calls'] %}{% for tc in m['tool_calls'] %}"
+    "{% set fn = tc['function'] if tc['function'] is defined else tc %}<tool_call>"
+    "{{ {'name': fn['name'], 'arguments': fn['arguments']} | tojson }}</tool_call>{% endfor %}"
+    "{% endif %}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+CALCULATOR = {
+    "type": "function",
+    "function": {
+        "name": "calculator",
+        "description": "Evaluate a + b, a - b or a * b with integers.",
+        "parameters": {
+            "type": "object",
+            "properties": {"expression": {"type": "string"}},
+            "required": ["expression"],
+        },
+    },
+}
+
+
+def tool_call_conversation(item) -> list[dict]:
+    """The tools family in chat tool-call form: calls, real tool results, then the answer."""
+    import re
+
+    msgs: list[dict] = [{"role": "user", "content": item.prompt}]
+    for i, step in enumerate(item.steps[:-1]):
+        expr = re.search(r"Action Input: ([^\n]*)", step).group(1)
+        call = {"type": "function", "function": {"name": "calculator", "arguments": {"expression": expr}}}
+        msgs.append({"role": "assistant", "content": "", "tool_calls": [call]})
+        msgs.append({"role": "tool", "content": item.observations[i].split(": ", 1)[1].strip()})
+    msgs.append({"role": "assistant", "content": f"Answer: {item.answer}"})
+    return msgs
+SIZES = {
+    "target": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=8, num_attention_heads=8),
+    "draft": dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4),
+}
+
+
+def build_tokenizer(out: Path, vocab: int = 512) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = []
+    for fam in FAMILIES:
+        for item in make_split(fam, "train", 3000, seed=99):
+            corpus.append(item.prompt + item.target_text)
+            if fam == "tools":
+                msgs = tool_call_conversation(item)
+                corpus.append(json.dumps(msgs[1]["tool_calls"][0]["function"]) + "</tool_call>")
+                corpus.append("<tool_call>" + json.dumps({"name": "calculator"}))
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(corpus, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(out / "tokenizer")
+
+
+def examples(tok, n_per_family: int, seed: int) -> list[tuple[list[int], int]]:
+    """(ids, completion start) pairs: plain and chat renderings of every train item."""
+    out = []
+    rng = random.Random(seed)
+    for fam in FAMILIES:
+        for item in make_split(fam, "train", n_per_family, seed=seed):
+            roll = rng.random()
+            if roll < 0.6:
+                prompt = tok(item.prompt)["input_ids"]
+                comp = tok(item.target_text + "</s>", add_special_tokens=False)["input_ids"]
+            elif fam == "tools" and roll < 0.85:
+                msgs = tool_call_conversation(item)
+                head = tok.apply_chat_template(
+                    msgs[:1], tools=[CALCULATOR], tokenize=False, add_generation_prompt=True
+                )
+                full = tok.apply_chat_template(msgs, tools=[CALCULATOR], tokenize=False)
+                prompt = tok(head, add_special_tokens=False)["input_ids"]
+                comp = tok(full[len(head) :], add_special_tokens=False)["input_ids"]
+            else:
+                text = tok.apply_chat_template(
+                    [{"role": "user", "content": item.prompt}], tokenize=False, add_generation_prompt=True
+                )
+                prompt = tok(text, add_special_tokens=False)["input_ids"]
+                comp = tok(item.target_text + "<|end|>", add_special_tokens=False)["input_ids"]
+            out.append((prompt + comp, len(prompt)))
+    rng.shuffle(out)
+    return out
+
+
+def batches(data, batch: int, rng: random.Random):
+    while True:
+        rng.shuffle(data)
+        for i in range(0, len(data) - batch + 1, batch):
+            chunk = data[i : i + batch]
+            n = max(len(x) for x, _ in chunk)
+            ids = torch.zeros(batch, n, dtype=torch.long)
+            labels = torch.full((batch, n), -100, dtype=torch.long)
+            for r, (x, start) in enumerate(chunk):
+                ids[r, : len(x)] = torch.tensor(x)
+                labels[r, start : len(x)] = torch.tensor(x[start:])
+            yield ids, labels
+
+
+@torch.inference_mode()
+def greedy_accuracy(model, tok, n: int = 40) -> dict[str, float]:
+    """Held-out final-answer accuracy per family, greedy, plain prompts (tools: gold observations)."""
+    from specguard_integrations.tasks import extract_answer
+
+    model.eval()
+    acc = {}
+    eos = [tok.convert_tokens_to_ids("</s>")]
+    for fam in FAMILIES:
+        items = make_split(fam, "test", n)
+        good = 0
+        for item in items:
+            text = item.prompt
+            # tools: feed the real tool's observation after each Action Input line
+            for _ in range(4):
+                ids = torch.tensor([tok(text)["input_ids"]])
+                gen = model.generate(ids, max_new_tokens=60, do_sample=False, eos_token_id=eos, pad_token_id=0)
+                new = tok.decode(gen[0, ids.shape[1] :], skip_special_tokens=True)
+                if fam == "tools" and "Action Input:" in new and "Final Answer:" not in new.split("Action Input:")[0]:
+                    from specguard_integrations.tasks.base import calculator
+
+                    head, rest = new.split("Action Input:", 1)
+                    expr = rest.split("\n", 1)[0]
+                    try:
+                        obs = calculator(expr)
+                    except ValueError:
+                        obs = "error"
+                    text += head + "Action Input:" + expr + f"\nObservation: {obs}\n"
+                    continue
+                text += new
+                break
+            good += extract_answer(text[len(item.prompt) :]) == item.answer
+        acc[fam] = good / len(items)
+    model.train()
+    return acc
+
+
+def train_model(args: argparse.Namespace) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    tok = PreTrainedTokenizerFast.from_pretrained(out / "tokenizer")
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        max_position_embeddings=512,
+        bos_token_id=1,
+        eos_token_id=[tok.convert_tokens_to_ids("</s>"), tok.convert_tokens_to_ids("<|end|>")],
+        pad_token_id=0,
+        tie_word_embeddings=True,
+        num_key_value_heads=SIZES[args.role]["num_attention_heads"],
+        **SIZES[args.role],
+    )
+    model = LlamaForCausalLM(cfg)
+    params = sum(p.numel() for p in model.parameters())
+    data = examples(tok, args.per_family, args.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    rng = random.Random(args.seed)
+    stream = batches(data, args.batch, rng)
+    curve = open(out / f"{args.role}.curve.jsonl", "w")
+    deadline = time.time() + args.minutes * 60
+    t0 = time.time()
+    step = 0
+    model.train()
+    while time.time() < deadline and step < args.max_steps:
+        frac = min(1.0, (time.time() - t0) / (args.minutes * 60))
+        lr = args.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        ids, labels = next(stream)
+        loss = model(input_ids=ids, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % 50 == 0:
+            rec = {"step": step, "minutes": (time.time() - t0) / 60, "loss": float(loss), "lr": lr}
+            if step % args.eval_every == 0:
+                rec["accuracy"] = greedy_accuracy(model, tok, 20)
+            curve.write(json.dumps(rec) + "\n")
+            curve.flush()
+    acc = greedy_accuracy(model, tok, 40)
+    curve.write(json.dumps({"step": step, "final_accuracy": acc, "params": params}) + "\n")
+    curve.close()
+    model.generation_config.eos_token_id = cfg.eos_token_id
+    model.generation_config.pad_token_id = 0
+    model.save_pretrained(out / args.role)
+    tok.save_pretrained(out / args.role)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["tokenizer", "model"])
+    ap.add_argument("--out", default="runs/pair")
+    ap.add_argument("--role", choices=["target", "draft"], default="target")
+    ap.add_argument("--minutes", type=float, default=45)
+    ap.add_argument("--max-steps", type=int, default=10**9)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--per-family", type=int, default=20000)
+    ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    if args.what == "tokenizer":
+        build_tokenizer(Path(args.out))
+    else:
+        train_model(args)
+
+
+if __name__ == "__main__":
+    main()
