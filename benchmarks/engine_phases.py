@@ -40,9 +40,7 @@ def main() -> None:
     phases = ("propose", "select", "score", "decide", "target", "commit")
     print(f"draft {draft.name}: 2 layers d=64; target {target.name}: 8 layers d=256; k={args.k}")
     print(
-        "| prefix | mode | steps | ms/step (mean) | ms/step (median) | "
-        + " | ".join(phases)
-        + " |"
+        "| prefix | mode | steps | ms/step (mean) | ms/step (median) | " + " | ".join(phases) + " |"
     )
     print("|---" * (5 + len(phases)) + "|")
     sg = SpecGuard(draft, target, base)

@@ -23,7 +23,17 @@ import torch
 
 from specguard_integrations.tasks import FAMILIES, make_split
 
-SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>", "<|tool|>", "<|end|>"]
+SPECIALS = [
+    "<pad>",
+    "<s>",
+    "</s>",
+    "<unk>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|tool|>",
+    "<|end|>",
+]
 CHAT_TEMPLATE = (
     "{% if tools %}<|system|>\nTools:{% for t in tools %}{% set f = t['function'] if t['function']"
     " is defined else t %} {{ f['name'] }}({{ f['parameters']['properties'] | list | join(', ') }})"
@@ -56,14 +66,23 @@ def tool_call_conversation(item) -> list[dict]:
     msgs: list[dict] = [{"role": "user", "content": item.prompt}]
     for i, step in enumerate(item.steps[:-1]):
         expr = re.search(r"Action Input: ([^\n]*)", step).group(1)
-        call = {"type": "function", "function": {"name": "calculator", "arguments": {"expression": expr}}}
+        call = {
+            "type": "function",
+            "function": {"name": "calculator", "arguments": {"expression": expr}},
+        }
         msgs.append({"role": "assistant", "content": "", "tool_calls": [call]})
         msgs.append({"role": "tool", "content": item.observations[i].split(": ", 1)[1].strip()})
     msgs.append({"role": "assistant", "content": f"Answer: {item.answer}"})
     return msgs
+
+
 SIZES = {
-    "target": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=8, num_attention_heads=8),
-    "draft": dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4),
+    "target": dict(
+        hidden_size=256, intermediate_size=688, num_hidden_layers=8, num_attention_heads=8
+    ),
+    "draft": dict(
+        hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4
+    ),
 }
 
 
@@ -83,15 +102,76 @@ def build_tokenizer(out: Path, vocab: int = 512) -> None:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=vocab,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(corpus, trainer)
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
     )
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(out / "tokenizer")
+
+
+TOOL_WORDS = (
+    ["magic", "get", "weather", "lookup", "find", "compute", "search", "fetch", "convert", "count", "score", "city", "user"]
+)
+PARAMS = ["input", "x", "n", "value", "city", "location", "query", "name", "a", "b", "item", "topic", "setup", "punchline", "text"]
+PLACES = ["San Francisco, CA", "Paris", "New York", "Tokyo", "Berlin", "Lima", "Oslo", "Cairo"]
+
+
+def generic_tool_conversation(rng: random.Random) -> tuple[list[dict], list[dict]]:
+    """A made-up tool and a question that asks for it: copying names and values from the
+    tool list and the question, so any bound tool can be called. Then the tool's result and an
+    answer that uses it."""
+    name = "_".join(rng.sample(TOOL_WORDS, rng.choice((1, 2, 2, 3))))
+    if rng.random() < 0.3:
+        name = "magic_function" if rng.random() < 0.5 else f"{name}_function"
+    params = rng.sample(PARAMS, rng.choice((0, 1, 1, 1, 2)))
+    args: dict = {}
+    for p in params:
+        if p in ("city", "location"):
+            args[p] = rng.choice(PLACES)
+        elif p in ("setup", "punchline", "text", "topic", "query", "name", "item"):
+            args[p] = " ".join(rng.sample(TOOL_WORDS, rng.randint(1, 3)))
+        else:
+            args[p] = rng.randint(0, 99)
+    shown = ", ".join(json.dumps(v) if isinstance(v, str) else str(v) for v in args.values())
+    question = rng.choice(
+        [
+            f"What is the value of {name}({shown})? Use the tool.",
+            f"Call {name} with {shown}.",
+            f"Use {name} on {shown}.",
+        ]
+    )
+    if not params:
+        question = f"What is the value of {name}()? Use the tool."
+    if params == ["city"] or params == ["location"]:
+        question = rng.choice([question, f"What is the weather in {args[params[0]]}?"])
+    props = {p: {"type": "integer" if isinstance(args[p], int) else "string"} for p in params}
+    tool = {
+        "type": "function",
+        "function": {"name": name, "parameters": {"type": "object", "properties": props}},
+    }
+    result = (
+        str(rng.randint(0, 999))
+        if rng.random() < 0.6
+        else rng.choice(["sunny", "ok", "done", "It's sunny."])
+    )
+    call = {"type": "function", "function": {"name": name, "arguments": args}}
+    msgs = [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "content": result},
+        {"role": "assistant", "content": f"The result is {result}."},
+    ]
+    return msgs, [tool]
 
 
 def examples(tok, n_per_family: int, seed: int) -> list[tuple[list[int], int]]:
@@ -114,11 +194,23 @@ def examples(tok, n_per_family: int, seed: int) -> list[tuple[list[int], int]]:
                 comp = tok(full[len(head) :], add_special_tokens=False)["input_ids"]
             else:
                 text = tok.apply_chat_template(
-                    [{"role": "user", "content": item.prompt}], tokenize=False, add_generation_prompt=True
+                    [{"role": "user", "content": item.prompt}],
+                    tokenize=False,
+                    add_generation_prompt=True,
                 )
                 prompt = tok(text, add_special_tokens=False)["input_ids"]
                 comp = tok(item.target_text + "<|end|>", add_special_tokens=False)["input_ids"]
             out.append((prompt + comp, len(prompt)))
+    for _ in range(n_per_family // 2):
+        msgs, tools = generic_tool_conversation(rng)
+        head = tok.apply_chat_template(
+            msgs[:1], tools=tools, tokenize=False, add_generation_prompt=True
+        )
+        full = tok.apply_chat_template(msgs, tools=tools, tokenize=False)
+        prompt = tok(head, add_special_tokens=False)["input_ids"]
+        out.append(
+            (prompt + tok(full[len(head) :], add_special_tokens=False)["input_ids"], len(prompt))
+        )
     rng.shuffle(out)
     return out
 
@@ -153,9 +245,15 @@ def greedy_accuracy(model, tok, n: int = 40) -> dict[str, float]:
             # tools: feed the real tool's observation after each Action Input line
             for _ in range(4):
                 ids = torch.tensor([tok(text)["input_ids"]])
-                gen = model.generate(ids, max_new_tokens=60, do_sample=False, eos_token_id=eos, pad_token_id=0)
+                gen = model.generate(
+                    ids, max_new_tokens=60, do_sample=False, eos_token_id=eos, pad_token_id=0
+                )
                 new = tok.decode(gen[0, ids.shape[1] :], skip_special_tokens=True)
-                if fam == "tools" and "Action Input:" in new and "Final Answer:" not in new.split("Action Input:")[0]:
+                if (
+                    fam == "tools"
+                    and "Action Input:" in new
+                    and "Final Answer:" not in new.split("Action Input:")[0]
+                ):
                     from specguard_integrations.tasks.base import calculator
 
                     head, rest = new.split("Action Input:", 1)
@@ -204,7 +302,11 @@ def train_model(args: argparse.Namespace) -> None:
     model.train()
     while time.time() < deadline and step < args.max_steps:
         frac = min(1.0, (time.time() - t0) / (args.minutes * 60))
-        lr = args.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        lr = (
+            args.lr
+            * min(1.0, (step + 1) / 100)
+            * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        )
         for g in opt.param_groups:
             g["lr"] = lr
         ids, labels = next(stream)

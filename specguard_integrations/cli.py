@@ -81,7 +81,7 @@ def _demo(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     console = Console()
-    sg, cfg = _load(args)
+    sg, _ = _load(args)
     prompts = DEMO_PROMPTS[: args.limit]
     results, baseline = [], []
     with Progress(console=console, transient=True) as bar:
@@ -155,7 +155,8 @@ def _generate(args: argparse.Namespace) -> int:
     sg, _ = _load(args)
     result = sg.generate(args.prompt)
     if args.json:
-        print(json.dumps(result.model_dump(mode="json") | {"summary": result.summary()}, indent=2))
+        payload = result.model_dump(mode="json") | {"summary": result.summary()}
+        print(json.dumps(payload, indent=2))
     else:
         console = Console()
         _show(console, args.prompt, result)

@@ -118,15 +118,14 @@ class ToolCallSegmenter:
 
     def find(self, text: str) -> Boundary | None:
         i = text.find(self.open_tag)
+        j = text.find(self.close_tag, max(i, 0))
+        head = self.cot.find(text[:i]) if i >= 0 else None
+        if j >= 0:
+            # a closing tag alone ends a block whose opening was forced into the prompt
+            return _earliest(Boundary(j + len(self.close_tag), "tool_call"), head)
         if i >= 0:
-            j = text.find(self.close_tag, i)
-            if j < 0:
-                # inside an open block a blank line is not a boundary; only text before it counts
-                head = self.cot.find(text[:i])
-                return head
-            return _earliest(
-                Boundary(j + len(self.close_tag), "tool_call"), self.cot.find(text[:i])
-            )
+            # inside an open block a blank line is not a boundary; only text before it counts
+            return head
         return self.cot.find(text)
 
 

@@ -14,9 +14,37 @@ HELD_OUT_SIZE = 500  # held-out items per family; train never contains their pro
 _SPLIT_BASE = {"train": 0, "test": 1_000_000_007}
 
 NAMES = (
-    "Ann Bob Cal Dee Eve Fay Gus Hal Ida Jon Kim Lea Max Ned Ola Pam Quin Rex Sue Tom Uma Val"
-    " Wes Xia Yul Zoe Amy Ben Cy Dan"
-).split()
+    "Ann",
+    "Bob",
+    "Cal",
+    "Dee",
+    "Eve",
+    "Fay",
+    "Gus",
+    "Hal",
+    "Ida",
+    "Jon",
+    "Kim",
+    "Lea",
+    "Max",
+    "Ned",
+    "Ola",
+    "Pam",
+    "Quin",
+    "Rex",
+    "Sue",
+    "Tom",
+    "Uma",
+    "Val",
+    "Wes",
+    "Xia",
+    "Yul",
+    "Zoe",
+    "Amy",
+    "Ben",
+    "Cy",
+    "Dan",
+)
 ITEMS = ("apples", "coins", "books", "stamps", "cards", "shells", "pens", "eggs")
 
 
@@ -162,7 +190,9 @@ def calculator(expression: str) -> str:
     """The real tool: evaluates `a op b` with integers (+, -, *)."""
     m = re.fullmatch(r"\s*(-?\d+)\s*([+\-*])\s*(-?\d+)\s*", expression)
     if not m:
-        raise ValueError(f"calculator: cannot evaluate {expression!r}; use 'a + b', 'a - b', 'a * b'")
+        raise ValueError(
+            f"calculator: cannot evaluate {expression!r}; use 'a + b', 'a - b', 'a * b'"
+        )
     a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
     return str({"+": a + b, "-": a - b, "*": a * b}[op])
 
@@ -189,9 +219,7 @@ def _check_tools(item: Item, i: int, text: str) -> StepVerdict:
         m = re.search(r"Final Answer:\s*([^\n]*)", text)
         ok = m is not None and m.group(1).strip() == item.answer and i == len(item.steps) - 1
         return StepVerdict(ok, m is not None)
-    m = re.fullmatch(
-        r"\s*Thought: [^\n]*\nAction: calculator\nAction Input: ([^\n]*)\n?", text
-    )
+    m = re.fullmatch(r"\s*Thought: [^\n]*\nAction: calculator\nAction Input: ([^\n]*)\n?", text)
     if not m:
         return StepVerdict(False, False)
     gold = re.search(r"Action Input: ([^\n]*)", item.steps[i]) if i < len(item.steps) else None

@@ -1,0 +1,171 @@
+"""Translation between LangChain objects and the engine's records; no model logic here."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..config import SpecGuardConfig
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
+
+    from ..engine.loop import SpecGuard, StepStream
+    from ..types import GenerationResult, StepRecord
+
+STEP_EVENT = "specguard_step"
+PROVIDER = "specguard"
+
+_FINISH = {
+    "eos": "stop",
+    "final_answer": "stop",
+    "stop": "stop",
+    "tool_call": "tool_calls",
+    "max_steps": "length",
+    "max_new_tokens": "length",
+    "context_window": "length",
+}
+
+
+def finish_reason(result: GenerationResult, has_tool_calls: bool) -> str:
+    return "tool_calls" if has_tool_calls else _FINISH[result.finish_reason]
+
+
+def step_payload(record: StepRecord) -> dict[str, Any]:
+    """A step record as plain JSON data (metadata, events, traces)."""
+    return record.model_dump(mode="json")
+
+
+def response_metadata(
+    result: GenerationResult, model_name: str, has_tool_calls: bool
+) -> dict[str, Any]:
+    return {
+        "model_name": model_name,
+        "model_provider": PROVIDER,
+        "finish_reason": finish_reason(result, has_tool_calls),
+        "specguard": result.summary(),
+        "specguard_steps": [step_payload(s) for s in result.steps],
+    }
+
+
+def usage_metadata(result: GenerationResult) -> dict[str, Any]:
+    out = result.output_tokens
+    return {
+        "input_tokens": result.prompt_tokens,
+        "output_tokens": out,
+        "total_tokens": result.prompt_tokens + out,
+        "output_token_details": {"draft": result.draft_tokens, "target": result.target_tokens},
+    }
+
+
+def merged_config(
+    base: SpecGuardConfig,
+    *,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    seed: int | None = None,
+) -> SpecGuardConfig:
+    """Map the usual LLM parameters onto the engine config (temperature 0: greedy, k = 1)."""
+    overrides: dict[str, Any] = {"max_new_tokens": max_tokens, "seed": seed}
+    if temperature is not None:
+        overrides["temperature"] = temperature
+        if temperature == 0.0:
+            overrides["k"] = 1
+    return base.merged(**overrides)
+
+
+def content_text(message: BaseMessage) -> str:
+    """Text of a message whose content is a string or a list of text blocks."""
+    content = message.content
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict) and block.get("type") == "text":
+            parts.append(str(block.get("text", "")))
+        elif isinstance(block, dict) and block.get("type") in ("tool_use", "tool_call"):
+            continue  # the call itself travels in message.tool_calls
+        else:
+            kind = block.get("type") if isinstance(block, dict) else type(block).__name__
+            raise ValueError(f"unsupported message content block of type {kind!r}: text only")
+    return "".join(parts)
+
+
+def to_chat_dicts(messages: list[BaseMessage]) -> list[dict[str, Any]]:
+    """LangChain messages -> chat-template dicts (system, user, assistant + tool_calls, tool)."""
+    from langchain_core.messages import (
+        AIMessage,
+        ChatMessage,
+        HumanMessage,
+        SystemMessage,
+        ToolMessage,
+    )
+
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if isinstance(m, SystemMessage):
+            out.append({"role": "system", "content": content_text(m)})
+        elif isinstance(m, HumanMessage):
+            out.append({"role": "user", "content": content_text(m)})
+        elif isinstance(m, AIMessage):
+            d: dict[str, Any] = {"role": "assistant", "content": content_text(m)}
+            if m.tool_calls:
+                d["tool_calls"] = [
+                    {
+                        "id": tc.get("id"),
+                        "type": "function",
+                        "function": {"name": tc["name"], "arguments": tc["args"]},
+                    }
+                    for tc in m.tool_calls
+                ]
+            out.append(d)
+        elif isinstance(m, ToolMessage):
+            out.append({"role": "tool", "content": content_text(m), "tool_call_id": m.tool_call_id})
+        elif isinstance(m, ChatMessage):
+            out.append({"role": m.role, "content": content_text(m)})
+        else:
+            raise ValueError(f"unsupported message type {type(m).__name__}")
+    return out
+
+
+def stream_in_thread(stream: StepStream) -> AsyncIterator[StepRecord]:
+    """Consume an engine stream on a worker thread, yielding records on the event loop."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    cancelled = threading.Event()
+
+    def work() -> None:
+        try:
+            for rec in stream:
+                if cancelled.is_set():
+                    stream.close()
+                    return
+                loop.call_soon_threadsafe(queue.put_nowait, ("step", rec))
+            loop.call_soon_threadsafe(queue.put_nowait, ("done", None))
+        except BaseException as err:  # surfaced on the event loop
+            loop.call_soon_threadsafe(queue.put_nowait, ("error", err))
+
+    async def agen() -> AsyncIterator[StepRecord]:
+        fut = loop.run_in_executor(None, work)
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "step":
+                    yield value
+                elif kind == "error":
+                    raise value
+                else:
+                    break
+        finally:
+            cancelled.set()
+            await fut
+
+    return agen()
+
+
+def run_stream(engine: SpecGuard, prompt: str, **kwargs: Any) -> Iterator[StepRecord]:
+    return iter(engine.stream(prompt, **kwargs))
