@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from specguard_integrations.chat import CHAT_TEMPLATE
 from specguard_integrations.tasks import FAMILIES, make_split
 
 SPECIALS = [
@@ -34,17 +35,6 @@ SPECIALS = [
     "<|tool|>",
     "<|end|>",
 ]
-CHAT_TEMPLATE = (
-    "{% if tools %}<|system|>\nTools:{% for t in tools %}{% set f = t['function'] if t['function']"
-    " is defined else t %} {{ f['name'] }}({{ f['parameters']['properties'] | list | join(', ') }})"
-    "{% endfor %}<|end|>\n{% endif %}"
-    "{% for m in messages %}<|{{ m['role'] }}|>\n{% if m['content'] %}{{ m['content'] }}{% endif %}"
-    "{% if m['tool_calls'] is defined and m['tool_calls'] %}{% for tc in m['tool_calls'] %}"
-    "{% set fn = tc['function'] if tc['function'] is defined else tc %}<tool_call>"
-    "{{ {'name': fn['name'], 'arguments': fn['arguments']} | tojson }}</tool_call>{% endfor %}"
-    "{% endif %}<|end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-)
 CALCULATOR = {
     "type": "function",
     "function": {

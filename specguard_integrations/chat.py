@@ -18,6 +18,20 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+# The bundled pair's chat template: system/user/assistant/tool roles, tool definitions as
+# ``Tools: name(param, ...)``, assistant tool calls as ``<tool_call>{json}</tool_call>``.
+CHAT_TEMPLATE = (
+    "{% if tools %}<|system|>\nTools:{% for t in tools %}{% set f = t['function'] if t['function']"
+    " is defined else t %} {{ f['name'] }}({{ f['parameters']['properties'] | list | join(', ') }})"
+    "{% endfor %}<|end|>\n{% endif %}"
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{% if m['content'] %}{{ m['content'] }}{% endif %}"
+    "{% if m['tool_calls'] is defined and m['tool_calls'] %}{% for tc in m['tool_calls'] %}"
+    "{% set fn = tc['function'] if tc['function'] is defined else tc %}<tool_call>"
+    "{{ {'name': fn['name'], 'arguments': fn['arguments']} | tojson }}</tool_call>{% endfor %}"
+    "{% endif %}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
 _NAME_MARK = "SGFNNAMEMARK"
 _ARG_MARK = "SGARGMARK"
 

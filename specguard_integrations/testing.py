@@ -10,17 +10,14 @@ from __future__ import annotations
 import string
 from typing import TYPE_CHECKING, Literal
 
+from .chat import CHAT_TEMPLATE
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
     from .engine.lm import LocalCausalLM
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
-
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
-)
 
 
 def char_tokenizer(extra_chars: str = "") -> PreTrainedTokenizerFast:
@@ -44,7 +41,7 @@ def char_tokenizer(extra_chars: str = "") -> PreTrainedTokenizerFast:
         pad_token="<pad>",
         unk_token="<unk>",
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = CHAT_TEMPLATE  # the bundled pair's template, tool calls included
     return fast
 
 

@@ -46,6 +46,7 @@ class DecodeSettings:
     max_tokens: int
     segmenter: StepSegmenter
     stop: tuple[str, ...] = ()
+    stop_tail: str = ""  # end of the committed text, to catch stops spanning a boundary
 
 
 class DraftSession(Protocol):
@@ -205,6 +206,7 @@ class LocalDraftSession:
             stop=settings.stop,
             generator=generator,
             embed=settings.k > 1,
+            stop_tail=settings.stop_tail,
         )
 
     # 3. score
@@ -328,6 +330,7 @@ class LocalTargetSession:
             generator=generator,
             embed=settings.k > 1,
             keep_cache=settings.k == 1,
+            stop_tail=settings.stop_tail,
         )
         if len(cands) == 1:
             best = cands[0]

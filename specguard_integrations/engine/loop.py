@@ -176,8 +176,9 @@ class SpecGuard:
                 finish = "max_new_tokens" if used >= cfg.max_new_tokens else "context_window"
                 break
             times = PhaseTimes()
+            tail = "".join(pieces)[-max((len(s) for s in stop), default=1) + 1 :] if stop else ""
             settings = DecodeSettings(
-                cfg.k, cfg.temperature, cfg.top_p, max_tokens, segmenter, stop
+                cfg.k, cfg.temperature, cfg.top_p, max_tokens, segmenter, stop, tail
             )
             # 1. propose
             t = time.perf_counter()
@@ -217,9 +218,17 @@ class SpecGuard:
             if used >= cfg.max_new_tokens:
                 finish = "max_new_tokens"
                 break
+        text = "".join(pieces)
+        if finish == "stop":
+            # a stop sequence may begin in an earlier step: cut the whole text before it
+            text = (
+                text[: min(i for i in (text.find(s) for s in stop) if i >= 0)]
+                if any(s in text for s in stop)
+                else text
+            )
         return GenerationResult(
             prompt=prompt,
-            text="".join(pieces),
+            text=text,
             steps=records,
             finish_reason=finish,
             prompt_tokens=target.prompt_tokens,
@@ -301,6 +310,7 @@ class SpecGuard:
             max_tokens=settings.max_tokens,
             segmenter=settings.segmenter,
             stop=settings.stop,
+            stop_tail=settings.stop_tail,
         )
         step = target.write_step(target_settings, gen_t)
         times.target = time.perf_counter() - t

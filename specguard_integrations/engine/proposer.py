@@ -57,16 +57,27 @@ def sample_next(
 
 
 def cut_step(
-    lm: LocalCausalLM, ids: list[int], segmenter: StepSegmenter, stop: tuple[str, ...]
+    lm: LocalCausalLM,
+    ids: list[int],
+    segmenter: StepSegmenter,
+    stop: tuple[str, ...],
+    tail: str = "",
 ) -> tuple[int, str, StepFinish] | None:
-    """Where the step in `ids` ends, if it has: (tokens kept, text, finish)."""
+    """Where the step in `ids` ends, if it has: (tokens kept, text, finish).
+
+    `tail` is the end of the text committed before this step, so a stop sequence that starts
+    there and ends in this step is found too (the step is then cut at its start).
+    """
     text = lm.decode(ids)
     boundary = segmenter.find(text)
-    stops = [i for i in (text.find(s) for s in stop) if i >= 0]
-    if stops and (boundary is None or min(stops) < boundary.end):
-        at = min(stops)
-        n = _tokens_covering(lm, ids, at)
-        return n, text[:at], "stop"
+    seen = tail + text
+    hits = [(i, i + len(s)) for i, s in ((seen.find(s), s) for s in stop) if i >= 0]
+    if hits:
+        start, end = min(hits)
+        at = max(0, start - len(tail))
+        if boundary is None or at < boundary.end:
+            # the text stops before the stop string; the tokens that wrote it stay (scored)
+            return _tokens_covering(lm, ids, end - len(tail)), text[:at], "stop"
     if boundary is None:
         return None
     n = _tokens_covering(lm, ids, boundary.end)
@@ -96,6 +107,7 @@ def sample_steps(
     generator: torch.Generator | None = None,
     embed: bool = False,
     keep_cache: bool = False,
+    stop_tail: str = "",
 ) -> list[Candidate]:
     """Sample k candidate steps continuing `state` (whose ids must all be fed).
 
@@ -133,7 +145,7 @@ def sample_steps(
                     result[i] = Candidate(toks[i], lm.decode(toks[i]), "eos", eos=True, eos_id=tok)
                     continue
                 toks[i].append(tok)
-                cut = cut_step(lm, toks[i], segmenter, stop)
+                cut = cut_step(lm, toks[i], segmenter, stop, stop_tail)
                 if cut is not None:
                     n, text, finish = cut
                     result[i] = Candidate(toks[i][:n], text, finish)
