@@ -13,13 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from .types import GenerationResult
-
-DEMO_PROMPTS = [
-    "Question: Tom has 3 apples and buys 4 more. How many apples does he have?\n",
-    "Question: A train travels 60 km in 1 hour. How far does it go in 3 hours?\n",
-    "Question: Solve 2x + 3 = 11 for x.\n",
-]
+    from .types import StepRecord
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -28,11 +22,17 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run SpecGuard against the target alone and show each step")
-    demo.add_argument("--draft", help="draft model id or directory (default: a tiny in-memory one)")
+    demo.add_argument("--draft", help="draft model id or directory (default: the bundled pair)")
     demo.add_argument("--target", help="target model id or directory")
     demo.add_argument("--config", help="a SpecGuard config JSON file")
-    demo.add_argument("--limit", type=int, default=3, help="number of prompts")
+    demo.add_argument("--limit", type=int, default=4, help="held-out problems (one per family)")
     demo.add_argument("--device", default="auto")
+    ev = sub.add_parser("eval-pair", help="accuracy, well-formed steps and latency of each model")
+    ev.add_argument("--draft", help="draft model id or directory (default: the bundled pair)")
+    ev.add_argument("--target", help="target model id or directory")
+    ev.add_argument("-n", type=int, default=50, help="held-out items per family")
+    ev.add_argument("--json", help="also write the report to this JSON file")
+    ev.add_argument("--device", default="cpu")
     gen = sub.add_parser("generate", help="generate from one prompt and print the step records")
     gen.add_argument("prompt")
     gen.add_argument("--draft", required=True)
@@ -50,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command == "generate":
             return _generate(args)
+        if args.command == "eval-pair":
+            return _eval_pair(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"specguard: error: {err}", file=sys.stderr)
         return 2
@@ -68,11 +70,12 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     elif args.draft or args.target:
         raise ValueError("give both --draft and --target, or neither")
     else:
-        from .testing import tiny_lm
+        from .assets import DEFAULT_CONFIG
+        from .registry import get_engine
 
-        draft = tiny_lm("llama", seed=1, layers=2, hidden=32, name="tiny-draft (random)")
-        target = tiny_lm("llama", seed=2, layers=6, hidden=128, name="tiny-target (random)")
-        cfg = cfg or SpecGuardConfig(k=4, max_step_tokens=24, max_new_tokens=96)
+        cfg = cfg or SpecGuardConfig.from_file(DEFAULT_CONFIG)
+        engine = get_engine(None, None, cfg, device=args.device)
+        return engine, cfg
     return SpecGuard(draft, target, cfg), cfg or SpecGuardConfig()
 
 
@@ -80,69 +83,118 @@ def _demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
+    from .engine.lm import LocalCausalLM
+    from .tasks import FAMILIES, make_split
+    from .tasks.runner import solve_plain, solve_specguard
+
     console = Console()
-    sg, _ = _load(args)
-    prompts = DEMO_PROMPTS[: args.limit]
-    results, baseline = [], []
+    sg, cfg = _load(args)
+    target_lm = getattr(sg.target, "lm", None)
+    if not isinstance(target_lm, LocalCausalLM):
+        raise ValueError("the demo compares against a local target model")
+    fams = list(FAMILIES)
+    items = [
+        make_split(fams[i % len(fams)], "test", 1 + i // len(fams))[-1] for i in range(args.limit)
+    ]
+    spec, plain = [], []
     with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("solving", total=len(prompts) * 2)
-        for p in prompts:
-            results.append(sg.generate(p))
+        task = bar.add_task("solving held-out problems", total=2 * len(items))
+        solve_specguard(sg, items[0], cfg)  # warm-up, not timed
+        for item in items:
+            spec.append(solve_specguard(sg, item, cfg))
             bar.advance(task)
-            baseline.append(_target_only_time(sg, p, results[-1].output_tokens))
+            plain.append(solve_plain(target_lm, item))
             bar.advance(task)
-    for p, r in zip(prompts, results, strict=True):
-        _show(console, p, r)
-    spec = sum(r.wall_time for r in results)
-    base = sum(baseline)
-    steps = sum(r.num_steps for r in results)
-    target_steps = sum(r.target_steps for r in results)
+    for s, p in zip(spec, plain, strict=True):
+        _show(console, s.item.prompt, s.records)
+        mark = "[green]correct[/]" if s.correct else "[red]wrong[/]"
+        console.print(
+            f"SpecGuard answer {mark} ({s.seconds:.2f}s); target alone "
+            f"{'correct' if p.correct else 'wrong'} ({p.seconds:.2f}s)\n"
+        )
+    steps = [r for s in spec for r in s.records]
+    t_spec = sum(s.seconds for s in spec)
+    t_plain = sum(p.seconds for p in plain)
     console.print(
-        f"[bold]Totals[/]: {steps} steps, target-call rate {target_steps / max(steps, 1):.2f}, "
-        f"SpecGuard {spec:.2f}s vs target alone {base:.2f}s "
-        f"(ratio {spec / base if base else float('nan'):.2f})"
+        f"[bold]Totals[/] over {len(items)} problems: {len(steps)} steps, target-call rate "
+        f"{sum(r.source == 'target' for r in steps) / max(len(steps), 1):.2f}; accuracy "
+        f"SpecGuard {sum(s.correct for s in spec)}/{len(items)}, target alone "
+        f"{sum(p.correct for p in plain)}/{len(items)}; time SpecGuard {t_spec:.2f}s, target "
+        f"alone {t_plain:.2f}s (ratio {t_spec / t_plain if t_plain else float('nan'):.2f})"
     )
     return 0
 
 
-def _target_only_time(sg: object, prompt: str, max_new_tokens: int) -> float:
-    """Seconds the target alone takes, plain greedy `generate`, for the same number of tokens."""
-    import time
+def _eval_pair(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
 
-    import torch
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
 
-    lm = getattr(getattr(sg, "target", None), "lm", None)
-    if lm is None:
-        return 0.0
-    ids = torch.tensor([lm.encode_prompt(prompt)], device=lm.device)
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        lm.model.generate(
-            ids,
-            max_new_tokens=max(1, max_new_tokens),
-            min_new_tokens=max(1, max_new_tokens),
-            do_sample=False,
-            pad_token_id=0,
+    from .registry import load_lm, resolve
+    from .tasks import FAMILIES
+    from .tasks.evaluate import evaluate_model
+
+    console = Console()
+    if bool(args.draft) != bool(args.target):
+        raise ValueError("give both --draft and --target, or neither")
+    lms = [
+        load_lm(resolve(args.draft, "draft"), device=args.device),
+        load_lm(resolve(args.target, "target"), device=args.device),
+    ]
+    reports = []
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("evaluating", total=2 * args.n * len(FAMILIES))
+        for lm in lms:
+            reports.append(evaluate_model(lm, n=args.n, progress=lambda: bar.advance(task)))
+    table = Table(title=f"held-out, greedy, {args.n} items per family")
+    table.add_column("model")
+    table.add_column("params")
+    for fam in FAMILIES:
+        table.add_column(f"{fam} acc")
+    table.add_column("mean acc")
+    table.add_column("well-formed steps")
+    table.add_column("ms/token")
+    for r in reports:
+        table.add_row(
+            r.name,
+            f"{r.params / 1e6:.2f}M",
+            *[f"{r.accuracy[f]:.0%}" for f in FAMILIES],
+            f"{r.mean_accuracy:.1%}",
+            f"{r.mean_well_formed:.1%}",
+            f"{r.ms_per_token:.2f}",
         )
-    return time.perf_counter() - t0
+    console.print(table)
+    draft, target = reports
+    console.print(
+        f"target/draft per-token latency: {target.ms_per_token / draft.ms_per_token:.2f}x; "
+        f"accuracy gap: {100 * (target.mean_accuracy - draft.mean_accuracy):.1f} points"
+    )
+    if args.json:
+        payload = [asdict(r) | {"mean_accuracy": r.mean_accuracy} for r in reports]
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=2)
+    return 0
 
 
-def _show(console: Console, prompt: str, r: GenerationResult) -> None:
+def _show(console: Console, prompt: str, records: list[StepRecord]) -> None:
     from rich.table import Table
 
     table = Table(title=prompt.strip(), title_justify="left", show_lines=False)
     for col in ("#", "source", "grounding", "confidence", "fused", "decision", "text"):
         table.add_column(col)
-    for s in r.steps:
+    for n, s in enumerate(records):
         colour = "green" if s.source == "draft" else "magenta"
         table.add_row(
-            str(s.step_index),
+            str(n),
             f"[{colour}]{s.source}[/]",
             "-" if s.grounding is None else f"{s.grounding:.3f}",
             f"{s.confidence:.2f}",
             f"{s.fused:.3f}",
             f"{s.decision} (tau {s.threshold})",
-            repr(s.text[:48]),
+            repr(s.text[:60]),
         )
     console.print(table)
 
@@ -159,7 +211,7 @@ def _generate(args: argparse.Namespace) -> int:
         print(json.dumps(payload, indent=2))
     else:
         console = Console()
-        _show(console, args.prompt, result)
+        _show(console, args.prompt, result.steps)
         console.print(result.text)
     return 0
 

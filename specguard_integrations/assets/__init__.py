@@ -7,6 +7,7 @@ from pathlib import Path
 ASSETS = Path(__file__).resolve().parent
 DRAFT_DIR = ASSETS / "draft"
 TARGET_DIR = ASSETS / "target"
+DEFAULT_CONFIG = ASSETS / "specguard.json"  # the SpecGuard config used with the bundled pair
 BUNDLED_DRAFT = "specguard-bundled/draft"
 BUNDLED_TARGET = "specguard-bundled/target"
 

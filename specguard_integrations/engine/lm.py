@@ -127,7 +127,9 @@ class LocalCausalLM:
     ) -> LocalCausalLM:
         """Load a model id or local directory with `AutoModelForCausalLM.from_pretrained`."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # library code reports through logging, not bars
         dev = _resolve_device(device)
         kwargs = {"dtype": _resolve_dtype(dtype, dev), **model_kwargs}
         kwargs.setdefault("attn_implementation", "sdpa")

@@ -1,0 +1,123 @@
+"""Solve task items with SpecGuard or with one model alone, running real tools when asked.
+
+Both solvers return a `Solved` record, so the demo, the pair evaluation and the benchmark
+compare methods on equal terms: the same prompts, the same tool loop, the same answer check.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..segmentation import make_segmenter
+from .base import Item, StepVerdict, calculator, get_family
+
+if TYPE_CHECKING:
+    from ..config import SpecGuardConfig
+    from ..engine.lm import LocalCausalLM
+    from ..engine.loop import SpecGuard
+    from ..types import StepRecord
+
+MAX_TOOL_ROUNDS = 4
+
+
+@dataclass
+class Solved:
+    item: Item
+    completion: str  # everything after the prompt, tool observations included
+    seconds: float
+    output_tokens: int
+    records: list[StepRecord] = field(default_factory=list)  # SpecGuard only
+    steps: list[str] = field(default_factory=list)  # reasoning steps (no observations)
+    verdicts: list[StepVerdict] = field(default_factory=list)
+
+    @property
+    def correct(self) -> bool:
+        return self.item.correct(self.completion)
+
+
+def run_tool(step_text: str) -> str:
+    """The observation the real calculator gives for a ReAct step's `Action Input:`."""
+    m = re.search(r"Action Input:\s*([^\n]*)", step_text)
+    if not m:
+        return "Observation: error: no Action Input\n"
+    try:
+        return f"Observation: {calculator(m.group(1))}\n"
+    except ValueError as err:
+        return f"Observation: error: {err}\n"
+
+
+def split_steps(text: str, family: str, markers: tuple[str, ...]) -> list[str]:
+    """A completion cut into reasoning steps with the family's segmenter (observations out)."""
+    seg = make_segmenter(get_family(family).segmenter, markers)
+    text = re.sub(r"Observation:[^\n]*\n", "", text)
+    steps = []
+    while text.strip():
+        b = seg.find(text)
+        if b is None:
+            steps.append(text)
+            break
+        steps.append(text[: b.end])
+        text = text[b.end :]
+    return steps
+
+
+def solve_specguard(engine: SpecGuard, item: Item, config: SpecGuardConfig) -> Solved:
+    """SpecGuard on one item; on a tool call the real tool runs and generation resumes."""
+    cfg = config.merged(segmenter=get_family(item.family).segmenter)
+    prompt, completion = item.prompt, ""
+    records: list[StepRecord] = []
+    steps: list[str] = []
+    t0 = time.perf_counter()
+    tokens = 0
+    for _ in range(MAX_TOOL_ROUNDS):
+        result = engine.generate(prompt + completion, config=cfg)
+        records.extend(result.steps)
+        steps.extend(s.text for s in result.steps)
+        tokens += result.output_tokens
+        completion += result.text
+        if result.finish_reason != "tool_call":
+            break
+        completion += run_tool(result.steps[-1].text)
+    solved = Solved(item, completion, time.perf_counter() - t0, tokens, records, steps)
+    solved.verdicts = [item.check_step(i, s) for i, s in enumerate(steps)]
+    return solved
+
+
+def solve_plain(
+    lm: LocalCausalLM, item: Item, *, max_new_tokens: int = 160, markers: tuple[str, ...] = ()
+) -> Solved:
+    """One model alone, greedy `generate`; the tools family stops at `Observation:`."""
+    import torch
+
+    tools = get_family(item.family).segmenter == "react"
+    completion = ""
+    tokens = 0
+    t0 = time.perf_counter()
+    for _ in range(MAX_TOOL_ROUNDS):
+        ids = torch.tensor([lm.encode_prompt(item.prompt + completion)], device=lm.device)
+        kwargs = {"stop_strings": ["Observation:"], "tokenizer": lm.tokenizer} if tools else {}
+        with torch.inference_mode():
+            out = lm.model.generate(
+                ids,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=sorted(lm.eos_ids),
+                pad_token_id=lm.tokenizer.pad_token_id or 0,
+                **kwargs,
+            )
+        new = [t for t in out[0, ids.shape[1] :].tolist() if t not in lm.eos_ids]
+        tokens += len(new)
+        text = lm.decode(new)
+        if tools and "Observation:" in text and "Final Answer:" not in text:
+            text = text[: text.index("Observation:")]
+            completion += text + run_tool(text)
+            continue
+        completion += text
+        break
+    solved = Solved(item, completion, time.perf_counter() - t0, tokens)
+    solved.steps = split_steps(completion, item.family, markers or ("Final Answer:", "Answer:"))
+    solved.verdicts = [item.check_step(i, s) for i, s in enumerate(solved.steps)]
+    return solved
