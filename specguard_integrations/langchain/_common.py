@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
+from .._threads import stream_in_thread
 from ..config import SpecGuardConfig
+
+__all__ = ["stream_in_thread"]
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
 
-    from ..engine.loop import SpecGuard, StepStream
     from ..types import GenerationResult, StepRecord
 
 STEP_EVENT = "specguard_step"
@@ -130,42 +129,3 @@ def to_chat_dicts(messages: list[BaseMessage]) -> list[dict[str, Any]]:
         else:
             raise ValueError(f"unsupported message type {type(m).__name__}")
     return out
-
-
-def stream_in_thread(stream: StepStream) -> AsyncIterator[StepRecord]:
-    """Consume an engine stream on a worker thread, yielding records on the event loop."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-    cancelled = threading.Event()
-
-    def work() -> None:
-        try:
-            for rec in stream:
-                if cancelled.is_set():
-                    stream.close()
-                    return
-                loop.call_soon_threadsafe(queue.put_nowait, ("step", rec))
-            loop.call_soon_threadsafe(queue.put_nowait, ("done", None))
-        except BaseException as err:  # surfaced on the event loop
-            loop.call_soon_threadsafe(queue.put_nowait, ("error", err))
-
-    async def agen() -> AsyncIterator[StepRecord]:
-        fut = loop.run_in_executor(None, work)
-        try:
-            while True:
-                kind, value = await queue.get()
-                if kind == "step":
-                    yield value
-                elif kind == "error":
-                    raise value
-                else:
-                    break
-        finally:
-            cancelled.set()
-            await fut
-
-    return agen()
-
-
-def run_stream(engine: SpecGuard, prompt: str, **kwargs: Any) -> Iterator[StepRecord]:
-    return iter(engine.stream(prompt, **kwargs))

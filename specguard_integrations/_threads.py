@@ -1,0 +1,47 @@
+"""Run the blocking engine loop off the event loop, records delivered as an async iterator."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .engine.loop import StepStream
+    from .types import StepRecord
+
+
+def stream_in_thread(stream: StepStream) -> AsyncIterator[StepRecord]:
+    """Consume an engine stream on a worker thread, yielding records on the event loop."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    cancelled = threading.Event()
+
+    def work() -> None:
+        try:
+            for rec in stream:
+                if cancelled.is_set():
+                    stream.close()
+                    return
+                loop.call_soon_threadsafe(queue.put_nowait, ("step", rec))
+            loop.call_soon_threadsafe(queue.put_nowait, ("done", None))
+        except BaseException as err:  # surfaced on the event loop
+            loop.call_soon_threadsafe(queue.put_nowait, ("error", err))
+
+    async def agen() -> AsyncIterator[StepRecord]:
+        fut = loop.run_in_executor(None, work)
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "step":
+                    yield value
+                elif kind == "error":
+                    raise value
+                else:
+                    break
+        finally:
+            cancelled.set()
+            await fut
+
+    return agen()
