@@ -185,6 +185,11 @@ class ChatSpecGuard(BaseChatModel):
         tools = kwargs.pop("tools", None)
         tool_choice = kwargs.pop("tool_choice", None)
         override = kwargs.pop("model", None)
+        if override is not None and override != self._model_name():
+            raise ValueError(
+                f"model={override!r}: a per-call model override is not supported; "
+                "construct another ChatSpecGuard for another draft/target pair"
+            )
         kwargs.pop("ls_structured_output_format", None)
         cfg = _common.merged_config(
             self.config,
