@@ -279,7 +279,7 @@ def train_model(args: argparse.Namespace) -> None:
         num_key_value_heads=SIZES[args.role]["num_attention_heads"],
         **SIZES[args.role],
     )
-    model = LlamaForCausalLM(cfg)
+    model = LlamaForCausalLM.from_pretrained(args.init) if args.init else LlamaForCausalLM(cfg)
     params = sum(p.numel() for p in model.parameters())
     data = examples(tok, args.per_family, args.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -334,6 +334,7 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", help="continue training from a saved model directory")
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.what == "tokenizer":

@@ -71,7 +71,10 @@ def test_chat_template_renders_tools_and_tool_messages(pair):
             },
         }
     ]
-    call = {"type": "function", "function": {"name": "calculator", "arguments": {"expression": "2 * 3"}}}
+    call = {
+        "type": "function",
+        "function": {"name": "calculator", "arguments": {"expression": "2 * 3"}},
+    }
     msgs = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "What is 2 * 3?"},

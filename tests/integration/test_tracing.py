@@ -1,0 +1,91 @@
+"""Traces: handlers collect one record per step with the right source and scores; JSONL
+round-trips and stays whole when runs finish at once."""
+
+import json
+import threading
+
+import pytest
+from llama_index.core.instrumentation import get_dispatcher
+
+from specguard_integrations import SpecGuard, SpecGuardConfig
+from specguard_integrations.langchain import ChatSpecGuard, SpecGuardReasoningChain
+from specguard_integrations.llama_index import SpecGuardLLM
+from specguard_integrations.testing import tiny_lm
+from specguard_integrations.tracing import TraceRun, TraceWriter, read_trace
+from specguard_integrations.tracing.langchain import SpecGuardTraceHandler
+from specguard_integrations.tracing.llama_index import SpecGuardTraceEventHandler
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return SpecGuard(
+        tiny_lm("llama", seed=1),
+        tiny_lm("llama", seed=2),
+        SpecGuardConfig(k=2, tau=0.745, max_step_tokens=5, max_new_tokens=25, seed=3),
+    )
+
+
+def test_langchain_handler_collects_steps_and_jsonl_round_trips(engine, tmp_path):
+    path = tmp_path / "trace.jsonl"
+    handler = SpecGuardTraceHandler(str(path))
+    msg = ChatSpecGuard(engine=engine).invoke("hello", config={"callbacks": [handler]})
+    out = SpecGuardReasoningChain(engine=engine).invoke("2+2?", config={"callbacks": [handler]})
+    chat_run, chain_run = handler.runs
+    expected = msg.response_metadata["specguard_steps"]
+    assert [s.model_dump(mode="json") for s in chat_run.steps] == expected
+    assert {s.source for s in chat_run.steps} == {s["source"] for s in expected}
+    assert chat_run.model_name == "tiny-llama-2" and chat_run.summary["num_steps"] == len(expected)
+    assert [s.fused for s in chain_run.steps] == [s["fused"] for s in out["steps"]]
+    loaded = read_trace(path)
+    assert [r.model_dump() for r in loaded] == [r.model_dump() for r in handler.runs]
+
+
+def test_llama_index_handler_groups_steps_by_call(engine, tmp_path):
+    handler = SpecGuardTraceEventHandler(path=str(tmp_path / "li.jsonl"))
+    get_dispatcher().add_event_handler(handler)
+    try:
+        llm = SpecGuardLLM(engine=engine)
+        a = llm.complete("hello")
+        b = llm.complete("other prompt")
+    finally:
+        get_dispatcher().event_handlers.remove(handler)
+    runs = handler.runs
+    assert len(runs) == 2
+    for run, resp in zip(runs, (a, b)):
+        assert [s.model_dump(mode="json") for s in run.steps] == resp.additional_kwargs[
+            "specguard_steps"
+        ]
+        assert run.summary["num_steps"] == len(run.steps)
+    assert len(read_trace(tmp_path / "li.jsonl")) == 2
+
+
+def test_concurrent_appends_never_interleave(engine, tmp_path):
+    result = engine.generate("hello")
+    path = tmp_path / "t.jsonl"
+
+    def write(i):
+        TraceWriter(path).write_run(
+            TraceRun(run_id=f"r{i}", source="engine", steps=result.steps, summary=result.summary())
+        )
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == 16 * (len(result.steps) + 1)
+    # each run's lines are contiguous: its steps, then its summary
+    per_run = len(result.steps) + 1
+    for start in range(0, len(lines), per_run):
+        block = lines[start : start + per_run]
+        assert len({line["run_id"] for line in block}) == 1 and block[-1]["type"] == "run"
+    runs = read_trace(path)
+    assert len(runs) == 16 and all(len(r.steps) == len(result.steps) for r in runs)
+
+
+def test_read_trace_reports_bad_lines(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"type": "step"\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        read_trace(bad)
