@@ -27,6 +27,11 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", help="a SpecGuard config JSON file")
     demo.add_argument("--limit", type=int, default=4, help="held-out problems (one per family)")
     demo.add_argument("--device", default="auto")
+    trace = sub.add_parser("trace", help="trace files")
+    trace_sub = trace.add_subparsers(dest="trace_command", required=True)
+    view = trace_sub.add_parser("view", help="write an HTML report (and PNG plots) of a trace file")
+    view.add_argument("file", help="a JSONL trace file")
+    view.add_argument("--out", help="output folder (default: FILE without .jsonl + _report)")
     ev = sub.add_parser("eval-pair", help="accuracy, well-formed steps and latency of each model")
     ev.add_argument("--draft", help="draft model id or directory (default: the bundled pair)")
     ev.add_argument("--target", help="target model id or directory")
@@ -52,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _generate(args)
         if args.command == "eval-pair":
             return _eval_pair(args)
+        if args.command == "trace":
+            return _trace_view(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"specguard: error: {err}", file=sys.stderr)
         return 2
@@ -122,6 +129,20 @@ def _demo(args: argparse.Namespace) -> int:
         f"{sum(p.correct for p in plain)}/{len(items)}; time SpecGuard {t_spec:.2f}s, target "
         f"alone {t_plain:.2f}s (ratio {t_spec / t_plain if t_plain else float('nan'):.2f})"
     )
+    return 0
+
+
+def _trace_view(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .tracing import read_trace
+    from .tracing.report import write_report
+
+    src = Path(args.file)
+    runs = read_trace(src)
+    out = Path(args.out) if args.out else src.with_name(src.stem + "_report")
+    page = write_report(runs, out, title=f"SpecGuard trace: {src.name}")
+    print(f"{len(runs)} runs, {sum(len(r.steps) for r in runs)} steps -> {page}")
     return 0
 
 

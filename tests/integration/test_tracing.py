@@ -89,3 +89,19 @@ def test_read_trace_reports_bad_lines(tmp_path):
     bad.write_text('{"type": "step"\n')
     with pytest.raises(ValueError, match="bad.jsonl:1"):
         read_trace(bad)
+
+
+def test_trace_view_writes_a_report(engine, tmp_path):
+    from specguard_integrations.cli import main
+
+    path = tmp_path / "trace.jsonl"
+    handler = SpecGuardTraceHandler(str(path))
+    ChatSpecGuard(engine=engine).invoke("hello", config={"callbacks": [handler]})
+    assert main(["trace", "view", str(path), "--out", str(tmp_path / "rep")]) == 0
+    page = (tmp_path / "rep" / "report.html").read_text()
+    run = handler.runs[0]
+    assert page.count('class="step"') == len(run.steps)
+    assert page.count('<span class="draft"') == sum(s.source == "draft" for s in run.steps)
+    assert page.count('<span class="target"') == sum(s.source == "target" for s in run.steps)
+    assert 'class="tau"' in page and "<script" not in page
+    assert (tmp_path / "rep" / "scores.png").stat().st_size > 1000
