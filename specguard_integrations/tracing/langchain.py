@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -22,7 +23,10 @@ class SpecGuardTraceHandler(BaseCallbackHandler):
     kept in `runs`.
     """
 
-    def __init__(self, path: str | None = None) -> None:
+    def __init__(
+        self, path: str | None = None, on_run: Callable[[TraceRun], None] | None = None
+    ) -> None:
+        self.on_run = on_run  # e.g. tracing.otel.record_run
         self.runs: list[TraceRun] = []
         self._open: dict[UUID, TraceRun] = {}
         self._meta: dict[UUID, tuple[UUID | None, str | None, dict[str, Any] | None]] = {}
@@ -102,6 +106,8 @@ class SpecGuardTraceHandler(BaseCallbackHandler):
         self.runs.append(run)
         if self._writer is not None:
             self._writer.write_run(run)
+        if self.on_run is not None:
+            self.on_run(run)
 
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         summary = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
@@ -24,6 +25,7 @@ class SpecGuardTraceEventHandler(BaseEventHandler):
     end event. With ``path`` every finished run is appended to a JSONL trace file."""
 
     path: str | None = None
+    on_run: Callable[[TraceRun], None] | None = None  # e.g. tracing.otel.record_run
     _runs: list[TraceRun] = PrivateAttr(default_factory=list)
     _open: dict[str, TraceRun] = PrivateAttr(default_factory=dict)
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
@@ -57,3 +59,5 @@ class SpecGuardTraceEventHandler(BaseEventHandler):
             self._runs.append(run)
             if self.path:
                 TraceWriter(self.path).write_run(run)
+            if self.on_run is not None:
+                self.on_run(run)

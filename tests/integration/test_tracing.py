@@ -105,3 +105,31 @@ def test_trace_view_writes_a_report(engine, tmp_path):
     assert page.count('<span class="target"') == sum(s.source == "target" for s in run.steps)
     assert 'class="tau"' in page and "<script" not in page
     assert (tmp_path / "rep" / "scores.png").stat().st_size > 1000
+
+
+def test_opentelemetry_spans_per_generation_and_step(engine):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from specguard_integrations.tracing.otel import record_run
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    handler = SpecGuardTraceHandler(on_run=lambda run: record_run(run, tracer))
+    msg = ChatSpecGuard(engine=engine).invoke("hello", config={"callbacks": [handler]})
+    spans = exporter.get_finished_spans()
+    parent = next(s for s in spans if s.name.startswith("specguard.generate"))
+    steps = [s for s in spans if s.name == "specguard.step"]
+    records = msg.response_metadata["specguard_steps"]
+    assert len(steps) == len(records)
+    assert all(s.parent.span_id == parent.context.span_id for s in steps)
+    assert parent.attributes["gen_ai.system"] == "specguard"
+    assert parent.attributes["gen_ai.usage.output_tokens"] == msg.usage_metadata["output_tokens"]
+    for span, rec in zip(steps, records):
+        assert span.attributes["specguard.step.fused"] == rec["fused"]
+        assert span.attributes["specguard.step.source"] == rec["source"]
+        assert span.attributes["specguard.step.decision"] == rec["decision"]
+        assert span.start_time <= span.end_time
