@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .._threads import stream_in_thread
-from ..config import SpecGuardConfig
 
 __all__ = ["stream_in_thread"]
 
@@ -57,22 +56,6 @@ def usage_metadata(result: GenerationResult) -> dict[str, Any]:
         "total_tokens": result.prompt_tokens + out,
         "output_token_details": {"draft": result.draft_tokens, "target": result.target_tokens},
     }
-
-
-def merged_config(
-    base: SpecGuardConfig,
-    *,
-    temperature: float | None = None,
-    max_tokens: int | None = None,
-    seed: int | None = None,
-) -> SpecGuardConfig:
-    """Map the usual LLM parameters onto the engine config (temperature 0: greedy, k = 1)."""
-    overrides: dict[str, Any] = {"max_new_tokens": max_tokens, "seed": seed}
-    if temperature is not None:
-        overrides["temperature"] = temperature
-        if temperature == 0.0:
-            overrides["k"] = 1
-    return base.merged(**overrides)
 
 
 def content_text(message: BaseMessage) -> str:

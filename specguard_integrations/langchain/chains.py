@@ -19,6 +19,7 @@ from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.runnables.utils import AddableDict
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from .._adapter import EngineOwner
 from ..config import SpecGuardConfig
 from ..tasks.base import extract_answer
 from . import _common
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 ChainInput = str | dict[str, Any]
 
 
-class SpecGuardReasoningChain(RunnableSerializable[ChainInput, dict[str, Any]]):
+class SpecGuardReasoningChain(EngineOwner, RunnableSerializable[ChainInput, dict[str, Any]]):
     """Question in (a string, or a dict with `input_key`), answer and scored steps out."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -46,22 +47,6 @@ class SpecGuardReasoningChain(RunnableSerializable[ChainInput, dict[str, Any]]):
     dtype: str = "auto"
 
     _engine: SpecGuard | None = PrivateAttr(None)
-
-    def __init__(self, *, engine: SpecGuard | None = None, **kwargs: Any) -> None:
-        if engine is not None:
-            kwargs.setdefault("config", engine.config)
-        super().__init__(**kwargs)
-        self._engine = engine
-
-    @property
-    def engine(self) -> SpecGuard:
-        if self._engine is None:
-            from ..registry import get_engine
-
-            self._engine = get_engine(
-                self.draft, self.target, self.config, device=self.device, dtype=self.dtype
-            )
-        return self._engine
 
     def _prompt(self, value: ChainInput) -> str:
         if isinstance(value, str):

@@ -28,6 +28,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from .._adapter import EngineOwner, llm_params
 from ..chat import ChatCall, ParsedReply, parse_reply, prepare_chat
 from ..config import SpecGuardConfig
 from . import _common
@@ -52,7 +53,7 @@ def _run_id_of(chunk: ChatGenerationChunk) -> UUID | None:
         return None
 
 
-class ChatSpecGuard(BaseChatModel):
+class ChatSpecGuard(EngineOwner, BaseChatModel):
     """SpecGuard step-level speculative decoding as a LangChain chat model.
 
     Construction is cheap: the draft and target load on first use and are shared with every
@@ -88,26 +89,10 @@ class ChatSpecGuard(BaseChatModel):
 
     _engine: SpecGuard | None = PrivateAttr(None)
 
-    def __init__(self, *, engine: SpecGuard | None = None, **kwargs: Any) -> None:
-        if engine is not None:
-            kwargs.setdefault("config", engine.config)
-        super().__init__(**kwargs)
-        self._engine = engine
-
     # ------------------------------------------------------------ identity
     @property
     def _llm_type(self) -> str:
         return "specguard-chat"
-
-    @property
-    def engine(self) -> SpecGuard:
-        if self._engine is None:
-            from ..registry import get_engine
-
-            self._engine = get_engine(
-                self.draft, self.target, self.config, device=self.device, dtype=self.dtype
-            )
-        return self._engine
 
     def _model_name(self, override: str | None = None) -> str:
         if override:
@@ -191,7 +176,7 @@ class ChatSpecGuard(BaseChatModel):
                 "construct another ChatSpecGuard for another draft/target pair"
             )
         kwargs.pop("ls_structured_output_format", None)
-        cfg = _common.merged_config(
+        cfg = llm_params(
             self.config,
             temperature=kwargs.pop("temperature", self.temperature),
             max_tokens=kwargs.pop("max_tokens", self.max_tokens),

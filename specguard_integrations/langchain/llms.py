@@ -15,6 +15,7 @@ from langchain_core.language_models import BaseLLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from .._adapter import EngineOwner, llm_params
 from ..config import SpecGuardConfig
 from . import _common
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from ..types import GenerationResult, StepRecord
 
 
-class SpecGuardLLM(BaseLLM):
+class SpecGuardLLM(EngineOwner, BaseLLM):
     """SpecGuard on raw text prompts; each step streams as one chunk.
 
     `generation_info` carries the finish reason, the SpecGuard summary and the step records.
@@ -44,32 +45,16 @@ class SpecGuardLLM(BaseLLM):
 
     _engine: SpecGuard | None = PrivateAttr(None)
 
-    def __init__(self, *, engine: SpecGuard | None = None, **kwargs: Any) -> None:
-        if engine is not None:
-            kwargs.setdefault("config", engine.config)
-        super().__init__(**kwargs)
-        self._engine = engine
-
     @property
     def _llm_type(self) -> str:
         return "specguard"
-
-    @property
-    def engine(self) -> SpecGuard:
-        if self._engine is None:
-            from ..registry import get_engine
-
-            self._engine = get_engine(
-                self.draft, self.target, self.config, device=self.device, dtype=self.dtype
-            )
-        return self._engine
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {"draft": self.draft, "target": self.target, "config": self.config.model_dump()}
 
     def _config(self, kwargs: dict[str, Any]) -> SpecGuardConfig:
-        cfg = _common.merged_config(
+        cfg = llm_params(
             self.config,
             temperature=kwargs.pop("temperature", self.temperature),
             max_tokens=kwargs.pop("max_tokens", self.max_tokens),

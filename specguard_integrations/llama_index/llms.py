@@ -31,6 +31,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from .._adapter import EngineOwner, llm_params
 from .._threads import stream_in_thread
 from ..chat import ChatCall, ParsedReply, parse_reply, prepare_chat
 from ..config import SpecGuardConfig
@@ -87,7 +88,7 @@ def _dicts(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     return out
 
 
-class SpecGuardLLM(FunctionCallingLLM):
+class SpecGuardLLM(EngineOwner, FunctionCallingLLM):
     """SpecGuard step-level speculative decoding as a LlamaIndex LLM.
 
     Works in query engines, `ReActAgent` and `FunctionAgent`. Construction is cheap; weights load
@@ -106,25 +107,9 @@ class SpecGuardLLM(FunctionCallingLLM):
 
     _engine: SpecGuard | None = PrivateAttr(None)
 
-    def __init__(self, *, engine: SpecGuard | None = None, **kwargs: Any) -> None:
-        if engine is not None:
-            kwargs.setdefault("config", engine.config)
-        super().__init__(**kwargs)
-        self._engine = engine
-
     @classmethod
     def class_name(cls) -> str:
         return "SpecGuardLLM"
-
-    @property
-    def engine(self) -> SpecGuard:
-        if self._engine is None:
-            from ..registry import get_engine
-
-            self._engine = get_engine(
-                self.draft, self.target, self.config, device=self.device, dtype=self.dtype
-            )
-        return self._engine
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -140,13 +125,11 @@ class SpecGuardLLM(FunctionCallingLLM):
 
     # ------------------------------------------------------------ plumbing
     def _config(self, **kwargs: Any) -> SpecGuardConfig:
-        temperature = kwargs.get("temperature", self.temperature)
-        overrides: dict[str, Any] = {"max_new_tokens": kwargs.get("max_tokens", self.max_tokens)}
-        if temperature is not None:
-            overrides["temperature"] = temperature
-            if temperature == 0.0:
-                overrides["k"] = 1
-        return self.config.merged(**overrides)
+        return llm_params(
+            self.config,
+            temperature=kwargs.get("temperature", self.temperature),
+            max_tokens=kwargs.get("max_tokens", self.max_tokens),
+        )
 
     def _chat_call(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatCall:
         tools = kwargs.get("tools")
