@@ -164,12 +164,15 @@ def generic_tool_conversation(rng: random.Random) -> tuple[list[dict], list[dict
     return msgs, [tool]
 
 
-def examples(tok, n_per_family: int, seed: int) -> list[tuple[list[int], int]]:
+def examples(
+    tok, n_per_family: int, seed: int, weights: dict[str, float] | None = None
+) -> list[tuple[list[int], int]]:
     """(ids, completion start) pairs: plain and chat renderings of every train item."""
     out = []
     rng = random.Random(seed)
     for fam in FAMILIES:
-        for item in make_split(fam, "train", n_per_family, seed=seed):
+        n = int(n_per_family * (weights or {}).get(fam, 1.0))
+        for item in make_split(fam, "train", n, seed=seed):
             roll = rng.random()
             if roll < 0.6:
                 prompt = tok(item.prompt)["input_ids"]
@@ -281,7 +284,8 @@ def train_model(args: argparse.Namespace) -> None:
     )
     model = LlamaForCausalLM.from_pretrained(args.init) if args.init else LlamaForCausalLM(cfg)
     params = sum(p.numel() for p in model.parameters())
-    data = examples(tok, args.per_family, args.seed)
+    weights = {k: float(v) for k, v in (kv.split("=") for kv in args.family_weights.split(",") if kv)}
+    data = examples(tok, args.per_family, args.seed, weights)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     rng = random.Random(args.seed)
     stream = batches(data, args.batch, rng)
@@ -335,6 +339,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", help="continue training from a saved model directory")
+    ap.add_argument(
+        "--family-weights", default="", help="e.g. multihop=2,arithmetic=1.5 (data share per family)"
+    )
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.what == "tokenizer":
