@@ -44,7 +44,9 @@ def main() -> None:
     base = SpecGuardConfig.greedy() if args.k == 1 else SpecGuardConfig(k=args.k)
     cfg = base.merged(tau=0.0, max_step_tokens=48, max_new_tokens=160)
     allc, allg, ally = [], [], []
-    print("| family | steps | correct | AUROC conf | AUROC ground | conf p5/p50/p95 | ground p5/p50/p95 |")
+    print(
+        "| family | steps | correct | AUROC conf | AUROC ground | conf p5/p50/p95 | ground p5/p50/p95 |"
+    )
     print("|---|---|---|---|---|---|---|")
     for fam in FAMILIES:
         c, g, y = [], [], []
@@ -59,14 +61,14 @@ def main() -> None:
         ally += y
         print(
             f"| {fam} | {len(y)} | {sum(y) / len(y):.0%} | {auroc(c, y):.3f} | {auroc(g, y):.3f} | "
-            f"{pct(c, .05):.2f}/{pct(c, .5):.2f}/{pct(c, .95):.2f} | "
-            f"{pct(g, .05):.3f}/{pct(g, .5):.3f}/{pct(g, .95):.3f} |"
+            f"{pct(c, 0.05):.2f}/{pct(c, 0.5):.2f}/{pct(c, 0.95):.2f} | "
+            f"{pct(g, 0.05):.3f}/{pct(g, 0.5):.3f}/{pct(g, 0.95):.3f} |"
         )
     print(
         f"| all | {len(ally)} | {sum(ally) / len(ally):.0%} | {auroc(allc, ally):.3f} | "
-        f"{auroc(allg, ally):.3f} | {pct(allc, .05):.2f}/{statistics.median(allc):.2f}/"
-        f"{pct(allc, .95):.2f} | {pct(allg, .05):.3f}/{statistics.median(allg):.3f}/"
-        f"{pct(allg, .95):.3f} |"
+        f"{auroc(allg, ally):.3f} | {pct(allc, 0.05):.2f}/{statistics.median(allc):.2f}/"
+        f"{pct(allc, 0.95):.2f} | {pct(allg, 0.05):.3f}/{statistics.median(allg):.3f}/"
+        f"{pct(allg, 0.95):.3f} |"
     )
 
 

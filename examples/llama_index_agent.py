@@ -1,6 +1,6 @@
 """A LlamaIndex FunctionAgent on the bundled pair, using a real calculator tool.
 
-    .venv/bin/python examples/llama_index_agent.py
+.venv/bin/python examples/llama_index_agent.py
 """
 
 import asyncio

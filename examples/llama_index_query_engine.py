@@ -20,8 +20,9 @@ QA = PromptTemplate("Facts: {context_str}\nQuestion: {query_str}\n")
 
 
 def build(llm: SpecGuardLLM):  # noqa: ANN201 - example
-    index = SimpleKeywordTableIndex.from_documents([Document(text=t) for t in DOCS])
-    return index.as_query_engine(llm=llm, text_qa_template=QA)
+    index = SimpleKeywordTableIndex.from_documents([Document(text=t) for t in DOCS], llm=llm)
+    # the bundled models have a 512-token window: one QA prompt, no refine round
+    return index.as_query_engine(llm=llm, text_qa_template=QA, response_mode="simple_summarize")
 
 
 def main() -> None:

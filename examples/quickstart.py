@@ -1,6 +1,6 @@
 """SpecGuard on the bundled offline pair: one problem, each step with its verdict.
 
-    .venv/bin/python examples/quickstart.py
+.venv/bin/python examples/quickstart.py
 """
 
 from specguard_integrations import SpecGuard, SpecGuardConfig

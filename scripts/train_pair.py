@@ -109,10 +109,38 @@ def build_tokenizer(out: Path, vocab: int = 512) -> None:
     fast.save_pretrained(out / "tokenizer")
 
 
-TOOL_WORDS = (
-    ["magic", "get", "weather", "lookup", "find", "compute", "search", "fetch", "convert", "count", "score", "city", "user"]
-)
-PARAMS = ["input", "x", "n", "value", "city", "location", "query", "name", "a", "b", "item", "topic", "setup", "punchline", "text"]
+TOOL_WORDS = [
+    "magic",
+    "get",
+    "weather",
+    "lookup",
+    "find",
+    "compute",
+    "search",
+    "fetch",
+    "convert",
+    "count",
+    "score",
+    "city",
+    "user",
+]
+PARAMS = [
+    "input",
+    "x",
+    "n",
+    "value",
+    "city",
+    "location",
+    "query",
+    "name",
+    "a",
+    "b",
+    "item",
+    "topic",
+    "setup",
+    "punchline",
+    "text",
+]
 PLACES = ["San Francisco, CA", "Paris", "New York", "Tokyo", "Berlin", "Lima", "Oslo", "Cairo"]
 
 
@@ -284,7 +312,9 @@ def train_model(args: argparse.Namespace) -> None:
     )
     model = LlamaForCausalLM.from_pretrained(args.init) if args.init else LlamaForCausalLM(cfg)
     params = sum(p.numel() for p in model.parameters())
-    weights = {k: float(v) for k, v in (kv.split("=") for kv in args.family_weights.split(",") if kv)}
+    weights = {
+        k: float(v) for k, v in (kv.split("=") for kv in args.family_weights.split(",") if kv)
+    }
     data = examples(tok, args.per_family, args.seed, weights)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     rng = random.Random(args.seed)
@@ -340,7 +370,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", help="continue training from a saved model directory")
     ap.add_argument(
-        "--family-weights", default="", help="e.g. multihop=2,arithmetic=1.5 (data share per family)"
+        "--family-weights",
+        default="",
+        help="e.g. multihop=2,arithmetic=1.5 (data share per family)",
     )
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)

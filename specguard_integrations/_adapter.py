@@ -25,6 +25,12 @@ class EngineOwner:
     def __init__(self, *, engine: SpecGuard | None = None, **kwargs: Any) -> None:
         if engine is not None:
             kwargs.setdefault("config", engine.config)
+        elif kwargs.get("draft") is None and kwargs.get("target") is None:
+            # the bundled pair comes with its own settings (greedy, bounds fitted to it)
+            from .assets import DEFAULT_CONFIG
+            from .config import SpecGuardConfig
+
+            kwargs.setdefault("config", SpecGuardConfig.from_file(DEFAULT_CONFIG))
         super().__init__(**kwargs)
         self._engine = engine
 

@@ -30,6 +30,7 @@ class SpecGuardTraceHandler(BaseCallbackHandler):
         self.runs: list[TraceRun] = []
         self._open: dict[UUID, TraceRun] = {}
         self._meta: dict[UUID, tuple[UUID | None, str | None, dict[str, Any] | None]] = {}
+        self._started: dict[UUID, float] = {}
         self._writer = TraceWriter(path) if path else None
         self._lock = threading.Lock()
 
@@ -48,6 +49,7 @@ class SpecGuardTraceHandler(BaseCallbackHandler):
         name = (metadata or {}).get("ls_model_name")
         config = (invocation_params or {}).get("config")
         self._meta[run_id] = (parent_run_id, name, config if isinstance(config, dict) else None)
+        self._started[run_id] = time.time()
 
     def on_llm_start(
         self,
@@ -72,6 +74,7 @@ class SpecGuardTraceHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         self._meta.setdefault(run_id, (parent_run_id, None, None))
+        self._started.setdefault(run_id, time.time())
 
     def on_custom_event(self, name: str, data: Any, *, run_id: UUID, **kwargs: Any) -> None:
         if name != STEP_EVENT:
@@ -86,6 +89,7 @@ class SpecGuardTraceHandler(BaseCallbackHandler):
                     source="langchain",
                     model_name=model,
                     config=config,
+                    started_at=self._started.get(run_id, time.time()),
                 )
                 self._open[run_id] = run
             run.steps.append(StepRecord(**data))
@@ -97,6 +101,7 @@ class SpecGuardTraceHandler(BaseCallbackHandler):
         with self._lock:
             run = self._open.pop(run_id, None)
             self._meta.pop(run_id, None)
+            self._started.pop(run_id, None)
         if run is None:
             return
         run.ended_at = time.time()

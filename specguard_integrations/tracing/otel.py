@@ -33,9 +33,11 @@ def _tracer(tracer: Tracer | None) -> Tracer:
 def record_run(run: TraceRun, tracer: Tracer | None = None) -> None:
     """Emit one finished run as spans: ``specguard.generate`` with ``specguard.step`` children."""
     tr = _tracer(tracer)
-    start = int(run.started_at * _NS)
     total = sum(s.times.total for s in run.steps)
-    end = int((run.ended_at or run.started_at + total) * _NS)
+    ended = run.ended_at or run.started_at + total
+    # steps are laid end to end before the run's end; never start before the run started
+    start = int(min(run.started_at, ended - total) * _NS)
+    end = int(ended * _NS)
     draft_tokens = sum(s.num_tokens for s in run.steps if s.source == "draft")
     target_tokens = sum(s.num_tokens for s in run.steps if s.source == "target")
     attrs: dict[str, Any] = {
@@ -87,5 +89,5 @@ def record_run(run: TraceRun, tracer: Tracer | None = None) -> None:
             step_attrs["specguard.step.grounding_norm"] = s.grounding_norm
         span.set_attributes(step_attrs)
         t += dur
-        span.end(end_time=min(t, end) if end > start else t)
+        span.end(end_time=t)
     parent.end(end_time=max(end, t))

@@ -132,9 +132,9 @@ def _table(run: TraceRun) -> str:
 def render_html(runs: list[TraceRun], title: str = "SpecGuard trace") -> str:
     body = [
         f"<h1>{html.escape(title)}</h1>",
-        '<div class="legend"><span class="draft">draft step (accepted)</span>'
-        '<span class="target">target step (draft rejected)</span>'
-        '<span class="rejected">rejected draft text</span></div>',
+        '<div class="legend"><span class="draft key">draft step (accepted)</span>'
+        '<span class="target key">target step (draft rejected)</span>'
+        '<span class="rejected key">rejected draft text</span></div>',
     ]
     for run in runs:
         n = len(run.steps)

@@ -58,9 +58,12 @@ def test_accuracy_floors_on_a_fixed_sample(pair, family):
 def test_specguard_solves_with_the_bundled_config(pair):
     engine = SpecGuard(*pair)
     cfg = SpecGuardConfig.from_file(DEFAULT_CONFIG)
-    solved = [solve_specguard(engine, make_split(f, "test", 1)[0], cfg) for f in sorted(FAMILIES)]
-    assert sum(s.correct for s in solved) >= 3
+    items = [i for f in sorted(FAMILIES) for i in make_split(f, "test", 4)]
+    solved = [solve_specguard(engine, i, cfg) for i in items]
+    # measured 10 of 16 with the bundled weights (arithmetic 3, equation 2, multihop 1, tools 4)
+    assert sum(s.correct for s in solved) >= 9
     assert all(s.records for s in solved)
+    assert {r.source for s in solved for r in s.records} == {"draft", "target"}
 
 
 def test_chat_template_renders_tools_and_tool_messages(pair):
