@@ -45,7 +45,8 @@ def main() -> None:
     cfg = base.merged(tau=0.0, max_step_tokens=48, max_new_tokens=160)
     allc, allg, ally = [], [], []
     print(
-        "| family | steps | correct | AUROC conf | AUROC ground | conf p5/p50/p95 | ground p5/p50/p95 |"
+        "| family | steps | correct | AUROC conf | AUROC ground | conf p5/p50/p95"
+        " | ground p5/p50/p95 |"
     )
     print("|---|---|---|---|---|---|---|")
     for fam in FAMILIES:

@@ -19,7 +19,7 @@ DOCS = [
 QA = PromptTemplate("Facts: {context_str}\nQuestion: {query_str}\n")
 
 
-def build(llm: SpecGuardLLM):  # noqa: ANN201 - example
+def build(llm: SpecGuardLLM):
     index = SimpleKeywordTableIndex.from_documents([Document(text=t) for t in DOCS], llm=llm)
     # the bundled models have a 512-token window: one QA prompt, no refine round
     return index.as_query_engine(llm=llm, text_qa_template=QA, response_mode="simple_summarize")

@@ -252,7 +252,7 @@ def batches(data, batch: int, rng: random.Random):
 
 @torch.inference_mode()
 def greedy_accuracy(model, tok, n: int = 40) -> dict[str, float]:
-    """Held-out final-answer accuracy per family, greedy, plain prompts (tools: gold observations)."""
+    """Held-out final-answer accuracy per family, greedy, plain prompts (tools: real tool)."""
     from specguard_integrations.tasks import extract_answer
 
     model.eval()
@@ -319,7 +319,7 @@ def train_model(args: argparse.Namespace) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     rng = random.Random(args.seed)
     stream = batches(data, args.batch, rng)
-    curve = open(out / f"{args.role}.curve.jsonl", "w")
+    curve = open(out / f"{args.role}.curve.jsonl", "w")  # noqa: SIM115 - closed after the loop
     deadline = time.time() + args.minutes * 60
     t0 = time.time()
     step = 0

@@ -148,12 +148,15 @@ class ChatSpecGuard(EngineOwner, BaseChatModel):
         *,
         include_raw: bool = False,
         method: Literal["function_calling", "json_schema", "json_mode"] = "function_calling",
+        strict: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
         """Structured output through a forced call of a tool whose parameters are `schema`.
 
         All three methods decode the same way (a JSON object in the tool-call block of the chat
         template); they differ only in how the schema is given. `json_mode` needs a schema.
+        Decoding is not grammar-constrained, so `strict` is accepted but cannot be guaranteed:
+        a reply that does not fit the schema parses to None (or raises with `include_raw`).
         """
         if kwargs:
             raise ValueError(f"unsupported arguments: {sorted(kwargs)}")

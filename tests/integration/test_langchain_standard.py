@@ -2,7 +2,6 @@
 
 from typing import Any
 
-import pytest
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 

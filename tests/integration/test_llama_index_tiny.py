@@ -15,7 +15,7 @@ from specguard_integrations.testing import tiny_lm
 
 
 class StepEvents(BaseEventHandler):
-    events: list = []
+    events: list = []  # noqa: RUF012 - a pydantic field, set per instance
 
     @classmethod
     def class_name(cls) -> str:
@@ -61,7 +61,7 @@ def test_one_step_event_per_step_inside_the_call_span(llm, handler):
         get_dispatcher().span_handlers.remove(spans)
     steps = resp.additional_kwargs["specguard_steps"]
     assert [e.record["step_index"] for e in handler.events] == [s["step_index"] for s in steps]
-    assert all(e.record["fused"] == s["fused"] for e, s in zip(handler.events, steps))
+    assert all(e.record["fused"] == s["fused"] for e, s in zip(handler.events, steps, strict=True))
     span_ids = {e.span_id for e in handler.events}
     assert len(span_ids) == 1 and next(iter(span_ids)).startswith("SpecGuardLLM.complete")
     assert any(s.id_ == next(iter(span_ids)) for s in spans.completed_spans)

@@ -51,7 +51,7 @@ def test_llama_index_handler_groups_steps_by_call(engine, tmp_path):
         get_dispatcher().event_handlers.remove(handler)
     runs = handler.runs
     assert len(runs) == 2
-    for run, resp in zip(runs, (a, b)):
+    for run, resp in zip(runs, (a, b), strict=True):
         assert [s.model_dump(mode="json") for s in run.steps] == resp.additional_kwargs[
             "specguard_steps"
         ]
@@ -87,7 +87,7 @@ def test_concurrent_appends_never_interleave(engine, tmp_path):
 def test_read_trace_reports_bad_lines(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"type": "step"\n')
-    with pytest.raises(ValueError, match="bad.jsonl:1"):
+    with pytest.raises(ValueError, match=r"bad\.jsonl:1"):
         read_trace(bad)
 
 
@@ -128,7 +128,7 @@ def test_opentelemetry_spans_per_generation_and_step(engine):
     assert all(s.parent.span_id == parent.context.span_id for s in steps)
     assert parent.attributes["gen_ai.system"] == "specguard"
     assert parent.attributes["gen_ai.usage.output_tokens"] == msg.usage_metadata["output_tokens"]
-    for span, rec in zip(steps, records):
+    for span, rec in zip(steps, records, strict=True):
         assert span.attributes["specguard.step.fused"] == rec["fused"]
         assert span.attributes["specguard.step.source"] == rec["source"]
         assert span.attributes["specguard.step.decision"] == rec["decision"]
