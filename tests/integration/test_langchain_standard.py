@@ -13,6 +13,16 @@ from specguard_integrations.langchain import ChatSpecGuard
 CONFIG = SpecGuardConfig.from_file(DEFAULT_CONFIG).merged(max_new_tokens=120)
 
 
+# Suite tests that skip themselves, and why (langchain-tests reads these properties):
+# - image / PDF / audio inputs and tool messages, Anthropic-format inputs: the models are text-only
+#   causal LMs (content blocks other than text are rejected with a clear error);
+# - json mode (`supports_json_mode`): structured output goes through a forced tool call instead;
+# - model override: see `supports_model_override` below;
+# - init from env / serdes: no credentials or endpoint to read from the environment, and the
+#   class holds a loaded engine, so it is not marked serialisable;
+# - VCR / stream-time tests: there is no network traffic to record.
+
+
 class _Common:
     @property
     def chat_model_class(self) -> type[ChatSpecGuard]:
