@@ -9,6 +9,7 @@ from .._threads import stream_in_thread
 __all__ = ["stream_in_thread"]
 
 if TYPE_CHECKING:
+    from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
     from langchain_core.messages import BaseMessage
 
     from ..types import GenerationResult, StepRecord
@@ -112,3 +113,27 @@ def to_chat_dicts(messages: list[BaseMessage]) -> list[dict[str, Any]]:
         else:
             raise ValueError(f"unsupported message type {type(m).__name__}")
     return out
+
+
+def emit_step(run_manager: CallbackManagerForLLMRun | None, record: StepRecord) -> None:
+    """Send the `specguard_step` custom event for a step to the run's handlers."""
+    from langchain_core.callbacks import CallbackManager
+
+    if run_manager is None or not run_manager.handlers:
+        return
+    manager = CallbackManager(
+        handlers=run_manager.handlers, tags=run_manager.tags, metadata=run_manager.metadata
+    )
+    manager.on_custom_event(STEP_EVENT, step_payload(record), run_id=run_manager.run_id)
+
+
+async def aemit_step(run_manager: AsyncCallbackManagerForLLMRun | None, record: StepRecord) -> None:
+    """`emit_step` for async runs."""
+    from langchain_core.callbacks import AsyncCallbackManager
+
+    if run_manager is None or not run_manager.handlers:
+        return
+    manager = AsyncCallbackManager(
+        handlers=run_manager.handlers, tags=run_manager.tags, metadata=run_manager.metadata
+    )
+    await manager.on_custom_event(STEP_EVENT, step_payload(record), run_id=run_manager.run_id)

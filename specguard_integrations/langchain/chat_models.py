@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from uuid import UUID
 
 from langchain_core.callbacks import (
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 # config travels here so step events still reach its handlers (and `astream_events`).
 _STREAM_CONFIG: ContextVar[RunnableConfig | None] = ContextVar("specguard_stream", default=None)
 _RUN_PREFIX = "lc_run--"
+_M = TypeVar("_M", CallbackManager, AsyncCallbackManager)
 
 
 def _run_id_of(chunk: ChatGenerationChunk) -> UUID | None:
@@ -209,26 +210,6 @@ class ChatSpecGuard(EngineOwner, BaseChatModel):
         )
         return msg, parsed
 
-    @staticmethod
-    def _emit(run_manager: CallbackManagerForLLMRun | None, record: StepRecord) -> None:
-        if run_manager is None or not run_manager.handlers:
-            return
-        CallbackManager(
-            handlers=run_manager.handlers, tags=run_manager.tags, metadata=run_manager.metadata
-        ).on_custom_event(
-            _common.STEP_EVENT, _common.step_payload(record), run_id=run_manager.run_id
-        )
-
-    @staticmethod
-    async def _aemit(run_manager: AsyncCallbackManagerForLLMRun | None, record: StepRecord) -> None:
-        if run_manager is None or not run_manager.handlers:
-            return
-        await AsyncCallbackManager(
-            handlers=run_manager.handlers, tags=run_manager.tags, metadata=run_manager.metadata
-        ).on_custom_event(
-            _common.STEP_EVENT, _common.step_payload(record), run_id=run_manager.run_id
-        )
-
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -241,7 +222,7 @@ class ChatSpecGuard(EngineOwner, BaseChatModel):
             call.prompt, config=call.config, stop=stops, add_special_tokens=False
         )
         for record in stream:
-            self._emit(run_manager, record)
+            _common.emit_step(run_manager, record)
         assert stream.result is not None
         msg, _ = self._message(call, stream.result, name)
         return ChatResult(generations=[ChatGeneration(message=msg)])
@@ -258,7 +239,7 @@ class ChatSpecGuard(EngineOwner, BaseChatModel):
             call.prompt, config=call.config, stop=stops, add_special_tokens=False
         )
         async for record in _common.stream_in_thread(stream):
-            await self._aemit(run_manager, record)
+            await _common.aemit_step(run_manager, record)
         assert stream.result is not None
         msg, _ = self._message(call, stream.result, name)
         return ChatResult(generations=[ChatGeneration(message=msg)])
@@ -293,30 +274,13 @@ class ChatSpecGuard(EngineOwner, BaseChatModel):
         finally:
             _reset(token)
 
-    def _stream_manager(self, chunk: ChatGenerationChunk) -> tuple[CallbackManager, UUID] | None:
+    def _stream_manager(self, chunk: ChatGenerationChunk, kind: type[_M]) -> tuple[_M, UUID] | None:
+        """A callback manager (sync or async `kind`) for the caller's config, and the run id."""
         config = _STREAM_CONFIG.get()
         run_id = _run_id_of(chunk)
         if config is None or run_id is None:
             return None
-        manager = CallbackManager.configure(
-            config.get("callbacks"),
-            self.callbacks,
-            self.verbose,
-            config.get("tags"),
-            self.tags,
-            config.get("metadata"),
-            self.metadata,
-        )
-        return manager, run_id
-
-    def _astream_manager(
-        self, chunk: ChatGenerationChunk
-    ) -> tuple[AsyncCallbackManager, UUID] | None:
-        config = _STREAM_CONFIG.get()
-        run_id = _run_id_of(chunk)
-        if config is None or run_id is None:
-            return None
-        manager = AsyncCallbackManager.configure(
+        manager = kind.configure(
             config.get("callbacks"),
             self.callbacks,
             self.verbose,
@@ -369,11 +333,11 @@ class ChatSpecGuard(EngineOwner, BaseChatModel):
         for record in stream:
             chunk = self._step_chunk(call, record)
             if run_manager:
-                self._emit(run_manager, record)
+                _common.emit_step(run_manager, record)
                 run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
             yield chunk
             if run_manager is None:
-                target = target or self._stream_manager(chunk)
+                target = target or self._stream_manager(chunk, CallbackManager)
                 if target is not None:
                     payload = _common.step_payload(record)
                     target[0].on_custom_event(_common.STEP_EVENT, payload, run_id=target[1])
@@ -395,11 +359,11 @@ class ChatSpecGuard(EngineOwner, BaseChatModel):
         async for record in _common.stream_in_thread(stream):
             chunk = self._step_chunk(call, record)
             if run_manager:
-                await self._aemit(run_manager, record)
+                await _common.aemit_step(run_manager, record)
                 await run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
             yield chunk
             if run_manager is None:
-                target = target or self._astream_manager(chunk)
+                target = target or self._stream_manager(chunk, AsyncCallbackManager)
                 if target is not None:
                     payload = _common.step_payload(record)
                     await target[0].on_custom_event(_common.STEP_EVENT, payload, run_id=target[1])

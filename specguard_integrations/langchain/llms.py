@@ -6,9 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import (
-    AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
-    CallbackManager,
     CallbackManagerForLLMRun,
 )
 from langchain_core.language_models import BaseLLM
@@ -21,7 +19,7 @@ from . import _common
 
 if TYPE_CHECKING:
     from ..engine.loop import SpecGuard
-    from ..types import GenerationResult, StepRecord
+    from ..types import GenerationResult
 
 
 class SpecGuardLLM(EngineOwner, BaseLLM):
@@ -69,15 +67,6 @@ class SpecGuardLLM(EngineOwner, BaseLLM):
         meta = _common.response_metadata(result, name, has_tool_calls=False)
         return meta | {"usage": _common.usage_metadata(result)}
 
-    @staticmethod
-    def _emit(run_manager: CallbackManagerForLLMRun | None, record: StepRecord) -> None:
-        if run_manager is not None and run_manager.handlers:
-            CallbackManager(
-                handlers=run_manager.handlers, tags=run_manager.tags, metadata=run_manager.metadata
-            ).on_custom_event(
-                _common.STEP_EVENT, _common.step_payload(record), run_id=run_manager.run_id
-            )
-
     def _generate(
         self,
         prompts: list[str],
@@ -90,7 +79,7 @@ class SpecGuardLLM(EngineOwner, BaseLLM):
         for prompt in prompts:
             stream = self.engine.stream(prompt, config=cfg, stop=stop or self.stop)
             for record in stream:
-                self._emit(run_manager, record)
+                _common.emit_step(run_manager, record)
             assert stream.result is not None
             generations.append(
                 [Generation(text=stream.result.text, generation_info=self._info(stream.result))]
@@ -111,14 +100,7 @@ class SpecGuardLLM(EngineOwner, BaseLLM):
         for prompt in prompts:
             stream = self.engine.stream(prompt, config=cfg, stop=stop or self.stop)
             async for record in _common.stream_in_thread(stream):
-                if run_manager is not None and run_manager.handlers:
-                    await AsyncCallbackManager(
-                        handlers=run_manager.handlers,
-                        tags=run_manager.tags,
-                        metadata=run_manager.metadata,
-                    ).on_custom_event(
-                        _common.STEP_EVENT, _common.step_payload(record), run_id=run_manager.run_id
-                    )
+                await _common.aemit_step(run_manager, record)
             assert stream.result is not None
             generations.append(
                 [Generation(text=stream.result.text, generation_info=self._info(stream.result))]
@@ -136,7 +118,7 @@ class SpecGuardLLM(EngineOwner, BaseLLM):
     ) -> Iterator[GenerationChunk]:
         stream = self.engine.stream(prompt, config=self._config(kwargs), stop=stop or self.stop)
         for record in stream:
-            self._emit(run_manager, record)
+            _common.emit_step(run_manager, record)
             chunk = GenerationChunk(text=record.text)
             if run_manager:
                 run_manager.on_llm_new_token(record.text, chunk=chunk)
