@@ -90,6 +90,31 @@ class TargetModel(Protocol):
     def start(self, prompt: str, *, add_special_tokens: bool = True) -> TargetSession: ...
 
 
+def _sample(
+    lm: LocalCausalLM,
+    state: SeqState,
+    settings: DecodeSettings,
+    generator: torch.Generator | None,
+    *,
+    keep_cache: bool = False,
+) -> list[Candidate]:
+    """`sample_steps` with one step's decode settings (embeddings only when k > 1)."""
+    return sample_steps(
+        lm,
+        state,
+        k=settings.k,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        max_tokens=settings.max_tokens,
+        segmenter=settings.segmenter,
+        stop=settings.stop,
+        generator=generator,
+        embed=settings.k > 1,
+        keep_cache=keep_cache,
+        stop_tail=settings.stop_tail,
+    )
+
+
 def check_prompt(lm: LocalCausalLM, ids: list[int], prompt: str) -> None:
     if not prompt or not prompt.strip():
         raise ValueError("prompt is empty")
@@ -195,19 +220,7 @@ class LocalDraftSession:
     def propose(
         self, settings: DecodeSettings, generator: torch.Generator | None
     ) -> list[Candidate]:
-        return sample_steps(
-            self.lm,
-            self.state,
-            k=settings.k,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            max_tokens=settings.max_tokens,
-            segmenter=settings.segmenter,
-            stop=settings.stop,
-            generator=generator,
-            embed=settings.k > 1,
-            stop_tail=settings.stop_tail,
-        )
+        return _sample(self.lm, self.state, settings, generator)
 
     # 3. score
     def score(self, candidate: Candidate) -> StepSignals:
@@ -318,20 +331,7 @@ class LocalTargetSession:
 
         if self.state.pending:
             self.lm.feed(self.state, hidden=settings.k > 1)  # one batched catch-up prefill
-        cands = sample_steps(
-            self.lm,
-            self.state,
-            k=settings.k,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            max_tokens=settings.max_tokens,
-            segmenter=settings.segmenter,
-            stop=settings.stop,
-            generator=generator,
-            embed=settings.k > 1,
-            keep_cache=settings.k == 1,
-            stop_tail=settings.stop_tail,
-        )
+        cands = _sample(self.lm, self.state, settings, generator, keep_cache=settings.k == 1)
         if len(cands) == 1:
             best = cands[0]
         else:
