@@ -53,18 +53,24 @@ def test_report_renders_without_console_errors_and_shows_steps(tmp_path):
     engine = SpecGuard(
         tiny_lm("llama", seed=1),
         tiny_lm("llama", seed=2),
-        SpecGuardConfig(k=2, tau=0.745, max_step_tokens=5, max_new_tokens=30, seed=3),
+        SpecGuardConfig(k=2, max_step_tokens=5, max_new_tokens=20, seed=3),
     )
-    result = engine.generate("hello")
-    sources = {s.source for s in result.steps}
-    assert sources == {"draft", "target"}
-    run = TraceRun(run_id="r1", source="engine", model_name="tiny", steps=result.steps)
-    page = write_report([run], tmp_path / "rep")
+    # one run whose steps the draft keeps (tau 0), one the target rewrites (tau above 1)
+    kept = engine.generate("hello", config=engine.config.merged(tau=0.0))
+    rewritten = engine.generate("hello", config=engine.config.merged(tau=1.01))
+    runs = [
+        TraceRun(run_id="kept", source="engine", model_name="tiny", steps=kept.steps),
+        TraceRun(run_id="rewritten", source="engine", model_name="tiny", steps=rewritten.steps),
+    ]
+    steps = kept.steps + rewritten.steps
+    assert {s.source for s in kept.steps} == {"draft"}
+    assert {s.source for s in rewritten.steps} == {"target"}
+    page = write_report(runs, tmp_path / "rep")
     url = page.resolve().as_uri()
 
     dom = run_chromium(tmp_path, "--dump-dom", url)
     assert "CONSOLE" not in dom.stderr, dom.stderr
-    assert dom.stdout.count('class="step"') == len(result.steps)
+    assert dom.stdout.count('class="step"') == len(steps)
     assert "<svg" in dom.stdout and 'class="tau"' in dom.stdout
 
     shot = tmp_path / "shot.png"
