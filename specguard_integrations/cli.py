@@ -45,6 +45,29 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--config", help="a SpecGuard config JSON file")
     gen.add_argument("--json", action="store_true", help="print the result as JSON")
     gen.add_argument("--device", default="auto")
+    srv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server running SpecGuard")
+    srv.add_argument(
+        "--mode",
+        choices=("specguard", "plain"),
+        default="specguard",
+        help="specguard: the step loop; plain: one model alone (--model), e.g. a remote target",
+    )
+    srv.add_argument("--draft", help="draft model id or directory (default: the bundled pair)")
+    srv.add_argument("--target", help="target model id or directory")
+    srv.add_argument("--model", help="plain mode: the model (default: the bundled target)")
+    srv.add_argument("--target-endpoint", help="base URL of an OpenAI-compatible target server")
+    srv.add_argument("--target-model", help="the target's name on --target-endpoint")
+    srv.add_argument("--target-api", choices=("completions", "chat"), default="completions")
+    srv.add_argument("--config", help="a SpecGuard config JSON file")
+    srv.add_argument("--served-model-name", help="model name clients ask for")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--workers", type=int, default=1, help="generations run at once")
+    srv.add_argument("--max-queue", type=int, default=32, help="requests waiting beyond workers")
+    srv.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    srv.add_argument("--grace", type=float, default=30.0, help="seconds to finish on shutdown")
+    srv.add_argument("--device", default="auto")
+    srv.add_argument("--log-level", default="info")
     return p
 
 
@@ -59,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _eval_pair(args)
         if args.command == "trace":
             return _trace_view(args)
+        if args.command == "serve":
+            return _serve(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"specguard: error: {err}", file=sys.stderr)
         return 2
@@ -234,6 +259,43 @@ def _generate(args: argparse.Namespace) -> int:
         console = Console()
         _show(console, args.prompt, result.steps)
         console.print(result.text)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .registry import load_lm, resolve
+    from .server import PlainServed, ServedModel, SpecGuardServed, serve
+
+    served: ServedModel
+    if args.mode == "plain":
+        lm = load_lm(resolve(args.model, "target"), device=args.device)
+        served = PlainServed(lm, args.served_model_name)
+    else:
+        from .config import SpecGuardConfig
+        from .engine.loop import SpecGuard
+
+        if args.target_endpoint:
+            from .engine.remote import EndpointTarget
+
+            if not args.target_model:
+                raise ValueError("--target-endpoint needs --target-model")
+            cfg = SpecGuardConfig.from_file(args.config) if args.config else SpecGuardConfig()
+            target = EndpointTarget(args.target_endpoint, args.target_model, api=args.target_api)
+            draft = load_lm(resolve(args.draft, "draft"), device=args.device)
+            engine = SpecGuard(draft, target, cfg)
+        else:
+            engine, cfg = _load(args)
+        served = SpecGuardServed(engine, cfg, args.served_model_name or "specguard")
+    serve(
+        served,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        max_queue=args.max_queue,
+        max_body_bytes=args.max_body_bytes,
+        grace=args.grace,
+        log_level=args.log_level,
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The SpecGuard step loop and its parts: proposer, selector, signals, policy, backends."""
+"""The SpecGuard step loop and its parts: proposer, selector, signals, policy, backends
+(local models, and remote ones behind an OpenAI-compatible server or LangChain)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ if TYPE_CHECKING:
     from .backends import DraftModel, LocalDraft, LocalTarget, TargetModel
     from .lm import LocalCausalLM
     from .loop import SpecGuard, StepStream
+    from .remote import EndpointDraft, EndpointError, EndpointTarget, LangChainTarget
 
 __all__ = [
     "DraftModel",
+    "EndpointDraft",
+    "EndpointError",
+    "EndpointTarget",
+    "LangChainTarget",
     "LocalCausalLM",
     "LocalDraft",
     "LocalTarget",
@@ -24,6 +30,10 @@ _LAZY = {
     "LocalDraft": ".backends",
     "LocalTarget": ".backends",
     "TargetModel": ".backends",
+    "EndpointDraft": ".remote",
+    "EndpointError": ".remote",
+    "EndpointTarget": ".remote",
+    "LangChainTarget": ".remote",
     "LocalCausalLM": ".lm",
     "SpecGuard": ".loop",
     "StepStream": ".loop",

@@ -202,7 +202,7 @@ class SpecGuard:
                 verdict, chosen, draft, target, cfg, settings, gen_t, times
             )
             ends = step.finish in _ENDS_GENERATION
-            used += len(step.ids)
+            used += step.num_tokens
             if source == "target" and not ends:
                 t = time.perf_counter()
                 draft.append(step.text, step.ids if self.shared_vocab else None)
@@ -332,7 +332,7 @@ class SpecGuard:
             step_index=i,
             text=step.text,
             source="draft" if source == "draft" else "target",
-            num_tokens=len(step.ids),
+            num_tokens=step.num_tokens,
             decision="accept" if verdict.accept else "reject",
             signals="confidence_only" if verdict.grounding_norm is None else "grounding+confidence",
             grounding=sig.grounding if verdict.grounding_norm is not None else None,
@@ -343,7 +343,7 @@ class SpecGuard:
             threshold=cfg.tau,
             beta=cfg.beta,
             draft_text=chosen.text,
-            draft_tokens=len(chosen.ids),
+            draft_tokens=chosen.num_tokens,
             num_candidates=k,
             selected_candidate=j,
             finish=step.finish,

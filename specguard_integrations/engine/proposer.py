@@ -31,6 +31,12 @@ class Candidate:
     eos_id: int | None = None
     embedding: torch.Tensor | None = None  # (d,) mean hidden state over the step
     fed: int = 0  # kept tokens already in the cache after sampling (k = 1 with keep_cache)
+    count: int | None = None  # token count when no ids are known (a remote model's step)
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens of the step in its writer's tokenizer."""
+        return self.count if self.count is not None else len(self.ids)
 
     @property
     def scored_ids(self) -> list[int]:
@@ -56,19 +62,17 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def cut_step(
-    lm: LocalCausalLM,
-    ids: list[int],
-    segmenter: StepSegmenter,
-    stop: tuple[str, ...],
-    tail: str = "",
+def cut_text(
+    text: str, segmenter: StepSegmenter, stop: tuple[str, ...], tail: str = ""
 ) -> tuple[int, str, StepFinish] | None:
-    """Where the step in `ids` ends, if it has: (tokens kept, text, finish).
+    """Where the step written so far as `text` ends, if it has: (characters reached, kept text,
+    finish). Backends that see only text (a remote target) use this directly.
 
     `tail` is the end of the text committed before this step, so a stop sequence that starts
-    there and ends in this step is found too (the step is then cut at its start).
+    there and ends in this step is found too (the step is then cut at its start). For a stop,
+    the characters reached run to the stop string's end (the tokens that wrote it are scored)
+    while the kept text ends before it.
     """
-    text = lm.decode(ids)
     boundary = segmenter.find(text)
     seen = tail + text
     hits = [(i, i + len(s)) for i, s in ((seen.find(s), s) for s in stop) if i >= 0]
@@ -76,12 +80,27 @@ def cut_step(
         start, end = min(hits)
         at = max(0, start - len(tail))
         if boundary is None or at < boundary.end:
-            # the text stops before the stop string; the tokens that wrote it stay (scored)
-            return _tokens_covering(lm, ids, end - len(tail)), text[:at], "stop"
+            return end - len(tail), text[:at], "stop"
     if boundary is None:
         return None
-    n = _tokens_covering(lm, ids, boundary.end)
-    return n, lm.decode(ids[:n]), boundary.kind
+    return boundary.end, text[: boundary.end], boundary.kind
+
+
+def cut_step(
+    lm: LocalCausalLM,
+    ids: list[int],
+    segmenter: StepSegmenter,
+    stop: tuple[str, ...],
+    tail: str = "",
+) -> tuple[int, str, StepFinish] | None:
+    """Where the step in `ids` ends, if it has: (tokens kept, text, finish); see `cut_text`."""
+    text = lm.decode(ids)
+    cut = cut_text(text, segmenter, stop, tail)
+    if cut is None:
+        return None
+    reach, kept, finish = cut
+    n = _tokens_covering(lm, ids, reach)
+    return n, (kept if finish == "stop" else lm.decode(ids[:n])), finish
 
 
 def _tokens_covering(lm: LocalCausalLM, ids: list[int], chars: int) -> int:

@@ -18,6 +18,10 @@ def test_public_surface_is_pinned():
     ]
     assert sorted(specguard_integrations.engine.__all__) == [
         "DraftModel",
+        "EndpointDraft",
+        "EndpointError",
+        "EndpointTarget",
+        "LangChainTarget",
         "LocalCausalLM",
         "LocalDraft",
         "LocalTarget",

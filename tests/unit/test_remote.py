@@ -1,0 +1,124 @@
+"""Text-level pieces of the remote backends and the plain decoder, without a server."""
+
+import httpx
+import pytest
+
+from specguard_integrations.engine.backends import DecodeSettings
+from specguard_integrations.engine.plain import _held_back, plain_generate
+from specguard_integrations.engine.proposer import cut_text
+from specguard_integrations.engine.remote import (
+    EndpointTarget,
+    OpenAICompatibleClient,
+    _Completion,
+    _restore_boundary,
+    _to_candidate,
+    jaccard_medoid_order,
+    stop_hints,
+)
+from specguard_integrations.segmentation import make_segmenter
+
+MARKERS = ("Final Answer:", "Answer:")
+
+
+def settings(seg: str = "blank_line", stop: tuple[str, ...] = ()) -> DecodeSettings:
+    return DecodeSettings(1, 0.0, 1.0, 48, make_segmenter(seg, MARKERS), stop, "")
+
+
+def test_cut_text_boundary_final_answer_and_stop():
+    seg = make_segmenter("blank_line", MARKERS)
+    assert cut_text("2 + 3 = 5\n\n5 * 2", seg, ()) == (11, "2 + 3 = 5\n\n", "boundary")
+    assert cut_text("Answer: 7\nmore", seg, ()) == (10, "Answer: 7\n", "final_answer")
+    assert cut_text("2 + 3", seg, ()) is None
+    # a stop string reaches past the kept text; one starting in the committed tail cuts at 0
+    assert cut_text("x = 1 END y", seg, ("END",)) == (9, "x = 1 ", "stop")
+    assert cut_text("ND more", seg, ("END",), tail="foo E") == (2, "", "stop")
+
+
+def test_stop_hints_never_end_a_step_early():
+    assert stop_hints(make_segmenter("blank_line", MARKERS)) == ("\n\n",)
+    assert stop_hints(make_segmenter("newline", MARKERS)) == ("\n",)
+    assert stop_hints(make_segmenter("tool_call", MARKERS)) == ("</tool_call>",)
+    assert stop_hints(make_segmenter("react", MARKERS)) == ("\nObservation:",)
+    assert stop_hints(make_segmenter("step_marker", MARKERS)) == ()  # needs look-ahead
+
+
+def test_restore_boundary_only_after_text():
+    blank = make_segmenter("blank_line", MARKERS)
+    tools = make_segmenter("tool_call", MARKERS)
+    assert _restore_boundary("2 + 2 = 4", blank) == "2 + 2 = 4\n\n"
+    assert _restore_boundary("", blank) == ""  # the model ended: no boundary invented
+    assert _restore_boundary('<tool_call>{"name": "f"}', tools) == (
+        '<tool_call>{"name": "f"}</tool_call>'
+    )
+    assert _restore_boundary("plain words", tools) == "plain words"
+
+
+def test_completion_to_candidate_counts_tokens_of_the_kept_step():
+    c = _Completion(
+        "1 + 1 = 2\n\nAnswer: 2\n", "stop", True, 9, 20, [0, 1, 3, 5, 7, 9, 10, 11], [-0.1] * 8
+    )
+    cand, n = _to_candidate(c, settings())
+    assert cand.text == "1 + 1 = 2\n\n" and cand.finish == "boundary"
+    assert n == cand.num_tokens == 7  # offsets below 11 characters
+    eos = _Completion("Answer: 2", "stop", False, 4, 20, None, None)
+    cand, n = _to_candidate(eos, settings())
+    assert cand.finish == "eos" and cand.text == "Answer: 2" and n == 4
+    long = _Completion("abcdef", "length", False, 6, 20, None, None)
+    assert _to_candidate(long, settings())[0].finish == "max_step_tokens"
+
+
+def test_jaccard_medoid_first():
+    texts = ["2 + 3 = 5", "2 + 3 = 6", "2 + 3 = 5", "seven"]
+    order = jaccard_medoid_order(texts)
+    assert order[0] == 0 and sorted(order) == [0, 1, 2, 3]
+    assert jaccard_medoid_order(["a"]) == [0]
+
+
+def test_held_back_text_that_may_start_a_stop():
+    assert _held_back("x = 1 EN", ("END",)) == 2
+    assert _held_back("x = 1", ("END",)) == 0
+    assert _held_back("ab\n", ("\n\n",)) == 1
+
+
+def test_plain_generate_stops_and_reports_logprobs():
+    from specguard_integrations.testing import tiny_lm
+
+    lm = tiny_lm(seed=0)
+    free = plain_generate(lm, "abc", max_tokens=12)
+    assert free.completion_tokens == len(free.logprobs) == len(free.token_ids)
+    assert all(lp <= 0 for lp in free.logprobs)
+    if len(free.text) >= 3:
+        stop = free.text[1:3]
+        cut = plain_generate(lm, "abc", max_tokens=12, stop=(stop,))
+        assert cut.stop_reason == stop and cut.text == free.text[: free.text.find(stop)]
+        kept = plain_generate(lm, "abc", max_tokens=12, stop=(stop,), include_stop=True)
+        assert kept.text.endswith(stop)
+    with pytest.raises(ValueError, match="empty"):
+        plain_generate(lm, "  ", max_tokens=4)
+
+
+def test_client_validates_settings_and_does_not_retry_4xx():
+    with pytest.raises(ValueError, match="http"):
+        OpenAICompatibleClient("localhost:8000")
+    with pytest.raises(ValueError, match="model"):
+        EndpointTarget("http://x", "")
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(400, json={"error": {"message": "max_tokens too large"}})
+
+    client = OpenAICompatibleClient("http://x", max_retries=3)
+    client._client = httpx.Client(transport=httpx.MockTransport(handler))
+    with pytest.raises(Exception, match="400: max_tokens too large"):
+        client.post("/v1/completions", {})
+    assert len(calls) == 1
+
+    flaky = iter([503, 503, 200])
+
+    def retry(request: httpx.Request) -> httpx.Response:
+        code = next(flaky)
+        return httpx.Response(code, json={"choices": []} if code == 200 else {"error": "busy"})
+
+    client._client = httpx.Client(transport=httpx.MockTransport(retry))
+    assert client.post("/v1/completions", {}) == {"choices": []}
