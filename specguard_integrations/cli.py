@@ -45,6 +45,25 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--config", help="a SpecGuard config JSON file")
     gen.add_argument("--json", action="store_true", help="print the result as JSON")
     gen.add_argument("--device", default="auto")
+    bench = sub.add_parser("bench", help="SpecGuard against its baselines on the same prompts")
+    _suite_args(bench)
+    bench.add_argument(
+        "--methods",
+        default="target,draft,assisted,rsd,confidence,specguard-greedy,specguard,config",
+        help="comma-separated: target, draft, assisted, rsd, confidence, specguard-greedy,"
+        " specguard, config",
+    )
+    bench.add_argument("--prm", help="process reward model for rsd (default: the bundled PRM)")
+    bench.add_argument("--prm-threshold", type=float, default=0.5)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--out", default="bench_out", help="folder for bench.md/.json and plots")
+    cal = sub.add_parser("calibrate", help="fit bounds, beta and tau on a dev split")
+    _suite_args(cal, offset=400)
+    goal = cal.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--max-target-rate", type=float, help="best accuracy at most this rate")
+    goal.add_argument("--target-rate", type=float, help="reach this target-call rate")
+    cal.add_argument("--shortlist", type=int, default=6, help="configs run end to end")
+    cal.add_argument("--out", required=True, help="config file to write")
     srv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server running SpecGuard")
     srv.add_argument(
         "--mode",
@@ -71,6 +90,20 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _suite_args(p: argparse.ArgumentParser, offset: int = 0) -> None:
+    p.add_argument("--suite", default="bundled", help="bundled[:fam,...], gsm8k:PATH, jsonl:PATH")
+    p.add_argument("--limit", type=int, default=15, help="items per bundled family / in a file")
+    p.add_argument("--offset", type=int, default=offset, help="items skipped first")
+    p.add_argument("--prompt-template", default="Question: {question}\n")
+    p.add_argument("--question-field", default="question")
+    p.add_argument("--answer-field", default="answer")
+    p.add_argument("--extractor", default="answer_line", help="answer_line, last_number, re:PAT")
+    p.add_argument("--draft", help="draft model id or directory (default: the bundled pair)")
+    p.add_argument("--target", help="target model id or directory")
+    p.add_argument("--config", help="a SpecGuard config JSON file (default: the bundled one)")
+    p.add_argument("--device", default="cpu")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
@@ -84,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _trace_view(args)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "bench":
+            return _bench(args)
+        if args.command == "calibrate":
+            return _calibrate(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"specguard: error: {err}", file=sys.stderr)
         return 2
@@ -259,6 +296,121 @@ def _generate(args: argparse.Namespace) -> int:
         console = Console()
         _show(console, args.prompt, result.steps)
         console.print(result.text)
+    return 0
+
+
+def _suite(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .bench.suites import load_suite
+
+    return load_suite(
+        args.suite,
+        limit=args.limit,
+        offset=args.offset,
+        prompt_template=args.prompt_template,
+        question_field=args.question_field,
+        answer_field=args.answer_field,
+        extractor=args.extractor,
+    )
+
+
+def _pair(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .assets import DEFAULT_CONFIG
+    from .config import SpecGuardConfig
+    from .registry import load_lm, resolve
+
+    if bool(args.draft) != bool(args.target):
+        raise ValueError("give both --draft and --target, or neither")
+    draft = load_lm(resolve(args.draft, "draft"), device=args.device)
+    target = load_lm(resolve(args.target, "target"), device=args.device)
+    if args.config:
+        cfg = SpecGuardConfig.from_file(args.config)
+    elif args.draft:
+        cfg = SpecGuardConfig()
+    else:
+        cfg = SpecGuardConfig.from_file(DEFAULT_CONFIG)
+    return draft, target, cfg
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from .baselines import ProcessRewardModel, build_methods
+    from .bench.report import markdown, write_report
+    from .bench.runner import run_bench
+
+    console = Console()
+    items = _suite(args)
+    draft, target, cfg = _pair(args)
+    cfg = cfg.merged(seed=args.seed)
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    prm = None
+    if "rsd" in names:
+        from .assets import bundled_prm
+
+        path = args.prm or (str(bundled_prm()) if not args.draft else None)
+        if path is None:
+            raise ValueError("the rsd method needs --prm PATH for your own pair")
+        prm = ProcessRewardModel.from_pretrained(path, device=args.device)
+    import torch
+
+    torch.manual_seed(args.seed)
+    methods = build_methods(names, draft, target, cfg, prm=prm, prm_threshold=args.prm_threshold)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(
+            f"{len(items)} items x {len(methods)} methods", total=len(items) * len(methods)
+        )
+        result = run_bench(
+            items, methods, progress=lambda _m: bar.advance(task), device=args.device
+        )
+    result.meta.update(
+        suite=args.suite,
+        limit=args.limit,
+        offset=args.offset,
+        seed=args.seed,
+        draft=draft.name,
+        target=target.name,
+        config=cfg.model_dump(mode="json"),
+        prm=None if prm is None else prm.name,
+        prm_threshold=args.prm_threshold,
+        command="specguard " + " ".join(sys.argv[1:]),
+    )
+    paths = write_report(result, args.out)
+    console.print(markdown(result))
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from .bench.calibrate import calibrate
+    from .engine.loop import SpecGuard
+
+    console = Console()
+    items = _suite(args)
+    draft, target, cfg = _pair(args)
+    engine = SpecGuard(draft, target, cfg)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("calibrating", total=len(items) + args.shortlist)
+        result = calibrate(
+            engine,
+            items,
+            cfg,
+            max_target_rate=args.max_target_rate,
+            target_rate=args.target_rate,
+            shortlist=args.shortlist,
+            progress=lambda what: bar.advance(task),
+        )
+    result.config.to_file(args.out, **result.extras())
+    for c in result.candidates:
+        mark = "->" if c is result.chosen else "  "
+        console.print(
+            f"{mark} beta {c.beta:.2f} tau {c.tau:.3f}: dev accuracy {c.accuracy:.1%}, "
+            f"target-call rate {c.target_call_rate:.2f} (predicted {c.predicted_target_rate:.2f})"
+        )
+    console.print(f"wrote {args.out}")
     return 0
 
 

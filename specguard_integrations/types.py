@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 StepSource = Literal["draft", "target"]
 Decision = Literal["accept", "reject"]
-SignalMode = Literal["grounding+confidence", "confidence_only"]
+SignalMode = Literal["grounding+confidence", "confidence_only", "reward_model"]
 StepFinish = Literal[
     "boundary",  # the segmenter found a step boundary
     "final_answer",  # the step holds a final-answer marker line: generation ends
@@ -66,7 +66,9 @@ class StepRecord(BaseModel):
     confidence: float = Field(description="l = min_t log p_draft(s_t | ctx, s_<t).")
     grounding_norm: float | None = Field(description="g~ = clip((g - g_lo) / (g_hi - g_lo)).")
     confidence_norm: float = Field(description="l~ = clip((l - l_lo) / (l_hi - l_lo)).")
-    fused: float = Field(description="r = beta * l~ + (1 - beta) * g~.")
+    fused: float = Field(
+        description="r = beta * l~ + (1 - beta) * g~ (the reward when signals is reward_model)."
+    )
     threshold: float = Field(description="tau; the draft step is accepted when r >= tau.")
     beta: float = Field(description="Weight of confidence in r.")
     draft_text: str = Field(description="The selected draft candidate (equal to text if accepted).")

@@ -84,6 +84,17 @@ class DraftModel(Protocol):
     ) -> DraftSession: ...
 
 
+class StepVerifier(Protocol):
+    """An external judge of a draft step (a process reward model): the reward-guided baseline.
+
+    `score` returns a value in [0, 1]; the loop accepts the step iff it is >= tau.
+    """
+
+    name: str
+
+    def score(self, context: str, step: str) -> float: ...
+
+
 class TargetModel(Protocol):
     name: str
 

@@ -29,6 +29,7 @@ from .backends import (
     LocalDraft,
     LocalTarget,
     StepSignals,
+    StepVerifier,
     TargetModel,
     TargetSession,
 )
@@ -78,6 +79,9 @@ class SpecGuard:
         draft: the small model (`LocalCausalLM` or any `DraftModel`).
         target: the large model (`LocalCausalLM` or any `TargetModel`).
         config: defaults for every call; a call may pass its own.
+        verifier: replaces step 4 with an external judge (reward-guided speculative decoding,
+            RSD): r = verifier.score(ctx, step), accept iff r >= tau. The draft signals are still
+            read and recorded. None (default) is SpecGuard.
     """
 
     def __init__(
@@ -85,7 +89,10 @@ class SpecGuard:
         draft: DraftModel | LocalCausalLM,
         target: TargetModel | LocalCausalLM,
         config: SpecGuardConfig | None = None,
+        *,
+        verifier: StepVerifier | None = None,
     ) -> None:
+        self.verifier = verifier
         self.draft: DraftModel = (
             LocalDraft(draft) if isinstance(draft, LocalCausalLM) else draft  # type: ignore[assignment]
         )
@@ -196,6 +203,11 @@ class SpecGuard:
             # 4. decide
             t = time.perf_counter()
             verdict = self._decide(sig, cfg)
+            if self.verifier is not None:
+                reward = self.verifier.score(prompt + "".join(pieces), chosen.text)
+                verdict = Verdict(
+                    verdict.confidence_norm, verdict.grounding_norm, reward, reward >= cfg.tau
+                )
             times.decide = time.perf_counter() - t
             # 5. commit or fall back
             step, source = self._commit_or_fall_back(
@@ -208,6 +220,8 @@ class SpecGuard:
                 draft.append(step.text, step.ids if self.shared_vocab else None)
                 times.commit += time.perf_counter() - t
             record = self._record(i, step, source, chosen, j, len(candidates), sig, verdict, cfg)
+            if self.verifier is not None:
+                record.signals = "reward_model"
             record.times = times
             records.append(record)
             pieces.append(step.text)

@@ -74,6 +74,16 @@ class Item:
                 out.append(self.observations[i])
         return "".join(out)
 
+    @property
+    def segmenter(self) -> str:
+        """The step boundary of this item's family (a `SpecGuardConfig.segmenter` value)."""
+        return get_family(self.family).segmenter
+
+    @property
+    def has_step_labels(self) -> bool:
+        """Whether `check_step` can label steps (external suites only check the answer)."""
+        return True
+
     def check_step(self, i: int, text: str) -> StepVerdict:
         return get_family(self.family).check(self, i, text)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..segmentation import make_segmenter
-from .base import Item, StepVerdict, calculator, get_family
+from .base import Item, StepVerdict, calculator
 
 if TYPE_CHECKING:
     from ..config import SpecGuardConfig
@@ -49,9 +49,9 @@ def run_tool(step_text: str) -> str:
         return f"Observation: error: {err}\n"
 
 
-def split_steps(text: str, family: str, markers: tuple[str, ...]) -> list[str]:
-    """A completion cut into reasoning steps with the family's segmenter (observations out)."""
-    seg = make_segmenter(get_family(family).segmenter, markers)
+def split_steps(text: str, segmenter: str, markers: tuple[str, ...]) -> list[str]:
+    """A completion cut into reasoning steps with a segmenter (observations out)."""
+    seg = make_segmenter(segmenter, markers)
     text = re.sub(r"Observation:[^\n]*\n", "", text)
     steps = []
     while text.strip():
@@ -66,7 +66,7 @@ def split_steps(text: str, family: str, markers: tuple[str, ...]) -> list[str]:
 
 def solve_specguard(engine: SpecGuard, item: Item, config: SpecGuardConfig) -> Solved:
     """SpecGuard on one item; on a tool call the real tool runs and generation resumes."""
-    cfg = config.merged(segmenter=get_family(item.family).segmenter)
+    cfg = config.merged(segmenter=item.segmenter)
     prompt, completion = item.prompt, ""
     records: list[StepRecord] = []
     steps: list[str] = []
@@ -82,24 +82,38 @@ def solve_specguard(engine: SpecGuard, item: Item, config: SpecGuardConfig) -> S
             break
         completion += run_tool(result.steps[-1].text)
     solved = Solved(item, completion, time.perf_counter() - t0, tokens, records, steps)
-    solved.verdicts = [item.check_step(i, s) for i, s in enumerate(steps)]
+    if item.has_step_labels:
+        solved.verdicts = [item.check_step(i, s) for i, s in enumerate(steps)]
     return solved
 
 
 def solve_plain(
-    lm: LocalCausalLM, item: Item, *, max_new_tokens: int = 160, markers: tuple[str, ...] = ()
+    lm: LocalCausalLM,
+    item: Item,
+    *,
+    max_new_tokens: int = 160,
+    markers: tuple[str, ...] = (),
+    assistant: LocalCausalLM | None = None,
 ) -> Solved:
-    """One model alone, greedy `generate`; the tools family stops at `Observation:`."""
+    """One model alone, greedy `generate`; the tools family stops at `Observation:`.
+
+    With `assistant`, transformers' assisted generation (token-level speculative decoding) runs
+    with that model as the draft: the output equals the model's own greedy output.
+    """
     import torch
 
-    tools = get_family(item.family).segmenter == "react"
+    tools = item.segmenter == "react"
     completion = ""
     tokens = 0
     t0 = time.perf_counter()
     for _ in range(MAX_TOOL_ROUNDS):
         ids = torch.tensor([lm.encode_prompt(item.prompt + completion)], device=lm.device)
-        kwargs = {"stop_strings": ["Observation:"], "tokenizer": lm.tokenizer} if tools else {}
-        with torch.inference_mode():
+        kwargs: dict[str, object] = {}
+        if tools:
+            kwargs.update(stop_strings=["Observation:"], tokenizer=lm.tokenizer)
+        if assistant is not None:
+            kwargs["assistant_model"] = assistant.model
+        with torch.inference_mode(), lm._lock:
             out = lm.model.generate(
                 ids,
                 max_new_tokens=max_new_tokens,
@@ -118,6 +132,7 @@ def solve_plain(
         completion += text
         break
     solved = Solved(item, completion, time.perf_counter() - t0, tokens)
-    solved.steps = split_steps(completion, item.family, markers or ("Final Answer:", "Answer:"))
-    solved.verdicts = [item.check_step(i, s) for i, s in enumerate(solved.steps)]
+    solved.steps = split_steps(completion, item.segmenter, markers or ("Final Answer:", "Answer:"))
+    if item.has_step_labels:
+        solved.verdicts = [item.check_step(i, s) for i, s in enumerate(solved.steps)]
     return solved

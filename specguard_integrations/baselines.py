@@ -1,0 +1,179 @@
+"""The methods SpecGuard is compared with, each solving the same task items the same way.
+
+| method | what runs |
+|---|---|
+| ``target`` / ``draft`` | one model alone, greedy `generate` |
+| ``assisted`` | token-level SD: transformers assisted generation, draft as the assistant |
+| ``rsd`` | reward-guided SD: a draft step is kept iff a process reward model scores it >= tau |
+| ``confidence`` | the SpecGuard loop with grounding off (selection + log-prob signal) |
+| ``specguard-greedy`` | SpecGuard, paper greedy variant (k = 1, beta 0.3, tau 0.7) |
+| ``specguard`` | SpecGuard, paper defaults (k = 16, T 0.7, top-p 0.8, beta 0.3, tau 0.7) |
+| ``config`` | SpecGuard with a config file (the bundled one, or `specguard calibrate`'s) |
+
+Every method returns the task runner's `Solved` record (same prompts, same tool loop, same answer
+check), so the benchmark reads accuracy, time and step records alike from all of them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .config import SpecGuardConfig
+    from .engine.lm import LocalCausalLM
+    from .engine.loop import SpecGuard
+    from .tasks.base import Item
+    from .tasks.runner import Solved
+
+METHODS = (
+    "target",
+    "draft",
+    "assisted",
+    "rsd",
+    "confidence",
+    "specguard-greedy",
+    "specguard",
+    "config",
+)
+
+
+class ProcessRewardModel:
+    """Any transformers sequence-classification model as a step verifier (RSD's PRM).
+
+    Input: ``context + step`` (truncated from the left to the model's window). Output: the
+    probability that the step is correct: ``sigmoid(logit)`` with one label, ``softmax[-1]``
+    with two or more (the last label read as "correct").
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, name: str = "prm", device: str = "cpu"):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.device = device
+        cfg = model.config
+        self.max_len = int(getattr(cfg, "max_position_embeddings", 0) or 2048)
+
+    @classmethod
+    def from_pretrained(cls, path: str, *, device: str = "cpu") -> ProcessRewardModel:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        try:
+            tok = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForSequenceClassification.from_pretrained(path).to(device)
+        except (OSError, ValueError) as err:
+            raise ValueError(
+                f"cannot load a sequence-classification PRM from {path!r}: {err}"
+            ) from err
+        return cls(model, tok, name=str(path).rstrip("/").rsplit("/", 1)[-1], device=device)
+
+    def score(self, context: str, step: str) -> float:
+        import torch
+
+        ids = self.tokenizer(context + step, add_special_tokens=True)["input_ids"][-self.max_len :]
+        with torch.inference_mode():
+            logits = self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0]
+        if logits.numel() == 1:
+            return 1.0 / (1.0 + math.exp(-float(logits[0])))
+        return float(torch.softmax(logits.float(), dim=-1)[-1])
+
+
+class Method(Protocol):
+    name: str
+
+    def solve(self, item: Item) -> Solved: ...
+
+
+@dataclass
+class PlainMethod:
+    """One model alone (optionally with an assistant: token-level speculative decoding)."""
+
+    name: str
+    lm: LocalCausalLM
+    max_new_tokens: int = 160
+    assistant: LocalCausalLM | None = None
+
+    def solve(self, item: Item) -> Solved:
+        from .tasks.runner import solve_plain
+
+        return solve_plain(
+            self.lm, item, max_new_tokens=self.max_new_tokens, assistant=self.assistant
+        )
+
+
+@dataclass
+class LoopMethod:
+    """The step loop with a config (SpecGuard, its ablations, or RSD when the engine has a
+    verifier)."""
+
+    name: str
+    engine: SpecGuard
+    config: SpecGuardConfig
+
+    def solve(self, item: Item) -> Solved:
+        from .tasks.runner import solve_specguard
+
+        return solve_specguard(self.engine, item, self.config)
+
+
+def paper_config(base: SpecGuardConfig, *, greedy: bool) -> SpecGuardConfig:
+    """The paper's method settings (k, T, top-p, beta, tau, bounds, rollout) with `base`'s
+    budget and step settings (segmenter, markers, step/token limits)."""
+    from .config import SpecGuardConfig
+
+    keep = (
+        "max_step_tokens",
+        "max_steps",
+        "max_new_tokens",
+        "segmenter",
+        "final_answer_markers",
+        "seed",
+    )
+    budget = {k: getattr(base, k) for k in keep}
+    return SpecGuardConfig.greedy(**budget) if greedy else SpecGuardConfig(**budget)
+
+
+def build_methods(
+    names: list[str] | tuple[str, ...],
+    draft: LocalCausalLM,
+    target: LocalCausalLM,
+    config: SpecGuardConfig,
+    *,
+    prm: ProcessRewardModel | None = None,
+    prm_threshold: float = 0.5,
+) -> list[Method]:
+    """The named methods over one model pair. `config` is the ``config`` method's settings and
+    the budget every loop method shares."""
+    from .engine.loop import SpecGuard
+
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    if not names:
+        raise ValueError("no methods given")
+    engine = SpecGuard(draft, target, config)
+    out: list[Method] = []
+    for name in names:
+        if name == "target":
+            out.append(PlainMethod(name, target, config.max_new_tokens))
+        elif name == "draft":
+            out.append(PlainMethod(name, draft, config.max_new_tokens))
+        elif name == "assisted":
+            if not draft.same_vocab(target):
+                raise ValueError("assisted generation here needs draft and target to share a vocab")
+            out.append(PlainMethod(name, target, config.max_new_tokens, assistant=draft))
+        elif name == "rsd":
+            if prm is None:
+                raise ValueError("the rsd method needs a process reward model (--prm PATH)")
+            rsd = SpecGuard(draft, target, config, verifier=prm)
+            out.append(LoopMethod(name, rsd, config.merged(tau=prm_threshold)))
+        elif name == "confidence":
+            out.append(LoopMethod(name, engine, config.merged(use_grounding=False)))
+        elif name == "specguard-greedy":
+            out.append(LoopMethod(name, engine, paper_config(config, greedy=True)))
+        elif name == "specguard":
+            out.append(LoopMethod(name, engine, paper_config(config, greedy=False)))
+        else:
+            out.append(LoopMethod(name, engine, config))
+    return out
