@@ -110,7 +110,9 @@ def solve_plain(
         ids = torch.tensor([lm.encode_prompt(item.prompt + completion)], device=lm.device)
         kwargs: dict[str, object] = {}
         if tools:
-            kwargs.update(stop_strings=["Observation:"], tokenizer=lm.tokenizer)
+            # a stopping criterion, not `stop_strings`: assisted generation hands stop strings to
+            # the assistant without a tokenizer
+            kwargs["stopping_criteria"] = _text_stop(lm, ids.shape[1], "Observation:")
         if assistant is not None:
             kwargs["assistant_model"] = assistant.model
         with torch.inference_mode(), lm._lock:
@@ -136,3 +138,17 @@ def solve_plain(
     if item.has_step_labels:
         solved.verdicts = [item.check_step(i, s) for i, s in enumerate(solved.steps)]
     return solved
+
+
+def _text_stop(lm: LocalCausalLM, start: int, text: str) -> object:
+    """A transformers stopping criterion: stop once the generated text contains `text`."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):  # type: ignore[no-untyped-def]
+            import torch
+
+            done = [text in lm.decode(row[start:].tolist()) for row in input_ids]
+            return torch.tensor(done, device=input_ids.device)
+
+    return StoppingCriteriaList([_Stop()])
