@@ -8,7 +8,8 @@
 | ``confidence`` | the SpecGuard loop with grounding off (selection + log-prob signal) |
 | ``specguard-greedy`` | SpecGuard, paper greedy variant (k = 1, beta 0.3, tau 0.7) |
 | ``specguard`` | SpecGuard, paper defaults (k = 16, T 0.7, top-p 0.8, beta 0.3, tau 0.7) |
-| ``config`` | SpecGuard with a config file (the bundled one, or `specguard calibrate`'s) |
+| ``config`` | SpecGuard with the run's config (the bundled one unless ``--config``) |
+| ``config:PATH`` | SpecGuard with the config file at PATH (e.g. `specguard calibrate` output) |
 
 Every method returns the task runner's `Solved` record (same prompts, same tool loop, same answer
 check), so the benchmark reads accuracy, time and step records alike from all of them.
@@ -147,9 +148,9 @@ def build_methods(
     the budget every loop method shares."""
     from .engine.loop import SpecGuard
 
-    unknown = [n for n in names if n not in METHODS]
+    unknown = [n for n in names if n not in METHODS and not n.startswith("config:")]
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+        raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)} or config:PATH")
     if not names:
         raise ValueError("no methods given")
     engine = SpecGuard(draft, target, config)
@@ -174,6 +175,13 @@ def build_methods(
             out.append(LoopMethod(name, engine, paper_config(config, greedy=True)))
         elif name == "specguard":
             out.append(LoopMethod(name, engine, paper_config(config, greedy=False)))
+        elif name.startswith("config:"):
+            from pathlib import Path
+
+            from .config import SpecGuardConfig
+
+            path = Path(name.split(":", 1)[1])
+            out.append(LoopMethod(f"config:{path.stem}", engine, SpecGuardConfig.from_file(path)))
         else:
             out.append(LoopMethod(name, engine, config))
     return out

@@ -92,7 +92,10 @@ class GenerationResult(BaseModel):
     text: str
     steps: list[StepRecord]
     finish_reason: FinishReason
-    prompt_tokens: int = Field(description="Prompt tokens in the target's tokenizer.")
+    prompt_tokens: int = Field(
+        description="Prompt tokens in the target's tokenizer (the draft's when a remote target"
+        " was never called)."
+    )
     draft_prompt_tokens: int = Field(description="Prompt tokens in the draft's tokenizer.")
     wall_time: float = Field(description="Seconds from the call to the last step.")
 

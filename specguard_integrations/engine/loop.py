@@ -245,7 +245,8 @@ class SpecGuard:
             text=text,
             steps=records,
             finish_reason=finish,
-            prompt_tokens=target.prompt_tokens,
+            # a remote target reports its count only once called; until then the draft's count
+            prompt_tokens=target.prompt_tokens or draft.prompt_tokens,
             draft_prompt_tokens=draft.prompt_tokens,
             wall_time=time.perf_counter() - t0,
         )
