@@ -92,6 +92,16 @@ class SpecGuardConfig(BaseModel):
     target_k: int | None = Field(
         None, ge=1, description="Samples for target_mode='sample'; defaults to k."
     )
+    target_speculation: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description=(
+            "Greedy fallback steps: the draft proposes this many tokens per target forward"
+            " (token-level speculative decoding inside the step; same text, fewer target"
+            " forwards). 0 writes the step token by token. Needs a shared vocabulary."
+        ),
+    )
     use_grounding: bool = Field(
         True, description="False runs the confidence-only ablation (fused score = normalised l)."
     )

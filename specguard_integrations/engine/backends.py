@@ -47,6 +47,7 @@ class DecodeSettings:
     segmenter: StepSegmenter
     stop: tuple[str, ...] = ()
     stop_tail: str = ""  # end of the committed text, to catch stops spanning a boundary
+    speculate: int = 0  # greedy target step: draft tokens proposed per target forward
 
 
 class DraftSession(Protocol):
@@ -71,8 +72,14 @@ class TargetSession(Protocol):
     def append(self, text: str, ids: list[int] | None) -> None: ...
 
     def write_step(
-        self, settings: DecodeSettings, generator: torch.Generator | None
-    ) -> Candidate: ...
+        self,
+        settings: DecodeSettings,
+        generator: torch.Generator | None,
+        assistant: DraftSession | None = None,
+    ) -> Candidate:
+        """Write the fallback step. `assistant` (the generation's draft session, positioned at
+        the same context) may speed up a greedy step; the text must not depend on it."""
+        ...
 
 
 class DraftModel(Protocol):
@@ -337,9 +344,35 @@ class LocalTargetSession:
     def append(self, text: str, ids: list[int] | None) -> None:
         self.state.ids.extend(ids if ids is not None else self.lm.encode_continuation(text))
 
-    def write_step(self, settings: DecodeSettings, generator: torch.Generator | None) -> Candidate:
+    def write_step(
+        self,
+        settings: DecodeSettings,
+        generator: torch.Generator | None,
+        assistant: DraftSession | None = None,
+    ) -> Candidate:
+        from .proposer import speculative_step
         from .selection import select
 
+        helper = getattr(assistant, "state", None)
+        if (
+            settings.speculate > 0
+            and settings.k == 1
+            and settings.temperature == 0.0
+            and isinstance(assistant, LocalDraftSession)
+            and helper is not None
+            and assistant.lm.same_vocab(self.lm)
+        ):
+            return speculative_step(
+                self.lm,
+                self.state,
+                assistant.lm,
+                helper,
+                gamma=settings.speculate,
+                max_tokens=settings.max_tokens,
+                segmenter=settings.segmenter,
+                stop=settings.stop,
+                stop_tail=settings.stop_tail,
+            )
         if self.state.pending:
             self.lm.feed(self.state, hidden=settings.k > 1)  # one batched catch-up prefill
         cands = _sample(self.lm, self.state, settings, generator, keep_cache=settings.k == 1)

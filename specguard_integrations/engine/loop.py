@@ -326,8 +326,9 @@ class SpecGuard:
             segmenter=settings.segmenter,
             stop=settings.stop,
             stop_tail=settings.stop_tail,
+            speculate=cfg.target_speculation if greedy and self.shared_vocab else 0,
         )
-        step = target.write_step(target_settings, gen_t)
+        step = target.write_step(target_settings, gen_t, assistant=draft)
         times.target = time.perf_counter() - t
         return step, "target"
 

@@ -199,3 +199,116 @@ def sample_steps(
         cand.fed = max(0, min(fed_rows, len(cand.ids) - 1))
         lm._crop(cache, base + cand.fed)
     return out
+
+
+def speculative_step(
+    target: LocalCausalLM,
+    tstate: SeqState,
+    draft: LocalCausalLM,
+    dstate: SeqState,
+    *,
+    gamma: int,
+    max_tokens: int,
+    segmenter: StepSegmenter,
+    stop: tuple[str, ...] = (),
+    stop_tail: str = "",
+) -> Candidate:
+    """The target's greedy fallback step, written with token-level speculative decoding.
+
+    Each round the draft proposes up to `gamma` tokens greedily from its own cache; the target
+    scores all of them in one forward and keeps the longest prefix that matches its own argmax,
+    plus its own next token (Leviathan et al., greedy case). The output is the target's greedy
+    step token for token; only the number of target forwards changes.
+
+    `tstate` may have pending ids (accepted draft text): they go into the first forward.
+    `dstate` must be fully fed; its cache is returned to that point afterwards (the step loop
+    appends the committed step to the draft itself).
+    """
+    import torch
+
+    if dstate.pending or dstate.next_logits is None:
+        raise ValueError("speculative_step needs a draft state whose ids are all fed")
+    if not tstate.pending and tstate.next_logits is None:
+        raise ValueError("the target state has neither pending ids nor next logits")
+    d_base = dstate.fed
+    d_saved = (dstate.next_logits, dstate.next_hidden)
+    t_base = len(tstate.ids)
+    ctx_pending = tstate.ids[tstate.fed :]
+    toks: list[int] = []  # step tokens so far (target's greedy choices)
+    t_cached = 0  # step tokens in the target's cache (beyond the context)
+    result: Candidate | None = None
+    d_logits = dstate.next_logits  # (V,) draft prediction after the last step token
+    try:
+        while result is None and len(toks) < max_tokens:
+            # 1. the draft proposes up to g tokens greedily (its cache grows by len(prop) - 1)
+            g = min(gamma, max_tokens - len(toks))
+            prop: list[int] = []
+            logits = d_logits.unsqueeze(0)  # (1, V)
+            for j in range(g):
+                tok = int(logits[0].argmax())
+                prop.append(tok)
+                if tok in draft.eos_ids or j == g - 1:
+                    break
+                logits, _ = draft.step_batch(
+                    torch.tensor([tok], device=draft.device), dstate.cache, hidden=False
+                )
+            # 2. the target scores what it has not seen + the proposal in one forward
+            unfed = (ctx_pending if not toks else []) + toks[t_cached:]
+            with target._lock, torch.inference_mode():
+                out = target._forward(
+                    torch.tensor([unfed + prop], device=target.device), tstate.cache, 0, False
+                )
+            if unfed:
+                preds = out.logits[len(unfed) - 1 :]  # (len(prop) + 1, V)
+            else:
+                assert tstate.next_logits is not None
+                preds = torch.cat([tstate.next_logits.unsqueeze(0), out.logits])
+            choice = preds.argmax(dim=-1).tolist()  # the target's greedy token per position
+            n = 0
+            while n < len(prop) and choice[n] == prop[n] and prop[n] not in target.eos_ids:
+                n += 1
+            new = [*prop[:n], choice[n]]
+            before = len(toks)
+            # the target keeps the matched proposal cached; its own token is fed next round
+            t_cached = before + n
+            target._crop(tstate.cache, t_base + t_cached)
+            # 3. the step ends at EOS, a boundary, a stop string or max_tokens (token by token)
+            for tok in new:
+                if tok in target.eos_ids:
+                    result = Candidate(
+                        toks.copy(), target.decode(toks), "eos", eos=True, eos_id=tok
+                    )
+                    break
+                toks.append(tok)
+                cut = cut_step(target, toks, segmenter, stop, stop_tail)
+                if cut is not None:
+                    k, text, finish = cut
+                    result = Candidate(toks[:k], text, finish)
+                    break
+                if len(toks) >= max_tokens:
+                    break
+            if result is None and len(toks) < max_tokens:
+                # 4. the draft keeps its matched proposal and reads the target's own token
+                draft._crop(dstate.cache, d_base + before + min(n, len(prop) - 1))
+                have = dstate.cache.get_seq_length() - d_base
+                for tok in toks[have:]:
+                    nxt, _ = draft.step_batch(
+                        torch.tensor([tok], device=draft.device), dstate.cache, hidden=False
+                    )
+                    d_logits = nxt[0]
+    except BaseException:
+        target._crop(tstate.cache, tstate.fed)
+        raise
+    finally:
+        draft._crop(dstate.cache, d_base)
+        dstate.fed = d_base
+        dstate.next_logits, dstate.next_hidden = d_saved
+    if result is None:
+        result = Candidate(toks, target.decode(toks), "max_step_tokens")
+    # keep the cache over the kept tokens but the last, so the next feed yields fresh logits
+    tstate.ids.extend(result.ids)
+    keep = min(t_base + t_cached, len(tstate.ids) - 1)
+    target._crop(tstate.cache, keep)
+    tstate.fed = keep
+    tstate.next_logits = tstate.next_hidden = None
+    return result

@@ -351,7 +351,12 @@ class EndpointTargetSession:
     def append(self, text: str, ids: list[int] | None) -> None:
         self.so_far += text
 
-    def write_step(self, settings: DecodeSettings, generator: torch.Generator | None) -> Candidate:
+    def write_step(
+        self,
+        settings: DecodeSettings,
+        generator: torch.Generator | None,
+        assistant: object | None = None,
+    ) -> Candidate:
         import torch
 
         seed = None
@@ -517,7 +522,12 @@ class LangChainTargetSession:
     def append(self, text: str, ids: list[int] | None) -> None:
         self.so_far += text
 
-    def write_step(self, settings: DecodeSettings, generator: torch.Generator | None) -> Candidate:
+    def write_step(
+        self,
+        settings: DecodeSettings,
+        generator: torch.Generator | None,
+        assistant: object | None = None,
+    ) -> Candidate:
         from langchain_core.language_models import BaseLLM
         from langchain_core.messages import AIMessage, HumanMessage
 

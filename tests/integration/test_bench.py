@@ -133,3 +133,45 @@ def test_bench_cli(tmp_path, capsys):
     assert code == 0
     assert (out / "bench.md").is_file() and "config" in capsys.readouterr().out
     assert main(["bench", "--methods", "nope", "--limit", "1"]) == 2
+
+
+def test_calibrate_cli_writes_a_config_the_bench_accepts(tmp_path):
+    out = tmp_path / "cal.json"
+    assert (
+        main(
+            [
+                "calibrate",
+                "--suite",
+                "bundled:equation",
+                "--limit",
+                "2",
+                "--shortlist",
+                "1",
+                "--max-target-rate",
+                "0.5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    cfg = SpecGuardConfig.from_file(out)
+    assert cfg.k == 1 and cfg.confidence_bounds[0] < cfg.confidence_bounds[1]
+    res = tmp_path / "b"
+    assert (
+        main(
+            [
+                "bench",
+                "--suite",
+                "bundled:equation",
+                "--limit",
+                "1",
+                "--methods",
+                f"config:{out}",
+                "--out",
+                str(res),
+            ]
+        )
+        == 0
+    )
+    assert "config:cal" in (res / "bench.md").read_text()
