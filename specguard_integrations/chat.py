@@ -73,8 +73,13 @@ class ToolCallFormat:
         )
 
     def forced_prefix(self, name: str | None) -> str:
-        """Text that commits the reply to a tool call (to `name`, or to any tool)."""
-        return self.name_prefix + (name + self.args_prefix if name else "")
+        """Text that commits the reply to a tool call (to `name`, or to any tool).
+
+        Trailing spaces are left for the model to write: BPE vocabularies merge a space with the
+        next character (`` {"``), so a prompt ending in a bare space is a token sequence the
+        model never saw in training.
+        """
+        return (self.name_prefix + (name + self.args_prefix if name else "")).rstrip(" ")
 
 
 @dataclass

@@ -16,9 +16,10 @@ from specguard_integrations.tasks import make_split
 from specguard_integrations.tasks.base import calculator as evaluate
 
 ITEMS = make_split("tools", "test", 6)
-# Items the agents must solve end to end out of ITEMS (measured with the bundled weights:
-# LangChain agent 4/6 (8/10 on the first 10), FunctionAgent 4/6). Raise with the weights.
-MIN_SOLVED = 4
+# Items the agents must solve end to end out of ITEMS, one below what they solve with the bundled
+# weights and config (measured: LangChain agent 6/6 and 10/10 on the first 10, FunctionAgent the
+# same; 4/6 each before the forced-prefix fix and the calibrated config). Raise with the weights.
+MIN_SOLVED = 5
 
 
 def gold_expressions(item):
@@ -94,3 +95,25 @@ def test_llama_index_query_engine_retrieves_and_answers_from_the_documents():
 )
 def test_llama_index_query_engine_gets_the_two_hop_answer():
     assert "Eve" in str(_query_engine_response())
+
+
+def test_llama_index_structured_predict_fills_the_schema_from_the_question():
+    from llama_index.core.prompts import PromptTemplate
+    from pydantic import BaseModel
+
+    from specguard_integrations.llama_index import SpecGuardLLM
+
+    class calculator(BaseModel):
+        """Evaluate a + b, a - b or a * b with integers."""
+
+        expression: str
+
+    llm = SpecGuardLLM(device="cpu")
+    got = [
+        llm.structured_predict(calculator, PromptTemplate("{q}"), q=item.prompt.strip())
+        for item in ITEMS[:4]
+    ]
+    assert all(isinstance(g, calculator) for g in got)
+    # the first calculation of each problem (measured: 4 of 4)
+    right = [g.expression == gold_expressions(item)[0] for g, item in zip(got, ITEMS, strict=False)]
+    assert sum(right) >= 3, got

@@ -60,8 +60,9 @@ class TestChatSpecGuardUnit(_Common, ChatModelUnitTests):
 
 
 # The bundled pair's weights are provisional (issue: bundled pair, docs/bundled-pair.md): the
-# target was trained on too few generic tool calls to copy argument names and values from an
-# unseen tool schema (it writes `{}` for magic_function(3)). The plumbing these tests exercise
+# target was trained on too few generic tool calls to copy argument names and values reliably from
+# an unseen tool schema (`test_tool_calling` passes, `magic_function(3)` copied; the structured-
+# output and runnable-as-tool schemas below are not). The plumbing these tests exercise
 # (forced calls, parsing, ids, invalid calls) is covered in tests/integration/test_langchain_tiny.py
 # and tests/unit/test_chat.py; the calculator agent in tests/integration/test_agents.py calls tools
 # with the right arguments. Strict xfails: they start failing the suite once the weights pass.
@@ -72,14 +73,6 @@ _WEAK_WEIGHTS = pytest.mark.xfail(
 
 
 class TestChatSpecGuardIntegration(_Common, ChatModelIntegrationTests):
-    @_WEAK_WEIGHTS
-    def test_tool_calling(self, model: Any) -> None:
-        super().test_tool_calling(model)
-
-    @_WEAK_WEIGHTS
-    async def test_tool_calling_async(self, model: Any) -> None:
-        await super().test_tool_calling_async(model)
-
     @_WEAK_WEIGHTS
     def test_bind_runnables_as_tools(self, model: Any) -> None:
         super().test_bind_runnables_as_tools(model)

@@ -15,7 +15,8 @@ MUL = {"type": "function", "function": {"name": "mul", "parameters": {"propertie
 def test_format_is_read_off_the_chat_template():
     fmt = ToolCallFormat.from_tokenizer(char_tokenizer())
     assert fmt.open == "<tool_call>" and fmt.close == "</tool_call>"
-    assert fmt.forced_prefix("add") == '<tool_call>{"name": "add", "arguments": '
+    # the trailing space is left to the model (BPE merges it with the next character)
+    assert fmt.forced_prefix("add") == '<tool_call>{"name": "add", "arguments":'
     assert fmt.forced_prefix("") == '<tool_call>{"name": "'
 
 
