@@ -341,3 +341,53 @@ def test_sigterm_finishes_the_in_flight_request():
     assert final["choices"][0]["finish_reason"] in ("stop", "length")
     with pytest.raises(httpx.TransportError):
         httpx.get(srv.url + "/health", timeout=2)
+
+
+def test_endpoint_target_chat_api_continues_the_assistant_turn(plain_server, cfg):
+    draft = load_lm(resolve(None, "draft"), device="cpu")
+    target = EndpointTarget(plain_server.url, TARGET_NAME, api="chat")
+    result = SpecGuard(draft, target, cfg.merged(tau=1.5)).generate(_items(1)[0].prompt)
+    assert result.target_steps == result.num_steps >= 2
+    assert result.finish_reason in ("final_answer", "eos")
+    # each request continued the text so far: the steps concatenate into one reply
+    assert "".join(s.text for s in result.steps) == result.text
+
+
+def test_langchain_chat_model_as_target_gets_the_prefix_and_the_stop():
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import AIMessage, HumanMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    full = "2 + 3 = 5\n\n5 * 4 = 20\n\nAnswer: 20\n"
+    seen = []
+
+    class Scripted(BaseChatModel):
+        """Continues a fixed solution from the AI prefix it is sent, honouring `stop`."""
+
+        @property
+        def _llm_type(self) -> str:
+            return "scripted"
+
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            seen.append((messages, stop))
+            assert isinstance(messages[0], HumanMessage)
+            prefix = messages[1].content if len(messages) > 1 else ""
+            assert full.startswith(prefix)
+            rest = full[len(prefix) :]
+            cut = min([rest.find(s) for s in stop or [] if s in rest] or [len(rest)])
+            msg = AIMessage(
+                rest[:cut],
+                usage_metadata={"input_tokens": 7, "output_tokens": 3, "total_tokens": 10},
+            )
+            return ChatResult(generations=[ChatGeneration(message=msg)])
+
+    draft = load_lm(resolve(None, "draft"), device="cpu")
+    engine = SpecGuard(
+        draft, LangChainTarget(Scripted()), SpecGuardConfig.greedy(tau=1.5, max_step_tokens=48)
+    )
+    result = engine.generate("Question: Tim has 2 and gets 3, then has 4 times as many.\n")
+    assert result.text == full
+    assert [s.text for s in result.steps] == ["2 + 3 = 5\n\n", "5 * 4 = 20\n\n", "Answer: 20\n"]
+    assert all(stop == ["\n\n"] for _, stop in seen)
+    assert [len(m) for m, _ in seen] == [1, 2, 2]  # the steps so far go back as the AI prefix
+    assert result.prompt_tokens == 7 and all(s.num_tokens == 3 for s in result.steps)
