@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _bench(args)
         if args.command == "calibrate":
             return _calibrate(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"specguard: error: {err}", file=sys.stderr)
         return 2
     return 1

@@ -887,6 +887,7 @@ def serve(
 ) -> None:
     """Run the server until SIGINT/SIGTERM, then shut down gracefully (see module docs)."""
     try:
+        import starlette  # noqa: F401 - checked here so the error names the extra
         import uvicorn
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
