@@ -113,7 +113,6 @@ def plain_stream(
     if stop_reason is not None:
         # tokens past the cut text (the stop string itself, unless kept) are not reported
         keep = sum(1 for o, p in zip(offsets, pieces, strict=True) if o < len(text) or not p)
-        keep = max(keep, 0)
         ids, logprobs, offsets, pieces = ids[:keep], logprobs[:keep], offsets[:keep], pieces[:keep]
     return PlainResult(
         text=text,

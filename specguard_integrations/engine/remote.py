@@ -63,6 +63,11 @@ def stop_hints(segmenter: StepSegmenter) -> tuple[str, ...]:
     return ()
 
 
+def step_stops(settings: DecodeSettings) -> tuple[str, ...]:
+    """The segmenter's stop hints and the caller's stop strings, without repeats."""
+    return tuple(dict.fromkeys(stop_hints(settings.segmenter) + settings.stop))
+
+
 class OpenAICompatibleClient:
     """POSTs JSON to an OpenAI-compatible server with timeouts and bounded retries.
 
@@ -201,6 +206,38 @@ class _Endpoint:
             max_connections=max_connections,
         )
 
+    def close(self) -> None:
+        self.http.close()
+
+    def request_step(
+        self,
+        prompt: str,
+        so_far: str,
+        settings: DecodeSettings,
+        generator: torch.Generator | None,
+        *,
+        n: int = 1,
+        logprobs: bool = False,
+    ) -> list[_Completion]:
+        """One step's request: the step's budget and sampling, the boundary as stop strings,
+        and a seed drawn from the generation's generator when sampling."""
+        import torch
+
+        seed = None
+        if generator is not None and settings.temperature > 0:
+            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        return self.complete(
+            prompt,
+            so_far,
+            max_tokens=settings.max_tokens,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            stop=step_stops(settings),
+            n=n,
+            logprobs=logprobs,
+            seed=seed,
+        )
+
     def complete(
         self,
         prompt: str,
@@ -337,9 +374,6 @@ class EndpointTarget(_Endpoint):
             raise ValueError("prompt is empty")
         return EndpointTargetSession(self, prompt)
 
-    def close(self) -> None:
-        self.http.close()
-
 
 class EndpointTargetSession:
     def __init__(self, backend: EndpointTarget, prompt: str) -> None:
@@ -357,23 +391,7 @@ class EndpointTargetSession:
         generator: torch.Generator | None,
         assistant: object | None = None,
     ) -> Candidate:
-        import torch
-
-        seed = None
-        if generator is not None and settings.temperature > 0:
-            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        stop = tuple(dict.fromkeys(stop_hints(settings.segmenter) + settings.stop))
-        completions = self.backend.complete(
-            self.prompt,
-            self.so_far,
-            max_tokens=settings.max_tokens,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            stop=stop,
-            n=1,
-            seed=seed,
-        )
-        c = completions[0]
+        c = self.backend.request_step(self.prompt, self.so_far, settings, generator)[0]
         self.prompt_tokens = self.prompt_tokens or c.prompt_tokens
         cand, _ = _to_candidate(c, settings)
         self.so_far += cand.text
@@ -396,9 +414,6 @@ class EndpointDraft(_Endpoint):
             raise ValueError("prompt is empty")
         return EndpointDraftSession(self, prompt)
 
-    def close(self) -> None:
-        self.http.close()
-
 
 class EndpointDraftSession:
     def __init__(self, backend: EndpointDraft, prompt: str) -> None:
@@ -412,22 +427,8 @@ class EndpointDraftSession:
     def propose(
         self, settings: DecodeSettings, generator: torch.Generator | None
     ) -> list[Candidate]:
-        import torch
-
-        seed = None
-        if generator is not None and settings.temperature > 0:
-            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        stop = tuple(dict.fromkeys(stop_hints(settings.segmenter) + settings.stop))
-        completions = self.backend.complete(
-            self.prompt,
-            self.so_far,
-            max_tokens=settings.max_tokens,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            stop=stop,
-            n=settings.k,
-            logprobs=True,
-            seed=seed,
+        completions = self.backend.request_step(
+            self.prompt, self.so_far, settings, generator, n=settings.k, logprobs=True
         )
         cands, self._logprobs = [], {}
         for c in completions:
@@ -531,7 +532,7 @@ class LangChainTargetSession:
         from langchain_core.language_models import BaseLLM
         from langchain_core.messages import AIMessage, HumanMessage
 
-        stop = list(dict.fromkeys(stop_hints(settings.segmenter) + settings.stop)) or None
+        stop = list(step_stops(settings)) or None
         model = self.backend.model
         tokens = 0
         if isinstance(model, BaseLLM):

@@ -148,7 +148,9 @@ def _text_stop(lm: LocalCausalLM, start: int, text: str) -> object:
         def __call__(self, input_ids, scores, **kwargs):  # type: ignore[no-untyped-def]
             import torch
 
-            done = [text in lm.decode(row[start:].tolist()) for row in input_ids]
+            # the text was absent before the last token, so a tail as long as it is enough
+            tail = max(start, input_ids.shape[1] - len(text))
+            done = [text in lm.decode(row[tail:].tolist()) for row in input_ids]
             return torch.tensor(done, device=input_ids.device)
 
     return StoppingCriteriaList([_Stop()])
