@@ -192,12 +192,56 @@ def generic_tool_conversation(rng: random.Random) -> tuple[list[dict], list[dict
     return msgs, [tool]
 
 
+def react_chat_conversation(item, rng: random.Random) -> list[dict]:
+    """The tools family as LlamaIndex's `ReActAgent` renders it with the compact header
+    (`specguard_integrations.llama_index.react`): system header with the tool description,
+    the question, then assistant steps and `Observation:` user turns, ending in `Answer:`."""
+    import re
+
+    from llama_index.core.agent.react.types import (
+        ActionReasoningStep,
+        ObservationReasoningStep,
+        ResponseReasoningStep,
+    )
+    from llama_index.core.base.llms.types import ChatMessage
+    from llama_index.core.tools import FunctionTool
+
+    from specguard_integrations.llama_index.llms import _dicts
+    from specguard_integrations.llama_index.react import react_formatter
+
+    def calculator(expression: str) -> str:
+        """Evaluate a + b, a - b or a * b with integers."""
+        return expression
+
+    question = item.prompt.strip()
+    if rng.random() < 0.5:
+        question = question.removeprefix("Question: ")
+    reasoning: list = []
+    for i, step in enumerate(item.steps[:-1]):
+        m = re.fullmatch(r"Thought: ([^\n]*)\nAction: (\w+)\nAction Input: ([^\n]*)\n", step)
+        thought, action, expr = m.groups()
+        reasoning.append(
+            ActionReasoningStep(thought=thought, action=action, action_input={"expression": expr})
+        )
+        obs = item.observations[i].split(": ", 1)[1].strip()
+        reasoning.append(ObservationReasoningStep(observation=obs))
+    reasoning.append(ResponseReasoningStep(thought="done", response=item.answer))
+    tool = FunctionTool.from_defaults(calculator)
+    msgs = react_formatter().format([tool], [ChatMessage(role="user", content=question)], reasoning)
+    return _dicts(msgs)
+
+
 def examples(
-    tok, n_per_family: int, seed: int, weights: dict[str, float] | None = None
+    tok,
+    n_per_family: int,
+    seed: int,
+    weights: dict[str, float] | None = None,
+    react_share: float = 0.0,
 ) -> list[tuple[list[int], int]]:
     """(ids, completion start) pairs: plain and chat renderings of every train item."""
     out = []
     rng = random.Random(seed)
+    react_from = 0.6 + react_share
     for fam in FAMILIES:
         n = int(n_per_family * (weights or {}).get(fam, 1.0))
         for item in make_split(fam, "train", n, seed=seed):
@@ -205,6 +249,12 @@ def examples(
             if roll < 0.6:
                 prompt = tok(item.prompt)["input_ids"]
                 comp = tok(item.target_text + "</s>", add_special_tokens=False)["input_ids"]
+            elif fam == "tools" and roll < react_from:
+                msgs = react_chat_conversation(item, rng)
+                head = tok.apply_chat_template(msgs[:2], tokenize=False, add_generation_prompt=True)
+                full = tok.apply_chat_template(msgs, tokenize=False)
+                prompt = tok(head, add_special_tokens=False)["input_ids"]
+                comp = tok(full[len(head) :], add_special_tokens=False)["input_ids"]
             elif fam == "tools" and roll < 0.85:
                 msgs = tool_call_conversation(item)
                 head = tok.apply_chat_template(
@@ -237,10 +287,16 @@ def examples(
 
 
 def batches(data, batch: int, rng: random.Random):
+    """Padded batches; each pool of 64 batches is sorted by length first, so a long
+    (ReAct-header) sequence does not pad 31 short ones to its length."""
     while True:
         rng.shuffle(data)
-        for i in range(0, len(data) - batch + 1, batch):
-            chunk = data[i : i + batch]
+        chunks = []
+        for p in range(0, len(data), 64 * batch):
+            pool = sorted(data[p : p + 64 * batch], key=lambda x: len(x[0]))
+            chunks += [pool[i : i + batch] for i in range(0, len(pool) - batch + 1, batch)]
+        rng.shuffle(chunks)
+        for chunk in chunks:
             n = max(len(x) for x, _ in chunk)
             ids = torch.zeros(batch, n, dtype=torch.long)
             labels = torch.full((batch, n), -100, dtype=torch.long)
@@ -315,7 +371,7 @@ def train_model(args: argparse.Namespace) -> None:
     weights = {
         k: float(v) for k, v in (kv.split("=") for kv in args.family_weights.split(",") if kv)
     }
-    data = examples(tok, args.per_family, args.seed, weights)
+    data = examples(tok, args.per_family, args.seed, weights, args.react_share)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     rng = random.Random(args.seed)
     stream = batches(data, args.batch, rng)
@@ -344,6 +400,7 @@ def train_model(args: argparse.Namespace) -> None:
             rec = {"step": step, "minutes": (time.time() - t0) / 60, "loss": float(loss), "lr": lr}
             if step % args.eval_every == 0:
                 rec["accuracy"] = greedy_accuracy(model, tok, 20)
+                model.save_pretrained(out / f"{args.role}.checkpoint")
             curve.write(json.dumps(rec) + "\n")
             curve.flush()
     acc = greedy_accuracy(model, tok, 40)
@@ -373,6 +430,12 @@ def main() -> None:
         "--family-weights",
         default="",
         help="e.g. multihop=2,arithmetic=1.5 (data share per family)",
+    )
+    ap.add_argument(
+        "--react-share",
+        type=float,
+        default=0.0,
+        help="share of tools items rendered as LlamaIndex ReAct chats (compact header)",
     )
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -9,11 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .llms import SpecGuardLLM, SpecGuardStepEvent
+    from .react import REACT_HEADER, react_formatter
 
-__all__ = ["SpecGuardLLM", "SpecGuardStepEvent"]
+__all__ = ["REACT_HEADER", "SpecGuardLLM", "SpecGuardStepEvent", "react_formatter"]
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("REACT_HEADER", "react_formatter"):
+        from . import react
+
+        return getattr(react, name)
     if name in __all__:
         from . import llms
 

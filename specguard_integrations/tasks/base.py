@@ -157,17 +157,23 @@ def _gen_multihop(rng: random.Random) -> Item:
     rng.shuffle(all_facts)
     question = "the friend of " * hops + chain[0]
     prompt = f"Facts: {' '.join(all_facts)}\nQuestion: Who is {question}?\n"
-    steps = [f"{f}\n\n" for f in facts] + [f"Answer: {chain[-1]}\n"]
+    # "So " keeps every name a space-prefixed token, as in the facts: a step that started with
+    # the bare name would tokenize it differently ("S", "ue" vs " Sue"), hiding the lookup
+    steps = [f"So {f}\n\n" for f in facts] + [f"Answer: {chain[-1]}\n"]
     return Item("multihop", prompt, steps, chain[-1], meta={"facts": all_facts})
+
+
+_HOP = re.compile(r"\s*(?:So )?(\w+)'s friend is (\w+)\.\s*")
 
 
 def _check_multihop(item: Item, i: int, text: str) -> StepVerdict:
     if i >= len(item.steps) - 1 or text.lstrip().startswith("Answer:"):
         return _answer_step(item, text)
-    m = re.fullmatch(r"\s*(\w+)'s friend is (\w+)\.\s*", text)
+    m = _HOP.fullmatch(text)
     if not m:
         return StepVerdict(False, False)
-    return StepVerdict(text.strip() == item.steps[i].strip(), True)
+    gold = _HOP.fullmatch(item.steps[i])
+    return StepVerdict(gold is not None and m.groups() == gold.groups(), True)
 
 
 # ---------------------------------------------------------------- linear equations

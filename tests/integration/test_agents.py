@@ -62,10 +62,58 @@ def _example(name):
     return module
 
 
+def llama_index_agent_solves(kind, item):
+    """The real tool ran with the gold arguments and the answer is right."""
+    out = asyncio.run(_example("llama_index_agent").solve(item.prompt, kind))
+    calls = [(c.tool_name, c.tool_kwargs, c.tool_output.content) for c in out.tool_calls]
+    gold = [("calculator", {"expression": e}, evaluate(e)) for e in gold_expressions(item)]
+    return calls == gold and item.answer in str(out)
+
+
 def test_llama_index_function_agent_uses_the_tool_and_answers():
-    example = _example("llama_index_agent")
-    solved = [item.answer in asyncio.run(example.solve(item.prompt)) for item in ITEMS]
+    solved = [llama_index_agent_solves("function", item) for item in ITEMS]
     assert sum(solved) >= MIN_SOLVED, solved
+
+
+def test_llama_index_react_agent_uses_the_tool_and_answers():
+    solved = [llama_index_agent_solves("react", item) for item in ITEMS]
+    assert sum(solved) >= MIN_SOLVED, solved
+
+
+def test_react_header_fits_the_window_and_the_parser_reads_the_pair_protocol():
+    """The compact header renders through LlamaIndex's formatter, leaves room in the 512-token
+    window, and the step format the pair writes is what `ReActOutputParser` parses."""
+    from llama_index.core.agent.react.output_parser import ReActOutputParser
+    from llama_index.core.agent.react.types import ActionReasoningStep, ResponseReasoningStep
+    from llama_index.core.base.llms.types import ChatMessage
+    from llama_index.core.tools import FunctionTool
+
+    from specguard_integrations.llama_index import react_formatter
+    from specguard_integrations.llama_index.llms import _dicts
+
+    def calculator(expression: str) -> str:
+        """Evaluate a + b, a - b or a * b with integers."""
+        return evaluate(expression)
+
+    msgs = react_formatter().format(
+        [FunctionTool.from_defaults(calculator)], [ChatMessage(role="user", content="What is 2?")]
+    )
+    assert "calculator" in msgs[0].content and "Tool Args" in msgs[0].content
+    from transformers import AutoTokenizer
+
+    from specguard_integrations.assets import bundled_pair
+
+    tok = AutoTokenizer.from_pretrained(bundled_pair()[1])
+    text = tok.apply_chat_template(_dicts(msgs), tokenize=False, add_generation_prompt=True)
+    assert len(tok(text, add_special_tokens=False).input_ids) < 300
+    parser = ReActOutputParser()
+    step = parser.parse(
+        "Thought: first 23 * 2\nAction: calculator\nAction Input: {'expression': '23 * 2'}"
+    )
+    assert isinstance(step, ActionReasoningStep)
+    assert step.action_input == {"expression": "23 * 2"}
+    done = parser.parse("Thought: done\nAnswer: 55")
+    assert isinstance(done, ResponseReasoningStep) and done.response == "55"
 
 
 def _query_engine_response():

@@ -53,13 +53,15 @@ def test_multihop_checker_on_hand_written_steps():
         "multihop",
         "Facts: Ann's friend is Bob. Bob's friend is Cy. Dan's friend is Ann.\n"
         "Question: Who is the friend of the friend of Ann?\n",
-        ["Ann's friend is Bob.\n\n", "Bob's friend is Cy.\n\n", "Answer: Cy\n"],
+        ["So Ann's friend is Bob.\n\n", "So Bob's friend is Cy.\n\n", "Answer: Cy\n"],
         "Cy",
     )
-    assert item.check_step(0, "Ann's friend is Bob.\n\n").ok
-    v = item.check_step(0, "Dan's friend is Ann.\n\n")  # a true fact, but not the chain
+    assert item.check_step(0, "So Ann's friend is Bob.\n\n").ok
+    assert item.check_step(0, "Ann's friend is Bob.\n\n").ok  # the same hop without "So"
+    v = item.check_step(0, "So Dan's friend is Ann.\n\n")  # a true fact, but not the chain
     assert not v.ok and v.well_formed
-    assert not item.check_step(1, "Bob's friend is Dan.\n\n").ok
+    assert not item.check_step(1, "So Bob's friend is Dan.\n\n").ok
+    assert not item.check_step(1, "So Bob's friend is\n\n").well_formed
     assert item.check_step(2, "Answer: Cy\n").ok
 
 
