@@ -11,7 +11,8 @@ from llama_index.core import Document, PromptTemplate, SimpleKeywordTableIndex
 from specguard_integrations.llama_index import SpecGuardLLM
 
 DOCS = [
-    "Ann's friend is Bob. Cal's friend is Dee. Bob's friend is Eve. Gus's friend is Hal.",
+    "The friend of Ann is Bob. The friend of Cal is Dee. The friend of Bob is Eve."
+    " The friend of Gus is Hal.",
     "The museum opens at nine and closes at five.",
     "The river runs north through the old town.",
 ]

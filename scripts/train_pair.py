@@ -231,12 +231,29 @@ def react_chat_conversation(item, rng: random.Random) -> list[dict]:
     return _dicts(msgs)
 
 
+def curriculum_multihop(n: int, seed: int) -> list:
+    """Multi-hop train items from 1 to 3 hops among 0 to 4 distractors: the lookup is the same
+    at every size, and with few facts its gradient is not drowned out. Held-out prompts (2-3 hops,
+    4 distractors) are excluded."""
+    from specguard_integrations.tasks.base import _held_out_prompts, multihop_item
+
+    held = _held_out_prompts("multihop")
+    rng = random.Random(f"curriculum:{seed}")
+    out: list = []
+    while len(out) < n:
+        item = multihop_item(rng, rng.randint(1, 3), rng.randint(0, 4))
+        if item.prompt not in held:
+            out.append(item)
+    return out
+
+
 def examples(
     tok,
     n_per_family: int,
     seed: int,
     weights: dict[str, float] | None = None,
     react_share: float = 0.0,
+    curriculum: bool = False,
 ) -> list[tuple[list[int], int]]:
     """(ids, completion start) pairs: plain and chat renderings of every train item."""
     out = []
@@ -244,7 +261,12 @@ def examples(
     react_from = 0.6 + react_share
     for fam in FAMILIES:
         n = int(n_per_family * (weights or {}).get(fam, 1.0))
-        for item in make_split(fam, "train", n, seed=seed):
+        items = (
+            curriculum_multihop(n, seed)
+            if fam == "multihop" and curriculum
+            else make_split(fam, "train", n, seed=seed)
+        )
+        for item in items:
             roll = rng.random()
             if roll < 0.6:
                 prompt = tok(item.prompt)["input_ids"]
@@ -371,7 +393,9 @@ def train_model(args: argparse.Namespace) -> None:
     weights = {
         k: float(v) for k, v in (kv.split("=") for kv in args.family_weights.split(",") if kv)
     }
-    data = examples(tok, args.per_family, args.seed, weights, args.react_share)
+    data = examples(
+        tok, args.per_family, args.seed, weights, args.react_share, args.multihop_curriculum
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     rng = random.Random(args.seed)
     stream = batches(data, args.batch, rng)
@@ -436,6 +460,11 @@ def main() -> None:
         type=float,
         default=0.0,
         help="share of tools items rendered as LlamaIndex ReAct chats (compact header)",
+    )
+    ap.add_argument(
+        "--multihop-curriculum",
+        action="store_true",
+        help="multi-hop items of 1-3 hops among 0-4 distractors (held-out: 2-3 among 4)",
     )
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)

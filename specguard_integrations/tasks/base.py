@@ -148,22 +148,26 @@ def _check_arithmetic(item: Item, i: int, text: str) -> StepVerdict:
 
 # ---------------------------------------------------------------- multi-hop facts
 def _gen_multihop(rng: random.Random) -> Item:
-    hops = rng.randint(2, 3)
-    names = rng.sample(NAMES, hops + 1 + 4)
+    return multihop_item(rng, rng.randint(2, 3), 4)
+
+
+def multihop_item(rng: random.Random, hops: int, distractors: int) -> Item:
+    """A chain of `hops` friend facts among `distractors` others, shuffled."""
+    names = rng.sample(NAMES, hops + 1 + distractors)
     chain, rest = names[: hops + 1], names[hops + 1 :]
-    facts = [f"{chain[j]}'s friend is {chain[j + 1]}." for j in range(hops)]
-    distract = [f"{rest[j]}'s friend is {rng.choice(names)}." for j in range(len(rest))]
+    # "The friend of X is Y.": every name a space-prefixed token, and the subject one token
+    # before the object, in the facts and in the steps alike (the lookup is a 2-gram copy)
+    facts = [f"The friend of {chain[j]} is {chain[j + 1]}." for j in range(hops)]
+    distract = [f"The friend of {rest[j]} is {rng.choice(names)}." for j in range(len(rest))]
     all_facts = facts + distract
     rng.shuffle(all_facts)
     question = "the friend of " * hops + chain[0]
     prompt = f"Facts: {' '.join(all_facts)}\nQuestion: Who is {question}?\n"
-    # "So " keeps every name a space-prefixed token, as in the facts: a step that started with
-    # the bare name would tokenize it differently ("S", "ue" vs " Sue"), hiding the lookup
-    steps = [f"So {f}\n\n" for f in facts] + [f"Answer: {chain[-1]}\n"]
+    steps = [f"{f}\n\n" for f in facts] + [f"Answer: {chain[-1]}\n"]
     return Item("multihop", prompt, steps, chain[-1], meta={"facts": all_facts})
 
 
-_HOP = re.compile(r"\s*(?:So )?(\w+)'s friend is (\w+)\.\s*")
+_HOP = re.compile(r"\s*The friend of (\w+) is (\w+)\.\s*")
 
 
 def _check_multihop(item: Item, i: int, text: str) -> StepVerdict:

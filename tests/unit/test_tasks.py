@@ -1,5 +1,7 @@
 """Task suites: determinism, disjoint splits, and checkers on hand-written steps."""
 
+import random
+
 import pytest
 
 from specguard_integrations.tasks import FAMILIES, extract_answer, make_split
@@ -51,18 +53,34 @@ def test_arithmetic_checker_on_hand_written_steps():
 def test_multihop_checker_on_hand_written_steps():
     item = _item(
         "multihop",
-        "Facts: Ann's friend is Bob. Bob's friend is Cy. Dan's friend is Ann.\n"
+        "Facts: The friend of Ann is Bob. The friend of Bob is Cy. The friend of Dan is Ann.\n"
         "Question: Who is the friend of the friend of Ann?\n",
-        ["So Ann's friend is Bob.\n\n", "So Bob's friend is Cy.\n\n", "Answer: Cy\n"],
+        ["The friend of Ann is Bob.\n\n", "The friend of Bob is Cy.\n\n", "Answer: Cy\n"],
         "Cy",
     )
-    assert item.check_step(0, "So Ann's friend is Bob.\n\n").ok
-    assert item.check_step(0, "Ann's friend is Bob.\n\n").ok  # the same hop without "So"
-    v = item.check_step(0, "So Dan's friend is Ann.\n\n")  # a true fact, but not the chain
+    assert item.check_step(0, "The friend of Ann is Bob.\n\n").ok
+    assert item.check_step(0, "The friend of Ann is Bob.").ok  # boundary whitespace aside
+    v = item.check_step(0, "The friend of Dan is Ann.\n\n")  # a true fact, but not the chain
     assert not v.ok and v.well_formed
-    assert not item.check_step(1, "So Bob's friend is Dan.\n\n").ok
-    assert not item.check_step(1, "So Bob's friend is\n\n").well_formed
+    assert not item.check_step(1, "The friend of Bob is Dan.\n\n").ok
+    assert not item.check_step(1, "The friend of Bob is\n\n").well_formed
+    assert not item.check_step(1, "Bob's friend is Cy.\n\n").well_formed
     assert item.check_step(2, "Answer: Cy\n").ok
+
+
+def test_multihop_items_are_chains_through_the_facts():
+    from specguard_integrations.tasks.base import multihop_item
+
+    for seed in range(20):
+        item = multihop_item(random.Random(seed), 3, 4)
+        assert len(item.meta["facts"]) == 7 and len(item.steps) == 4
+        subject = item.prompt.split("friend of ")[-1].rstrip("?\n")
+        for step in item.steps[:-1]:
+            assert step.strip() in item.meta["facts"] and step.startswith(
+                f"The friend of {subject} "
+            )
+            subject = step.split(" is ")[1].rstrip(".\n")
+        assert item.answer == subject and item.correct(item.target_text)
 
 
 def test_equation_checker_on_hand_written_steps():
