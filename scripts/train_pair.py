@@ -231,17 +231,19 @@ def react_chat_conversation(item, rng: random.Random) -> list[dict]:
     return _dicts(msgs)
 
 
-def curriculum_multihop(n: int, seed: int) -> list:
-    """Multi-hop train items from 1 to 3 hops among 0 to 4 distractors: the lookup is the same
-    at every size, and with few facts its gradient is not drowned out. Held-out prompts (2-3 hops,
-    4 distractors) are excluded."""
+def curriculum_multihop(n: int, seed: int, spec: str) -> list:
+    """Multi-hop train items with hops and distractors drawn from `spec`, "H1-H2:D1-D2" (the
+    held-out shape is 2-3 hops among 4 distractors, whose prompts are excluded). The lookup is
+    the same at every size: few facts make its gradient clearer, more hops give more lookups
+    per sequence."""
     from specguard_integrations.tasks.base import _held_out_prompts, multihop_item
 
+    (h1, h2), (d1, d2) = (map(int, part.split("-")) for part in spec.split(":"))
     held = _held_out_prompts("multihop")
     rng = random.Random(f"curriculum:{seed}")
     out: list = []
     while len(out) < n:
-        item = multihop_item(rng, rng.randint(1, 3), rng.randint(0, 4))
+        item = multihop_item(rng, rng.randint(h1, h2), rng.randint(d1, d2))
         if item.prompt not in held:
             out.append(item)
     return out
@@ -253,7 +255,7 @@ def examples(
     seed: int,
     weights: dict[str, float] | None = None,
     react_share: float = 0.0,
-    curriculum: bool = False,
+    curriculum: str = "",
 ) -> list[tuple[list[int], int]]:
     """(ids, completion start) pairs: plain and chat renderings of every train item."""
     out = []
@@ -262,7 +264,7 @@ def examples(
     for fam in FAMILIES:
         n = int(n_per_family * (weights or {}).get(fam, 1.0))
         items = (
-            curriculum_multihop(n, seed)
+            curriculum_multihop(n, seed, curriculum)
             if fam == "multihop" and curriculum
             else make_split(fam, "train", n, seed=seed)
         )
@@ -463,8 +465,9 @@ def main() -> None:
     )
     ap.add_argument(
         "--multihop-curriculum",
-        action="store_true",
-        help="multi-hop items of 1-3 hops among 0-4 distractors (held-out: 2-3 among 4)",
+        default="",
+        metavar="H1-H2:D1-D2",
+        help="multi-hop items of H1-H2 hops among D1-D2 distractors (held-out: 2-3 among 4)",
     )
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)

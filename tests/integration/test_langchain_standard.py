@@ -78,6 +78,10 @@ class TestChatSpecGuardIntegration(_Common, ChatModelIntegrationTests):
         super().test_bind_runnables_as_tools(model)
 
     @_WEAK_WEIGHTS
+    def test_structured_output_optional_param(self, model: Any) -> None:
+        super().test_structured_output_optional_param(model)
+
+    @_WEAK_WEIGHTS
     def test_structured_output_pydantic_2_v1(self, model: Any) -> None:
         super().test_structured_output_pydantic_2_v1(model)
 
