@@ -127,8 +127,10 @@ def solve_plain(
         new = [t for t in out[0, ids.shape[1] :].tolist() if t not in lm.eos_ids]
         tokens += len(new)
         text = lm.decode(new)
-        if tools and "Observation:" in text and "Final Answer:" not in text:
-            text = text[: text.index("Observation:")]
+        # an assisted step can append past the stop; the first `Observation:` is the tool's turn
+        head = text.split("Observation:", 1)[0]
+        if tools and head != text and "Final Answer:" not in head:
+            text = head
             completion += text + run_tool(text)
             continue
         completion += text
@@ -145,11 +147,14 @@ def _text_stop(lm: LocalCausalLM, start: int, text: str) -> object:
     from transformers import StoppingCriteria, StoppingCriteriaList
 
     class _Stop(StoppingCriteria):
+        checked = start  # the text was absent up to here (assisted steps add several tokens)
+
         def __call__(self, input_ids, scores, **kwargs):  # type: ignore[no-untyped-def]
             import torch
 
-            # the text was absent before the last token, so a tail as long as it is enough
-            tail = max(start, input_ids.shape[1] - len(text))
+            # a new occurrence ends past `checked`, so it starts at most len(text) tokens before
+            tail = max(start, self.checked - len(text))
+            self.checked = input_ids.shape[1]
             done = [text in lm.decode(row[tail:].tolist()) for row in input_ids]
             return torch.tensor(done, device=input_ids.device)
 
