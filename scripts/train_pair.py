@@ -13,6 +13,7 @@ rendered through the chat template ending in `<|end|>`; the loss covers completi
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import random
@@ -192,6 +193,19 @@ def generic_tool_conversation(rng: random.Random) -> tuple[list[dict], list[dict
     return msgs, [tool]
 
 
+@functools.cache
+def _react_calculator():
+    """The calculator as a LlamaIndex tool, as the examples define it (its description and
+    argument schema are what the ReAct header shows)."""
+    from llama_index.core.tools import FunctionTool
+
+    def calculator(expression: str) -> str:
+        """Evaluate a + b, a - b or a * b with integers."""
+        return expression
+
+    return FunctionTool.from_defaults(calculator)
+
+
 def react_chat_conversation(item, rng: random.Random) -> list[dict]:
     """The tools family as LlamaIndex's `ReActAgent` renders it with the compact header
     (`specguard_integrations.llama_index.react`): system header with the tool description,
@@ -204,14 +218,9 @@ def react_chat_conversation(item, rng: random.Random) -> list[dict]:
         ResponseReasoningStep,
     )
     from llama_index.core.base.llms.types import ChatMessage
-    from llama_index.core.tools import FunctionTool
 
     from specguard_integrations.llama_index.llms import _dicts
     from specguard_integrations.llama_index.react import react_formatter
-
-    def calculator(expression: str) -> str:
-        """Evaluate a + b, a - b or a * b with integers."""
-        return expression
 
     question = item.prompt.strip()
     if rng.random() < 0.5:
@@ -226,8 +235,9 @@ def react_chat_conversation(item, rng: random.Random) -> list[dict]:
         obs = item.observations[i].split(": ", 1)[1].strip()
         reasoning.append(ObservationReasoningStep(observation=obs))
     reasoning.append(ResponseReasoningStep(thought="done", response=item.answer))
-    tool = FunctionTool.from_defaults(calculator)
-    msgs = react_formatter().format([tool], [ChatMessage(role="user", content=question)], reasoning)
+    msgs = react_formatter().format(
+        [_react_calculator()], [ChatMessage(role="user", content=question)], reasoning
+    )
     return _dicts(msgs)
 
 
