@@ -174,6 +174,9 @@ class LocalDraftSession:
         self.prompt_tokens = len(prompt_ids)
         self._tentative: tuple[int, torch.Tensor, torch.Tensor | None, list[torch.Tensor]] | None
         self._tentative = None
+        # the step last rejected at this context (cleared once the context moves on): the
+        # target's speculative fallback proposes it first
+        self.rejected: list[int] = []
         self._feed_committed()
 
     @property
@@ -293,12 +296,14 @@ class LocalDraftSession:
         if committed_mass:
             self._extend_mass(committed_mass)
         self._tentative = None
+        self.rejected = []
 
     def reject(self) -> None:
         """Crop the rejected step from the draft cache; the context is as before `score`."""
         if self._tentative is None:
             raise RuntimeError("reject() without a scored step")
         base, logits, hidden, _ = self._tentative
+        self.rejected = self.state.ids[base:]
         self.lm.rollback(self.state, base)
         self.state.fed = base
         self.state.next_logits, self.state.next_hidden = logits, hidden
@@ -308,6 +313,7 @@ class LocalDraftSession:
     def append(self, text: str, ids: list[int] | None) -> None:
         if self._tentative is not None:
             raise RuntimeError("append() while a scored step is pending")
+        self.rejected = []
         new = ids if ids is not None else self.lm.encode_continuation(text)
         if not new:
             return
@@ -372,6 +378,7 @@ class LocalTargetSession:
                 segmenter=settings.segmenter,
                 stop=settings.stop,
                 stop_tail=settings.stop_tail,
+                first=assistant.rejected or None,
             )
         if self.state.pending:
             self.lm.feed(self.state, hidden=settings.k > 1)  # one batched catch-up prefill

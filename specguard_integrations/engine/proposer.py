@@ -212,6 +212,7 @@ def speculative_step(
     segmenter: StepSegmenter,
     stop: tuple[str, ...] = (),
     stop_tail: str = "",
+    first: list[int] | None = None,
 ) -> Candidate:
     """The target's greedy fallback step, written with token-level speculative decoding.
 
@@ -219,6 +220,11 @@ def speculative_step(
     scores all of them in one forward and keeps the longest prefix that matches its own argmax,
     plus its own next token (Leviathan et al., greedy case). The output is the target's greedy
     step token for token; only the number of target forwards changes.
+
+    `first`: tokens the draft already wrote from this context (the step just rejected, EOS
+    included). The first round proposes all of them at once instead of asking the draft again:
+    a rejected step is often right up to a late token, and the target then keeps that prefix
+    after one forward.
 
     `tstate` may have pending ids (accepted draft text): they go into the first forward.
     `dstate` must be fully fed; its cache is returned to that point afterwards (the step loop
@@ -240,9 +246,13 @@ def speculative_step(
     d_logits = dstate.next_logits  # (V,) draft prediction after the last step token
     try:
         while result is None and len(toks) < max_tokens:
-            # 1. the draft proposes up to g tokens greedily (its cache grows by len(prop) - 1)
+            # 1. the draft proposes up to g tokens greedily (its cache grows by len(prop) - 1);
+            # in the first round, its rejected step if given (its cache does not grow)
             g = min(gamma, max_tokens - len(toks))
             prop: list[int] = []
+            if first and not toks:
+                prop = list(first[:max_tokens])
+                g = 0
             logits = d_logits.unsqueeze(0)  # (1, V)
             for j in range(g):
                 tok = int(logits[0].argmax())
@@ -291,11 +301,10 @@ def speculative_step(
                 # 4. the draft keeps its matched proposal and reads the target's own token
                 draft._crop(dstate.cache, d_base + before + min(n, len(prop) - 1))
                 have = dstate.cache.get_seq_length() - d_base
-                for tok in toks[have:]:
-                    nxt, _ = draft.step_batch(
-                        torch.tensor([tok], device=draft.device), dstate.cache, hidden=False
-                    )
-                    d_logits = nxt[0]
+                with draft._lock, torch.inference_mode():
+                    d_logits = draft._forward(
+                        torch.tensor([toks[have:]], device=draft.device), dstate.cache, 0, False
+                    ).logits[-1]
     except BaseException:
         target._crop(tstate.cache, tstate.fed)
         raise

@@ -17,17 +17,39 @@ def _plain(lm, prompt_ids, **kw):
 
 
 @pytest.mark.parametrize("same_model", [True, False])
-@pytest.mark.parametrize("gamma", [1, 3, 8])
 @pytest.mark.parametrize(
     ("segmenter", "max_tokens", "stop"),
     [("newline", 40, ()), ("blank_line", 7, ()), ("newline", 40, ("e",)), ("react", 25, ())],
 )
-def test_same_tokens_as_plain_greedy(same_model, gamma, segmenter, max_tokens, stop):
+@pytest.mark.parametrize(
+    ("gamma", "first"),
+    [
+        (1, "none"),
+        (3, "none"),
+        (8, "none"),
+        (3, "exact"),
+        (3, "wrong_middle"),
+        (8, "wrong_middle"),
+        (1, "wrong_start"),
+        (8, "long"),
+    ],
+)
+def test_same_tokens_as_plain_greedy(same_model, gamma, segmenter, max_tokens, stop, first):
     target = tiny_lm(seed=0, layers=3, hidden=32)
     draft = target if same_model else tiny_lm(seed=5)
     seg = make_segmenter(segmenter, ("Answer:",))
     ids = target.encode_prompt(PROMPT)
     plain = _plain(target, ids, max_tokens=max_tokens, segmenter=seg, stop=stop)
+    # a rejected draft step proposed first: any tokens at all must leave the output unchanged
+    gold = plain.scored_ids
+    other = (gold[len(gold) // 2] + 1) % target.model.config.vocab_size
+    proposal = {
+        "none": None,
+        "exact": gold,
+        "wrong_middle": [*gold[: len(gold) // 2], other, *gold[len(gold) // 2 + 1 :]],
+        "wrong_start": [(gold[0] + 1) % target.model.config.vocab_size, *gold[1:]],
+        "long": gold + [7] * (2 * max_tokens),
+    }[first]
 
     tstate = target.new_state(ids[:-3])
     target.feed(tstate)
@@ -44,6 +66,7 @@ def test_same_tokens_as_plain_greedy(same_model, gamma, segmenter, max_tokens, s
         max_tokens=max_tokens,
         segmenter=seg,
         stop=stop,
+        first=proposal,
     )
     assert (spec.ids, spec.text, spec.finish, spec.eos) == (
         plain.ids,
@@ -74,3 +97,27 @@ def test_engine_output_is_unchanged_by_speculation():
     b = engine.generate(PROMPT, config=base.merged(target_speculation=4))
     assert a.text == b.text and [s.source for s in a.steps] == [s.source for s in b.steps]
     assert a.target_steps > 0
+
+
+def test_rejected_step_is_offered_to_the_fallback_once():
+    """The draft session keeps the step it just rejected (what the target's fallback proposes
+    first) until the context moves on."""
+    from specguard_integrations import SpecGuardConfig
+    from specguard_integrations.engine.backends import DecodeSettings, LocalDraft
+
+    draft = LocalDraft(tiny_lm(seed=3))
+    cfg = SpecGuardConfig.greedy(max_step_tokens=8, segmenter="newline")
+    session = draft.start(PROMPT, cfg)
+    settings = DecodeSettings(
+        k=1, temperature=0.0, top_p=1.0, max_tokens=8, segmenter=make_segmenter("newline", ())
+    )
+    cand = session.propose(settings, None)[0]
+    session.score(cand)
+    session.reject()
+    assert session.rejected == cand.scored_ids and session.rejected
+    session.append("x", None)  # the target's step is committed: the proposal is stale
+    assert session.rejected == []
+    cand = session.propose(settings, None)[0]
+    session.score(cand)
+    session.accept()
+    assert session.rejected == []
