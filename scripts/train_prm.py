@@ -2,8 +2,11 @@
 
     .venv/bin/python scripts/train_prm.py --out specguard_integrations/assets/prm --minutes 6
 
-Data: the bundled draft writes steps on train-split items (sampled at temperature 1 and greedy,
-every step kept), each step labelled correct/incorrect by the family's checker. The input is the
+Data: the bundled draft writes steps on train-split items (sampled at temperature 1 and greedy),
+each step labelled correct/incorrect by the family's checker. Each step is kept at random with
+probability `--keep` and otherwise rewritten by the bundled target, so the contexts mix draft
+and target steps as they do when `rsd` runs (with every step kept, the contexts would be the
+draft's own chains only, which `rsd` rarely sees). The input is the
 exact text the `rsd` verifier sees, ``context + step``. Model: a sequence-classification Llama
 (one logit) initialised from the bundled draft's weights, trained with binary cross-entropy on
 class-balanced batches; the checkpoint with the best AUROC on held-out items 460-499 (which
@@ -29,16 +32,18 @@ from specguard_integrations.tasks.runner import solve_specguard
 
 
 class Recorder:
-    """A verifier that keeps every step and remembers what it was shown."""
+    """A verifier that keeps a step with probability `keep` and remembers what it was shown."""
 
     name = "recorder"
 
-    def __init__(self) -> None:
+    def __init__(self, keep: float, seed: int) -> None:
         self.seen: list[tuple[str, str]] = []
+        self.keep = keep
+        self.rng = random.Random(seed)
 
     def score(self, context: str, step: str) -> float:
         self.seen.append((context, step))
-        return 1.0
+        return 1.0 if self.rng.random() < self.keep else 0.0
 
 
 def collect(engine: SpecGuard, rec: Recorder, split: str, n: int, seeds: int):
@@ -76,6 +81,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", type=float, default=0.5, help="share of draft steps kept")
     ap.add_argument("--curve", default="docs/training/prm.curve.jsonl")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
@@ -83,7 +89,7 @@ def main() -> None:
     t0 = time.time()
     d, t = bundled_pair()
     draft, target = load_lm(str(d), device="cpu"), load_lm(str(t), device="cpu")
-    rec = Recorder()
+    rec = Recorder(args.keep, args.seed)
     engine = SpecGuard(draft, target, verifier=rec)
     train = collect(engine, rec, "train", args.per_family, args.seeds)
     test = collect(engine, rec, "test", 40, 2)  # validation: held-out items 460-499
