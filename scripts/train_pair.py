@@ -145,19 +145,36 @@ PARAMS = [
 PLACES = ["San Francisco, CA", "Paris", "New York", "Tokyo", "Berlin", "Lima", "Oslo", "Cairo"]
 
 
-def generic_tool_conversation(rng: random.Random) -> tuple[list[dict], list[dict]]:
+def generic_tool_conversation(
+    rng: random.Random, made_up_params: float = 0.0
+) -> tuple[list[dict], list[dict]]:
     """A made-up tool and a question that asks for it: copying names and values from the
     tool list and the question, so any bound tool can be called. Then the tool's result and an
-    answer that uses it."""
+    answer that uses it.
+
+    With probability `made_up_params` the parameter names are made up too (so they can only be
+    copied from the tool list, not recalled), and half of those questions name no values, so
+    every parameter of the schema has to be filled in."""
     name = "_".join(rng.sample(TOOL_WORDS, rng.choice((1, 2, 2, 3))))
     if rng.random() < 0.3:
         name = "magic_function" if rng.random() < 0.5 else f"{name}_function"
-    params = rng.sample(PARAMS, rng.choice((0, 1, 1, 1, 2)))
+    made_up = rng.random() < made_up_params
+    if made_up:
+        params = list(
+            dict.fromkeys(
+                "_".join(rng.sample(TOOL_WORDS + PARAMS, rng.choice((1, 2))))
+                for _ in range(rng.choice((1, 2, 2, 3)))
+            )
+        )
+    else:
+        params = rng.sample(PARAMS, rng.choice((0, 1, 1, 1, 2)))
     args: dict = {}
     for p in params:
         if p in ("city", "location"):
             args[p] = rng.choice(PLACES)
-        elif p in ("setup", "punchline", "text", "topic", "query", "name", "item"):
+        elif p in ("setup", "punchline", "text", "topic", "query", "name", "item") or (
+            made_up and rng.random() < 0.5
+        ):
             args[p] = " ".join(rng.sample(TOOL_WORDS, rng.randint(1, 3)))
         else:
             args[p] = rng.randint(0, 99)
@@ -171,6 +188,10 @@ def generic_tool_conversation(rng: random.Random) -> tuple[list[dict], list[dict
     )
     if not params:
         question = f"What is the value of {name}()? Use the tool."
+    elif made_up and rng.random() < 0.5:
+        question = rng.choice(
+            [f"Use {name}.", f"Call {name}.", f"Tell me about {args[params[0]]}."]
+        )
     if params == ["city"] or params == ["location"]:
         question = rng.choice([question, f"What is the weather in {args[params[0]]}?"])
     props = {p: {"type": "integer" if isinstance(args[p], int) else "string"} for p in params}
@@ -266,6 +287,8 @@ def examples(
     weights: dict[str, float] | None = None,
     react_share: float = 0.0,
     curriculum: str = "",
+    generic: float = 0.5,
+    made_up_params: float = 0.0,
 ) -> list[tuple[list[int], int]]:
     """(ids, completion start) pairs: plain and chat renderings of every train item."""
     out = []
@@ -306,8 +329,8 @@ def examples(
                 prompt = tok(text, add_special_tokens=False)["input_ids"]
                 comp = tok(item.target_text + "<|end|>", add_special_tokens=False)["input_ids"]
             out.append((prompt + comp, len(prompt)))
-    for _ in range(n_per_family // 2):
-        msgs, tools = generic_tool_conversation(rng)
+    for _ in range(int(n_per_family * generic)):
+        msgs, tools = generic_tool_conversation(rng, made_up_params)
         head = tok.apply_chat_template(
             msgs[:1], tools=tools, tokenize=False, add_generation_prompt=True
         )
@@ -406,7 +429,14 @@ def train_model(args: argparse.Namespace) -> None:
         k: float(v) for k, v in (kv.split("=") for kv in args.family_weights.split(",") if kv)
     }
     data = examples(
-        tok, args.per_family, args.seed, weights, args.react_share, args.multihop_curriculum
+        tok,
+        args.per_family,
+        args.seed,
+        weights,
+        args.react_share,
+        args.multihop_curriculum,
+        args.generic,
+        args.made_up_params,
     )
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     rng = random.Random(args.seed)
@@ -478,6 +508,18 @@ def main() -> None:
         default="",
         metavar="H1-H2:D1-D2",
         help="multi-hop items of H1-H2 hops among D1-D2 distractors (held-out: 2-3 among 4)",
+    )
+    ap.add_argument(
+        "--generic",
+        type=float,
+        default=0.5,
+        help="made-up-tool conversations, as a share of --per-family",
+    )
+    ap.add_argument(
+        "--made-up-params",
+        type=float,
+        default=0.0,
+        help="share of those whose parameter names are made up too",
     )
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from specguard_integrations.tasks.base import calculator as evaluate
 
 ITEMS = make_split("tools", "test", 6)
 # Items the agents must solve end to end out of ITEMS, one below what they solve with the bundled
-# weights and config (measured with the round-4 weights, on the first 10 / first 6 items:
+# weights and config (measured with the round-5 weights, on the first 10 / first 6 items:
 # LangChain agent and FunctionAgent 9/10 and 5/6 each, ReActAgent 7/10 and 4/6).
 MIN_SOLVED = 4
 MIN_SOLVED_REACT = 3
