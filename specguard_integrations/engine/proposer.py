@@ -248,11 +248,8 @@ def speculative_step(
         while result is None and len(toks) < max_tokens:
             # 1. the draft proposes up to g tokens greedily (its cache grows by len(prop) - 1);
             # in the first round, its rejected step if given (its cache does not grow)
-            g = min(gamma, max_tokens - len(toks))
-            prop: list[int] = []
-            if first and not toks:
-                prop = list(first[:max_tokens])
-                g = 0
+            prop: list[int] = list(first[:max_tokens]) if first and not toks else []
+            g = 0 if prop else min(gamma, max_tokens - len(toks))
             logits = d_logits.unsqueeze(0)  # (1, V)
             for j in range(g):
                 tok = int(logits[0].argmax())
