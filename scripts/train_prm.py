@@ -26,6 +26,7 @@ import torch
 from specguard_integrations import SpecGuard, SpecGuardConfig
 from specguard_integrations.assets import bundled_pair
 from specguard_integrations.bench.runner import auroc
+from specguard_integrations.engine.policy import RewardModelJudge
 from specguard_integrations.registry import load_lm
 from specguard_integrations.tasks import FAMILIES, make_split
 from specguard_integrations.tasks.runner import solve_specguard
@@ -90,7 +91,7 @@ def main() -> None:
     d, t = bundled_pair()
     draft, target = load_lm(str(d), device="cpu"), load_lm(str(t), device="cpu")
     rec = Recorder(args.keep, args.seed)
-    engine = SpecGuard(draft, target, verifier=rec)
+    engine = SpecGuard(draft, target, judge=RewardModelJudge(rec))
     train = collect(engine, rec, "train", args.per_family, args.seeds)
     test = collect(engine, rec, "test", 40, 2)  # validation: held-out items 460-499
     print(

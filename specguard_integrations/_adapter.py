@@ -1,61 +1,340 @@
-"""What every framework adapter shares: the lazily built, process-shared engine, and the usual
-LLM parameters mapped onto the engine config. Adapters stay translation only."""
+"""What every framework adapter shares, framework-free: the parameters (with the names users
+bring from langchain-huggingface, ChatOllama and LlamaIndex's HuggingFaceLLM mapped onto ours,
+and every other name rejected), the lazily loaded engine, the per-call config, one sync and one
+async "run a call" helper, and the split of a reply into reasoning and answer.
+
+Adapters stay translation only: they subclass `SpecGuardParams` beside their framework's base.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, Field, PrivateAttr, model_validator
+
+from .config import SpecGuardConfig
+
 if TYPE_CHECKING:
-    from .config import SpecGuardConfig
-    from .engine.loop import SpecGuard
+    from .engine.loop import SpecGuard, StepStream
+    from .types import GenerationResult, StepRecord
+
+# names other integrations use for one of our parameters
+ANCHORS: dict[str, str] = {
+    "model": "target",  # ChatOllama(model=...), ChatOpenAI(model=...)
+    "model_name": "target",  # HuggingFaceLLM(model_name=...)
+    "model_id": "target",  # HuggingFacePipeline.from_model_id(model_id=...)
+    "max_new_tokens": "max_tokens",  # transformers, HuggingFaceLLM
+    "num_predict": "max_tokens",  # ChatOllama
+    "max_completion_tokens": "max_tokens",  # OpenAI
+    "stop_sequences": "stop",  # LangChain's standard alias
+}
+# names other integrations use whose meaning we have no knob for: rejected with the reason
+UNSUPPORTED: dict[str, str] = {
+    "top_k": "SpecGuard samples draft candidates with top_p (nucleus sampling) only",
+    "repetition_penalty": "SpecGuard applies no repetition penalty",
+    "repeat_penalty": "SpecGuard applies no repetition penalty",
+    "presence_penalty": "SpecGuard applies no presence penalty",
+    "frequency_penalty": "SpecGuard applies no frequency penalty",
+    "num_ctx": "the context window is the models' own",
+    "n": "one reply per call (k candidates per step is config.k)",
+    "tokenizer_name": "the tokenizer is loaded from the model's own directory",
+}
+# per-call keyword arguments the frameworks pass for their own bookkeeping
+FRAMEWORK_CALL_KEYS = frozenset(
+    {"tools", "tool_choice", "tool_required", "ls_structured_output_format", "formatted"}
+)
+GENERATE_KEYS = {
+    "max_new_tokens": "max_tokens",
+    "max_tokens": "max_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "seed": "seed",
+}
 
 
-class EngineOwner:
-    """Mixin for pydantic adapter classes with `draft`, `target`, `config`, `device`, `dtype`
-    fields and an `_engine` private attribute. `engine=` adopts an existing engine (and its
-    config, unless one is given); otherwise the models load on first use, shared process-wide."""
+def _from_generate_kwargs(where: str, gk: Any) -> dict[str, Any]:
+    """transformers generate options (``generate_kwargs``/``pipeline_kwargs``) as ours."""
+    if not isinstance(gk, dict):
+        raise ValueError(f"{where} must be a dict, got {type(gk).__name__}")
+    out: dict[str, Any] = {}
+    for key, value in gk.items():
+        if key == "do_sample":
+            if not value:
+                out["temperature"] = 0.0
+        elif key in GENERATE_KEYS:
+            out[GENERATE_KEYS[key]] = value
+        else:
+            reason = UNSUPPORTED.get(key, "it has no SpecGuard equivalent")
+            raise ValueError(f"{where}[{key!r}] is not supported: {reason}")
+    return out
 
-    draft: str | None
-    target: str | None
-    config: SpecGuardConfig
-    device: str
-    dtype: str
-    _engine: SpecGuard | None
 
-    def __init__(self, *, engine: SpecGuard | None = None, **kwargs: Any) -> None:
-        if engine is not None:
-            kwargs.setdefault("config", engine.config)
-        elif kwargs.get("draft") is None and kwargs.get("target") is None:
+def _merge_loading(data: dict[str, Any], key: str, value: Any) -> None:
+    """``model_kwargs`` / ``tokenizer_kwargs`` / ``device_map`` apply to both models; the
+    role's own ``draft_kwargs`` / ``target_kwargs`` win."""
+    if key != "device_map" and not isinstance(value, dict):
+        raise ValueError(f"{key} must be a dict, got {type(value).__name__}")
+    add = {"device_map": value} if key == "device_map" else value
+    if key == "tokenizer_kwargs":
+        add = {"tokenizer_kwargs": value}
+    for role in ("draft_kwargs", "target_kwargs"):
+        data[role] = {**add, **(data.get(role) or {})}
+
+
+def map_params(cls: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments with other integrations' names mapped onto ours; any other
+    unknown name raises `ValueError` naming it."""
+    known = set(cls.model_fields) | {
+        f.alias for f in cls.model_fields.values() if f.alias is not None
+    }
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in known:
+            out[key] = value
+        elif key in ANCHORS:
+            ours = ANCHORS[key]
+            if ours in data and data[ours] != value:
+                raise ValueError(f"{key}={value!r} and {ours}={data[ours]!r} disagree: give one")
+            out[ours] = value
+        elif key in ("model_kwargs", "tokenizer_kwargs", "device_map"):
+            _merge_loading(out, key, value)
+        elif key in ("generate_kwargs", "pipeline_kwargs"):
+            out.update(_from_generate_kwargs(key, value))
+        elif key == "do_sample":
+            if not value:
+                out["temperature"] = 0.0
+        elif key in UNSUPPORTED:
+            raise ValueError(f"{cls.__name__}: {key} is not supported: {UNSUPPORTED[key]}")
+        else:
+            raise ValueError(
+                f"{cls.__name__} got an unknown parameter {key!r}; see the parameters table in"
+                " the docs (names from other integrations are mapped where they mean the same)"
+            )
+    return out
+
+
+class SpecGuardParams(BaseModel):
+    """The parameters every adapter shares; framework classes subclass this beside their base.
+
+    Construction is cheap and validates everything: the models load on first use, shared with
+    every other object pointing at the same weights. Without `draft`/`target` the bundled
+    offline pair runs, with its own calibrated config.
+    """
+
+    draft: str | None = Field(None, description="Draft model id or path (None: bundled pair).")
+    target: str | None = Field(
+        None, description="Target model id or path (None: bundled pair). Also `model`."
+    )
+    draft_kwargs: dict[str, Any] | None = Field(
+        None, description="from_pretrained options of the draft (gguf_file, revision, ...)."
+    )
+    target_kwargs: dict[str, Any] | None = Field(
+        None, description="from_pretrained options of the target (device_map, ...)."
+    )
+    draft_model: Any = Field(None, description="An already loaded transformers draft model.")
+    draft_tokenizer: Any = Field(None, description="Its tokenizer (with draft_model).")
+    target_model: Any = Field(None, description="An already loaded transformers target model.")
+    target_tokenizer: Any = Field(None, description="Its tokenizer (with target_model).")
+    tool_call_format: str | None = Field(
+        None, description="Tool-call format by vLLM parser name (default: read off the template)."
+    )
+    config: SpecGuardConfig = Field(default_factory=SpecGuardConfig)
+    temperature: float | None = Field(
+        None, ge=0.0, le=10.0, description="Draft temperature; 0 runs greedy (k = 1)."
+    )
+    top_p: float | None = Field(None, gt=0.0, le=1.0, description="Nucleus mass when sampling.")
+    max_tokens: int | None = Field(None, ge=1, description="Generated tokens at most.")
+    seed: int | None = Field(None, description="Sampling seed.")
+    stop: list[str] | str | None = Field(None, description="Stop sequences (a string is one).")
+    reasoning: bool = Field(
+        False, description="Steps before the answer go to reasoning content, the answer to text."
+    )
+    timeout: float | None = Field(
+        None, gt=0, description="Seconds a call may run; it stops between steps (TimeoutError)."
+    )
+    max_retries: int = Field(
+        0, ge=0, description="Retries of a call whose target server could not be reached."
+    )
+    device: str = Field("auto", description="Device of both models (ignored with device_map).")
+    dtype: str = Field("auto", description="torch dtype name, or auto.")
+
+    _engine: SpecGuard | None = PrivateAttr(None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _map_names(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = map_params(cls, data)
+        if out.get("config") is None:
             # the bundled pair comes with its own settings (greedy, bounds fitted to it)
-            from .assets import DEFAULT_CONFIG
-            from .config import SpecGuardConfig
+            from .registry import default_config
 
-            kwargs.setdefault("config", SpecGuardConfig.from_file(DEFAULT_CONFIG))
-        super().__init__(**kwargs)
+            loaded = out.get("draft_model") is not None or out.get("target_model") is not None
+            names = ("", "") if loaded else (out.get("draft"), out.get("target"))
+            out["config"] = default_config(*names)
+        return out
+
+    @model_validator(mode="after")
+    def _validate_now(self) -> SpecGuardParams:
+        from .engine.loop import normalise_stop
+
+        if self.stop is not None:
+            self.stop = list(normalise_stop(self.stop))
+        for role in ("draft", "target"):
+            model, tok = getattr(self, f"{role}_model"), getattr(self, f"{role}_tokenizer")
+            if (model is None) != (tok is None):
+                raise ValueError(f"{role}_model and {role}_tokenizer are given together")
+            if model is not None and getattr(self, role) is not None:
+                raise ValueError(f"give {role} (a name) or {role}_model (loaded), not both")
+        named = [self.draft is not None or self.draft_model is not None]
+        named.append(self.target is not None or self.target_model is not None)
+        if named[0] != named[1]:
+            raise ValueError("give both draft and target models, or neither (the bundled pair)")
+        if self.tool_call_format is not None:
+            from .tool_formats import tool_call_format_by_name
+
+            tool_call_format_by_name(self.tool_call_format)  # raises for an unknown name
+        self.call_config({})  # temperature/max_tokens/top_p against the config, now
+        return self
+
+    def adopt(self, engine: SpecGuard | None) -> None:
+        """Use an already built engine (its config unless one was given)."""
         self._engine = engine
 
     @property
     def engine(self) -> SpecGuard:
         if self._engine is None:
-            from .registry import get_engine
+            from .registry import load_pair
 
-            self._engine = get_engine(
-                self.draft, self.target, self.config, device=self.device, dtype=self.dtype
+            d = (self.draft_model, self.draft_tokenizer) if self.draft_model else self.draft
+            t = (self.target_model, self.target_tokenizer) if self.target_model else self.target
+            self._engine = load_pair(
+                d,
+                t,
+                self.config,
+                device=self.device,
+                dtype=self.dtype,
+                draft_kwargs=self.draft_kwargs,
+                target_kwargs=self.target_kwargs,
             )
         return self._engine
 
+    def model_names(self) -> tuple[str, str]:
+        """(draft, target) names of the models that run."""
+        return self.engine.draft.name, self.engine.target.name
 
-def llm_params(
+    def call_config(self, kwargs: dict[str, Any]) -> SpecGuardConfig:
+        """The config for one call: per-call values (popped from `kwargs`, other integrations'
+        names mapped) over the constructor's, over `config`."""
+        for name, ours in ANCHORS.items():
+            if name in kwargs and ours in ("max_tokens", "stop"):
+                kwargs.setdefault(ours, kwargs.pop(name))
+        return config_for_call(
+            self.config,
+            temperature=kwargs.pop("temperature", self.temperature),
+            top_p=kwargs.pop("top_p", self.top_p),
+            max_tokens=kwargs.pop("max_tokens", self.max_tokens),
+            seed=kwargs.pop("seed", self.seed),
+        )
+
+    def call_stop(self, stop: Any) -> tuple[str, ...]:
+        from .engine.loop import normalise_stop
+
+        return normalise_stop(stop if stop is not None else self.stop)
+
+
+def reject_unknown(kwargs: dict[str, Any], where: str) -> None:
+    """Per-call arguments left after the known ones were taken: an error naming them."""
+    left = sorted(k for k in kwargs if k not in FRAMEWORK_CALL_KEYS)
+    if left:
+        raise ValueError(
+            f"{where}: unsupported call arguments {left}; per call: temperature, top_p,"
+            " max_tokens (max_new_tokens, num_predict), seed, stop"
+        )
+
+
+def config_for_call(
     base: SpecGuardConfig,
     *,
     temperature: float | None = None,
+    top_p: float | None = None,
     max_tokens: int | None = None,
     seed: int | None = None,
 ) -> SpecGuardConfig:
     """Map the usual LLM parameters onto the engine config (temperature 0: greedy, k = 1)."""
-    overrides: dict[str, Any] = {"max_new_tokens": max_tokens, "seed": seed}
+    overrides: dict[str, Any] = {"max_new_tokens": max_tokens, "seed": seed, "top_p": top_p}
     if temperature is not None:
         overrides["temperature"] = temperature
         if temperature == 0.0:
             overrides["k"] = 1
     return base.merged(**overrides)
+
+
+def _unreachable() -> type[Exception]:
+    from .engine.openai_client import EndpointUnreachable
+
+    return EndpointUnreachable
+
+
+def run_call(
+    start: Callable[[], StepStream],
+    on_step: Callable[[StepRecord], None] | None = None,
+    retries: int = 0,
+) -> GenerationResult:
+    """Run a call to its end, handing each record to `on_step`. A call whose server could
+    not be reached before its first step is started again, `retries` times at most."""
+    for attempt in range(retries + 1):
+        stream, seen = start(), False
+        try:
+            for record in stream:
+                seen = True
+                if on_step is not None:
+                    on_step(record)
+        except _unreachable():
+            if seen or attempt == retries:
+                raise
+            continue
+        assert stream.result is not None
+        return stream.result
+    raise AssertionError("unreachable")
+
+
+async def arun_call(
+    start: Callable[[], StepStream],
+    on_step: Callable[[StepRecord], Awaitable[None] | None] | None = None,
+    retries: int = 0,
+) -> GenerationResult:
+    """`run_call` off the event loop: the engine runs on a worker thread."""
+    import inspect
+
+    from ._threads import stream_in_thread
+
+    for attempt in range(retries + 1):
+        stream, seen = start(), False
+        try:
+            async for record in stream_in_thread(stream):
+                seen = True
+                done = on_step(record) if on_step is not None else None
+                if inspect.isawaitable(done):
+                    await done
+        except _unreachable():
+            if seen or attempt == retries:
+                raise
+            continue
+        assert stream.result is not None
+        return stream.result
+    raise AssertionError("unreachable")
+
+
+def split_reasoning(step_texts: list[str], text: str) -> tuple[str, str]:
+    """(reasoning, answer): the answer is the last step, the reasoning every step before it.
+
+    `text` is the whole reply (the steps joined, possibly cut at a stop sequence); the split
+    point is where the last step starts in it.
+    """
+    if len(step_texts) < 2:
+        return "", text
+    start = min(len("".join(step_texts[:-1])), len(text))
+    return text[:start].strip(), text[start:].strip()

@@ -18,6 +18,7 @@ check), so the benchmark reads accuracy, time and step records alike from all of
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,17 +28,6 @@ if TYPE_CHECKING:
     from .engine.loop import SpecGuard
     from .tasks.base import Item
     from .tasks.runner import Solved
-
-METHODS = (
-    "target",
-    "draft",
-    "assisted",
-    "rsd",
-    "confidence",
-    "specguard-greedy",
-    "specguard",
-    "config",
-)
 
 
 class ProcessRewardModel:
@@ -135,6 +125,54 @@ def paper_config(base: SpecGuardConfig, *, greedy: bool) -> SpecGuardConfig:
     return SpecGuardConfig.greedy(**budget) if greedy else SpecGuardConfig(**budget)
 
 
+def _target(n: str, p: _Pair) -> Method:
+    return PlainMethod(n, p.target, p.config.max_new_tokens)
+
+
+def _draft(n: str, p: _Pair) -> Method:
+    return PlainMethod(n, p.draft, p.config.max_new_tokens)
+
+
+def _assisted(n: str, p: _Pair) -> Method:
+    if not p.draft.same_vocab(p.target):
+        raise ValueError("assisted generation here needs draft and target to share a vocab")
+    return PlainMethod(n, p.target, p.config.max_new_tokens, assistant=p.draft)
+
+
+def _rsd(n: str, p: _Pair) -> Method:
+    from .engine.loop import SpecGuard
+    from .engine.policy import RewardModelJudge
+
+    if p.prm is None:
+        raise ValueError("the rsd method needs a process reward model (--prm PATH)")
+    rsd = SpecGuard(p.draft, p.target, p.config, judge=RewardModelJudge(p.prm))
+    return LoopMethod(n, rsd, p.config.merged(tau=p.prm_threshold))
+
+
+@dataclass
+class _Pair:
+    draft: LocalCausalLM
+    target: LocalCausalLM
+    config: SpecGuardConfig
+    engine: SpecGuard
+    prm: ProcessRewardModel | None
+    prm_threshold: float
+
+
+# name -> builder; ``config:PATH`` is read apart (its name carries the path)
+METHODS: dict[str, Callable[[str, _Pair], Method]] = {
+    "target": _target,
+    "draft": _draft,
+    "assisted": _assisted,
+    "rsd": _rsd,
+    "confidence": lambda n, p: LoopMethod(n, p.engine, p.config.merged(use_grounding=False)),
+    "specguard-greedy": lambda n, p: LoopMethod(n, p.engine, paper_config(p.config, greedy=True)),
+    "specguard": lambda n, p: LoopMethod(n, p.engine, paper_config(p.config, greedy=False)),
+    "config": lambda n, p: LoopMethod(n, p.engine, p.config),
+}
+METHOD_NAMES = tuple(METHODS)
+
+
 def build_methods(
     names: list[str] | tuple[str, ...],
     draft: LocalCausalLM,
@@ -146,6 +184,9 @@ def build_methods(
 ) -> list[Method]:
     """The named methods over one model pair. `config` is the ``config`` method's settings and
     the budget every loop method shares."""
+    from pathlib import Path
+
+    from .config import SpecGuardConfig
     from .engine.loop import SpecGuard
 
     unknown = [n for n in names if n not in METHODS and not n.startswith("config:")]
@@ -153,35 +194,13 @@ def build_methods(
         raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)} or config:PATH")
     if not names:
         raise ValueError("no methods given")
-    engine = SpecGuard(draft, target, config)
+    pair = _Pair(draft, target, config, SpecGuard(draft, target, config), prm, prm_threshold)
     out: list[Method] = []
     for name in names:
-        if name == "target":
-            out.append(PlainMethod(name, target, config.max_new_tokens))
-        elif name == "draft":
-            out.append(PlainMethod(name, draft, config.max_new_tokens))
-        elif name == "assisted":
-            if not draft.same_vocab(target):
-                raise ValueError("assisted generation here needs draft and target to share a vocab")
-            out.append(PlainMethod(name, target, config.max_new_tokens, assistant=draft))
-        elif name == "rsd":
-            if prm is None:
-                raise ValueError("the rsd method needs a process reward model (--prm PATH)")
-            rsd = SpecGuard(draft, target, config, verifier=prm)
-            out.append(LoopMethod(name, rsd, config.merged(tau=prm_threshold)))
-        elif name == "confidence":
-            out.append(LoopMethod(name, engine, config.merged(use_grounding=False)))
-        elif name == "specguard-greedy":
-            out.append(LoopMethod(name, engine, paper_config(config, greedy=True)))
-        elif name == "specguard":
-            out.append(LoopMethod(name, engine, paper_config(config, greedy=False)))
-        elif name.startswith("config:"):
-            from pathlib import Path
-
-            from .config import SpecGuardConfig
-
+        if name.startswith("config:"):
             path = Path(name.split(":", 1)[1])
-            out.append(LoopMethod(f"config:{path.stem}", engine, SpecGuardConfig.from_file(path)))
+            cfg = SpecGuardConfig.from_file(path)
+            out.append(LoopMethod(f"config:{path.stem}", pair.engine, cfg))
         else:
-            out.append(LoopMethod(name, engine, config))
+            out.append(METHODS[name](name, pair))
     return out

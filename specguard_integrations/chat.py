@@ -1,22 +1,22 @@
-"""Chat plumbing shared by the LangChain and LlamaIndex adapters, framework-free.
+"""Chat plumbing shared by the LangChain and LlamaIndex adapters and the server, framework-free.
 
 Messages are plain dicts in the Hugging Face chat-template shape (``role``, ``content``,
-``tool_calls``, ``tool_call_id``). The tool-call text format is read off the tokenizer's own chat
-template once (`ToolCallFormat.from_tokenizer`), so forcing and parsing a call follows whatever
-template the model was trained with (``<tool_call>{"name": ..., "arguments": ...}</tool_call>``
-for the bundled pair and Qwen-style models).
+``tool_calls``, ``tool_call_id``). `prepare_chat` checks them (no empty user turn, every tool
+result answers an earlier call, tools with JSON-schema parameters), renders them through the
+model's chat template, and forces a tool call when asked. The tool-call format comes from
+`tool_formats` (read off the template, or named); a reply is parsed with it, calls to tools that
+were not bound are kept as invalid calls, and special tokens never reach the content.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+from .tool_formats import AnyFormat, ParsedReply, detect
+
+__all__ = ["CHAT_TEMPLATE", "ChatCall", "ParsedReply", "prepare_chat"]
 
 # The bundled pair's chat template: system/user/assistant/tool roles, tool definitions as
 # ``Tools: name(param, ...)``, assistant tool calls as ``<tool_call>{json}</tool_call>``.
@@ -32,104 +32,73 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
-_NAME_MARK = "SGFNNAMEMARK"
-_ARG_MARK = "SGARGMARK"
 
-
-@dataclass(frozen=True)
-class ToolCallFormat:
-    """How a model writes a tool call: ``open + {"name": NAME, "arguments": ARGS} + close``."""
-
-    open: str = "<tool_call>"
-    close: str = "</tool_call>"
-    name_prefix: str = '<tool_call>{"name": "'  # text from `open` up to the tool name
-    args_prefix: str = '", "arguments": '  # text between the name and the arguments object
-
-    @classmethod
-    def from_tokenizer(cls, tokenizer: PreTrainedTokenizerBase) -> ToolCallFormat:
-        """Read the format off the chat template by rendering a marked call."""
-        call = {"type": "function", "function": {"name": _NAME_MARK, "arguments": {_ARG_MARK: 1}}}
-        msgs: list[Any] = [
-            {"role": "user", "content": "x"},
-            {"role": "assistant", "content": "", "tool_calls": [call]},
-        ]
-        try:
-            text = str(tokenizer.apply_chat_template(msgs, tokenize=False))
-        except Exception as err:
-            raise ValueError(f"the chat template cannot render tool calls: {err}") from err
-        at = text.find(_NAME_MARK)
-        start = text.rfind("<", 0, at)
-        if at < 0 or start < 0:
-            raise ValueError("the chat template renders no tool calls")
-        tag_end = text.find(">", start)
-        open_tag = text[start : tag_end + 1]
-        close_tag = "</" + open_tag[1:]
-        arg_at = text.find("{", at)
-        return cls(
-            open=open_tag,
-            close=close_tag,
-            name_prefix=text[start:at],
-            args_prefix=text[at + len(_NAME_MARK) : arg_at],
-        )
-
-    def forced_prefix(self, name: str | None) -> str:
-        """Text that commits the reply to a tool call (to `name`, or to any tool).
-
-        Trailing spaces are left for the model to write: BPE vocabularies merge a space with the
-        next character (`` {"``), so a prompt ending in a bare space is a token sequence the
-        model never saw in training.
-        """
-        return (self.name_prefix + (name + self.args_prefix if name else "")).rstrip(" ")
-
-
-@dataclass
-class ParsedReply:
-    content: str
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # name, args, id
-    invalid_tool_calls: list[dict[str, Any]] = field(default_factory=list)  # + error
-
-
-def new_call_id() -> str:
-    return "call_" + uuid.uuid4().hex[:24]
-
-
-def parse_reply(text: str, fmt: ToolCallFormat) -> ParsedReply:
-    """Split generated text into content and tool calls; malformed calls are kept as invalid."""
-    calls: list[dict[str, Any]] = []
-    invalid: list[dict[str, Any]] = []
-    pattern = re.compile(re.escape(fmt.open) + r"(.*?)(?:" + re.escape(fmt.close) + r"|$)", re.S)
-    for m in pattern.finditer(text):
-        raw = m.group(1).strip()
-        closed = m.group(0).endswith(fmt.close)
-        try:
-            if not closed:
-                raise ValueError(f"tool call not closed with {fmt.close}")
-            obj = json.loads(raw)
-            if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-                raise ValueError('a tool call needs a "name" string')
-            args = obj.get("arguments", obj.get("parameters", {}))
-            if isinstance(args, str):
-                args = json.loads(args) if args.strip() else {}
-            if not isinstance(args, dict):
-                raise ValueError("tool call arguments must be a JSON object")
-            calls.append({"name": obj["name"], "args": args, "id": new_call_id()})
-        except (ValueError, json.JSONDecodeError) as err:
-            name_m = re.search(r'"name"\s*:\s*"([^"]*)"', raw)
-            invalid.append(
-                {
-                    "name": name_m.group(1) if name_m else None,
-                    "args": raw,
-                    "id": new_call_id(),
-                    "error": f"malformed tool call: {err}",
-                }
-            )
-    content = pattern.sub("", text).strip()
-    return ParsedReply(content, calls, invalid)
+def tool_call_dict(
+    call_id: str | None, name: str, args: Any, *, json_args: bool = False
+) -> dict[str, Any]:
+    """One tool call in the OpenAI / chat-template shape; `json_args` writes the arguments as a
+    JSON string (the OpenAI wire format) instead of an object (what chat templates take)."""
+    return {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": json.dumps(args) if json_args else args},
+    }
 
 
 def openai_tool_name(tool: dict[str, Any]) -> str:
     fn = tool.get("function", tool)
     return str(fn["name"])
+
+
+def check_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tools in the OpenAI shape, each with a name and a JSON-schema object as parameters."""
+    for i, tool in enumerate(tools):
+        fn = tool.get("function", tool) if isinstance(tool, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise ValueError(f"tools[{i}]: a tool needs a function with a name")
+        params = fn.get("parameters", {"type": "object"})
+        if not isinstance(params, dict) or params.get("type", "object") != "object":
+            raise ValueError(
+                f"tools[{i}] ({fn['name']}): parameters must be a JSON schema object, got"
+                f" {params!r}"
+            )
+        if not isinstance(params.get("properties", {}), dict):
+            raise ValueError(f"tools[{i}] ({fn['name']}): parameters.properties must be an object")
+    return tools
+
+
+def check_history(messages: list[dict[str, Any]]) -> None:
+    """Every tool result answers a tool call made earlier in the conversation (the OpenAI API
+    rejects a tool message whose id no assistant message issued)."""
+    issued: set[str] = set()
+    for i, m in enumerate(messages):
+        for tc in m.get("tool_calls") or []:
+            if tc.get("id"):
+                issued.add(str(tc["id"]))
+        if m.get("role") == "tool" and m.get("tool_call_id") not in issued:
+            raise ValueError(
+                f"messages[{i}]: tool message with tool_call_id {m.get('tool_call_id')!r} answers"
+                " no earlier tool call"
+            )
+
+
+def keep_bound_calls(parsed: ParsedReply, tools: list[dict[str, Any]]) -> ParsedReply:
+    """Calls to a tool that was not bound move to the invalid calls, with the error named."""
+    names = {openai_tool_name(t) for t in tools}
+    calls, invalid = [], list(parsed.invalid_tool_calls)
+    for c in parsed.tool_calls:
+        if c["name"] in names:
+            calls.append(c)
+        else:
+            invalid.append(
+                {
+                    "name": c["name"],
+                    "args": json.dumps(c["args"]),
+                    "id": c["id"],
+                    "error": f"tool {c['name']!r} is not bound (bound: {sorted(names)})",
+                }
+            )
+    return ParsedReply(parsed.content, calls, invalid)
 
 
 def normalise_tool_choice(tool_choice: Any, tools: list[dict[str, Any]]) -> str | None:
@@ -154,8 +123,28 @@ class ChatCall:
 
     prompt: str  # rendered chat template, plus any forced tool-call prefix
     prefix: str  # forced text the reply starts with (already in the prompt)
-    config: Any  # SpecGuardConfig
-    fmt: ToolCallFormat | None  # set when tools are bound
+    config: Any  # SpecGuardConfig (None where the caller has none, e.g. a plain served model)
+    fmt: AnyFormat | None  # set when tools are bound
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    special: tuple[str, ...] = ()  # special-token texts of the rendering model
+
+    def parse(self, text: str) -> ParsedReply:
+        """The reply `text` (the generated part) split into content and tool calls; special
+        tokens are removed from the content."""
+        full = self.prefix + text
+        if self.fmt is None:
+            return ParsedReply(strip_special(full, self.special).strip())
+        parsed = keep_bound_calls(self.fmt.parse(full), self.tools)
+        parsed.content = strip_special(parsed.content, self.special).strip()
+        return parsed
+
+
+def strip_special(text: str, special: tuple[str, ...]) -> str:
+    """`text` without any special-token text (role markers, end of turn, ...)."""
+    for tok in special:
+        if tok in text:
+            text = text.replace(tok, "")
+    return text
 
 
 def chat_lm(engine: Any) -> Any:
@@ -167,32 +156,159 @@ def chat_lm(engine: Any) -> Any:
     raise ValueError("neither model has a tokenizer with a chat template")
 
 
-def tool_call_format(lm: Any) -> ToolCallFormat:
-    fmt = getattr(lm, "_tool_call_format", None)
-    if fmt is None:
-        fmt = ToolCallFormat.from_tokenizer(lm.tokenizer)
-        lm._tool_call_format = fmt
-    return fmt
+def tool_call_format(lm: Any, name: str | None = None) -> AnyFormat:
+    """The tool-call format of `lm`'s template (or `name`), read once per model and name."""
+    cache: dict[str | None, AnyFormat] = lm.__dict__.setdefault("_tool_call_formats", {})
+    if name not in cache:
+        cache[name] = detect(lm.tokenizer, name)
+    return cache[name]
+
+
+def renders_tools(lm: Any) -> bool:
+    """Whether `lm`'s chat template writes the tool list into the prompt."""
+    cache = lm.__dict__
+    if "_renders_tools" not in cache:
+        tool = {
+            "type": "function",
+            "function": {"name": "SGTOOLMARK", "parameters": {"type": "object"}},
+        }
+        msgs = [{"role": "user", "content": "x"}]
+        try:
+            cache["_renders_tools"] = "SGTOOLMARK" in lm.render_chat(msgs, tools=[tool])
+        except ValueError:
+            cache["_renders_tools"] = False
+    return bool(cache["_renders_tools"])
+
+
+def _as_text_turns(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]], fmt: AnyFormat
+) -> list[dict[str, Any]]:
+    """A conversation for a template without tool support: the tools and the call format in a
+    system turn, calls as the format's text, tool results as user turns."""
+    out: list[dict[str, Any]] = [{"role": "system", "content": fmt.instructions(tools)}]
+    for m in messages:
+        calls = [
+            (c["function"]["name"], c["function"]["arguments"]) for c in m.get("tool_calls") or []
+        ]
+        if calls:
+            text = (m.get("content") or "") + fmt.render_calls(calls)
+            out.append({"role": "assistant", "content": text})
+        elif m["role"] == "tool":
+            out.append(
+                {
+                    "role": "user",
+                    "content": f"Tool result ({m.get('tool_call_id')}): {m['content']}",
+                }
+            )
+        elif m["role"] == "system" and out[0]["role"] == "system":
+            out[0] = {"role": "system", "content": m["content"] + "\n\n" + out[0]["content"]}
+        else:
+            out.append(m)
+    return out
+
+
+def check_messages(messages: list[dict[str, Any]]) -> None:
+    """No conversation without messages, no user turn without text (every surface agrees with
+    the engine's ``prompt is empty``), every tool result answering an earlier call."""
+    if not messages:
+        raise ValueError("no messages to answer")
+    for i, m in enumerate(messages):
+        content = m.get("content")
+        if m.get("role") == "user" and (not isinstance(content, str) or not content.strip()):
+            raise ValueError(f"messages[{i}]: the user message is empty")
+    check_history(messages)
 
 
 def prepare_chat(
-    engine: Any,
+    lm: Any,
     messages: list[dict[str, Any]],
-    config: Any,
+    config: Any = None,
     *,
     tools: list[dict[str, Any]] | None = None,
     tool_choice: Any = None,
+    continue_final: bool = False,
+    tool_call_format_name: str | None = None,
 ) -> ChatCall:
-    """Render messages (and tools) through the chat template; force a tool call if asked."""
-    if not messages:
-        raise ValueError("no messages to answer")
-    lm = chat_lm(engine)
-    text = lm.render_chat(messages, tools=tools or None)
-    if not tools:
+    """Render messages (and tools) through `lm`'s chat template; force a tool call if asked.
+
+    With `continue_final` the last (assistant) message is continued rather than answered.
+    `tool_call_format` names the format (vLLM's parser names); by default it is read off the
+    template.
+    """
+    check_messages(messages)
+    tools = check_tools(tools) if tools else []
+    fmt = tool_call_format(lm, tool_call_format_name) if tools else None
+    if fmt is not None and not renders_tools(lm):
+        messages = _as_text_turns(messages, tools, fmt)  # the tool list is in a system turn
+    native = fmt is None or renders_tools(lm)
+    if continue_final:
+        if messages[-1].get("role") != "assistant":
+            raise ValueError("continuing a reply needs a final assistant message")
+        head = lm.render_chat(messages[:-1], tools=tools if native and tools else None)
+        text = head + str(messages[-1]["content"])
+    else:
+        text = lm.render_chat(messages, tools=tools if native and tools else None)
+    special = tuple(lm.special_texts)
+    if fmt is None:
         if tool_choice not in (None, "auto", "none"):
             raise ValueError("tool_choice was given but no tools are bound")
-        return ChatCall(text, "", config, None)
-    fmt = tool_call_format(lm)
+        return ChatCall(text, "", config, None, special=special)
     forced = normalise_tool_choice(tool_choice, tools)
     prefix = "" if forced is None else fmt.forced_prefix(forced)
-    return ChatCall(text + prefix, prefix, config.merged(segmenter="tool_call"), fmt)
+    cfg = None
+    if config is not None:
+        cfg = config.merged(segmenter="tool_call", tool_call_format=fmt.name)
+    return ChatCall(text + prefix, prefix, cfg, fmt, tools, special)
+
+
+def reasoning_split(call: ChatCall, text: str, steps: list[str]) -> tuple[str, str]:
+    """(reasoning, answer content) of a reply `text` written in `steps`: the steps before the
+    last, and the last step's content (tool-call text and special tokens removed)."""
+    from ._adapter import split_reasoning
+
+    reasoning, answer = split_reasoning(steps, call.prefix + text)
+    reasoning = strip_special(reasoning, call.special).strip()
+    if not reasoning:
+        return "", call.parse(text).content
+    content = call.fmt.parse(answer).content if call.fmt is not None else answer
+    return reasoning, strip_special(content, call.special).strip()
+
+
+class ReplyStream:
+    """Per-step deltas ``(content, reasoning)`` whose concatenation equals the whole reply's
+    message: content stripped of leading and trailing whitespace and of special tokens,
+    tool-call text held back (the calls are parsed at the end), and with `reasoning` each step
+    sent as reasoning once the next step shows it was not the answer (the last step)."""
+
+    def __init__(self, call: ChatCall, reasoning: bool) -> None:
+        self.call, self.reasoning = call, reasoning
+        self.text = ""  # the text streamed so far: content, or finished reasoning steps
+        self.sent = ""  # what of it was sent (clean, stripped, trailing whitespace held back)
+        self.last: str | None = None  # reasoning mode: the latest step, maybe the answer
+
+    def _advance(self, text: str) -> str:
+        self.text += text
+        full = strip_special(self.text, self.call.special).strip()
+        delta = full[len(self.sent) :] if full.startswith(self.sent) else ""
+        self.sent += delta
+        return delta
+
+    def step(self, text: str, finish: str) -> tuple[str, str]:
+        """Deltas for a decided step with this text and finish."""
+        if self.call.fmt is not None and (finish == "tool_call" or self.call.prefix):
+            return "", ""
+        if not self.reasoning:
+            return self._advance(text), ""
+        previous, self.last = self.last, text
+        return "", self._advance(previous) if previous is not None else ""
+
+    def finish(self, text: str, steps: list[str]) -> tuple[str, str]:
+        """The rest the whole reply (`text`, written in `steps`) has beyond what was sent."""
+        content, sent, reasoning_rest = self.call.parse(text).content, self.sent, ""
+        if self.reasoning:
+            reasoning, content = reasoning_split(self.call, text, steps)
+            if reasoning.startswith(self.sent):
+                reasoning_rest = reasoning[len(self.sent) :]
+            sent = ""
+        rest = content[len(sent) :] if content.startswith(sent) else ""
+        return rest, reasoning_rest

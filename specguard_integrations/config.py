@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Segmenter = Literal["blank_line", "newline", "step_marker", "react", "tool_call"]
 TargetMode = Literal["greedy", "sample"]
+ToolCallFormatName = Literal["hermes", "llama3_json", "mistral", "deepseek_v3"]
 
 
 class SpecGuardConfig(BaseModel):
@@ -49,6 +50,15 @@ class SpecGuardConfig(BaseModel):
             "Step boundary: 'blank_line' (\\n\\n), 'newline' (\\n), 'step_marker' (a line starting"
             " 'Step n:'), 'react' (Thought/Action/Action Input block), 'tool_call' (a complete"
             " <tool_call>...</tool_call> block or a blank line)."
+        ),
+    )
+    tool_call_format: ToolCallFormatName = Field(
+        "hermes",
+        description=(
+            "With segmenter 'tool_call': the block a tool call is written in, by vLLM's parser"
+            " name: 'hermes' (<tool_call>...</tool_call>), 'llama3_json' (a bare JSON object),"
+            " 'mistral' ([TOOL_CALLS][...]), 'deepseek_v3'. The chat layer sets it from the"
+            " model's chat template."
         ),
     )
     final_answer_markers: tuple[str, ...] = Field(

@@ -1,11 +1,14 @@
-"""Loaded models shared across the process: one copy of the weights per (path, device, dtype).
+"""Loaded models shared across the process, and the one place a draft/target pair is loaded.
 
-LangChain and LlamaIndex objects that point at the same models share one `LocalCausalLM`, so
-constructing adapters stays cheap and weights load once, on first use.
+LangChain and LlamaIndex objects, the CLI and the server that point at the same models share one
+`LocalCausalLM` per (path, device, dtype, loading options), so constructing adapters stays cheap
+and weights load once, on first use. `load_pair` owns the bundled default: no models named means
+the bundled pair with its own calibrated config.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +18,7 @@ if TYPE_CHECKING:
     from .engine.loop import SpecGuard
 
 _LOCK = threading.Lock()
-_MODELS: dict[tuple[str, str, str], LocalCausalLM] = {}
+_MODELS: dict[tuple[str, str, str, str], LocalCausalLM] = {}
 
 
 def resolve(name: str | None, role: str) -> str:
@@ -28,36 +31,90 @@ def resolve(name: str | None, role: str) -> str:
     return name
 
 
-def load_lm(name: str, *, device: str = "auto", dtype: str = "auto") -> LocalCausalLM:
-    """The shared `LocalCausalLM` for a model id or path (loaded on first request)."""
+def is_bundled(draft: str | None, target: str | None) -> bool:
+    from .assets import BUNDLED_DRAFT, BUNDLED_TARGET
+
+    return draft in (None, BUNDLED_DRAFT) and target in (None, BUNDLED_TARGET)
+
+
+def default_config(draft: str | None, target: str | None) -> SpecGuardConfig:
+    """The config a pair runs with when none is given: the bundled pair's calibrated one, or
+    the paper's defaults for any other pair."""
+    from .config import SpecGuardConfig
+
+    if is_bundled(draft, target):
+        from .assets import DEFAULT_CONFIG
+
+        return SpecGuardConfig.from_file(DEFAULT_CONFIG)
+    return SpecGuardConfig()
+
+
+def _key(kwargs: dict[str, Any]) -> str:
+    """A cache key for loading options (objects such as quantisation configs by repr)."""
+    return json.dumps(kwargs, sort_keys=True, default=repr)
+
+
+def load_lm(
+    name: str, *, device: str | None = "auto", dtype: Any = "auto", **kwargs: Any
+) -> LocalCausalLM:
+    """The shared `LocalCausalLM` for a model id or path (loaded on first request).
+
+    `kwargs` are `from_pretrained` options (see `LocalCausalLM.from_pretrained`).
+    """
     from .engine.lm import LocalCausalLM
 
-    key = (name, str(device), str(dtype))
+    key = (name, str(device), str(dtype), _key(kwargs))
     with _LOCK:
         lm = _MODELS.get(key)
         if lm is None:
-            display = name
             from .assets import ASSETS
 
+            display = name
             if name.startswith(str(ASSETS)):
-                display = "specguard-bundled/" + name.rsplit("/", 1)[-1]
-            lm = LocalCausalLM.from_pretrained(name, device=device, dtype=dtype, name=display)
+                display = "specguard-bundled/" + name.rstrip("/").rsplit("/", 1)[-1]
+            lm = LocalCausalLM.from_pretrained(
+                name, device=device, dtype=dtype, name=display, **kwargs
+            )
             _MODELS[key] = lm
         return lm
 
 
-def get_engine(
-    draft: str | None,
-    target: str | None,
+def load_pair(
+    draft: Any = None,
+    target: Any = None,
     config: SpecGuardConfig | None = None,
     *,
-    device: str = "auto",
-    dtype: str = "auto",
-    **_: Any,
+    device: str | None = "auto",
+    dtype: Any = "auto",
+    draft_kwargs: dict[str, Any] | None = None,
+    target_kwargs: dict[str, Any] | None = None,
 ) -> SpecGuard:
-    """A `SpecGuard` over the shared models (None: the bundled pair)."""
+    """A `SpecGuard` over shared models.
+
+    `draft` / `target`: a model id or directory, an already loaded `LocalCausalLM`, a
+    `(model, tokenizer)` pair of transformers objects, any draft/target backend, or None for
+    the bundled pair's model. Without `config` the pair's default applies (`default_config`).
+    """
     from .engine.loop import SpecGuard
 
-    d = load_lm(resolve(draft, "draft"), device=device, dtype=dtype)
-    t = load_lm(resolve(target, "target"), device=device, dtype=dtype)
+    if (draft is None) != (target is None):
+        raise ValueError("give both draft and target, or neither (the bundled pair)")
+    d = _model(draft, "draft", device, dtype, draft_kwargs or {})
+    t = _model(target, "target", device, dtype, target_kwargs or {})
+    if config is None:  # loaded objects are not the bundled pair: "" names them
+        names = [x if x is None or isinstance(x, str) else "" for x in (draft, target)]
+        config = default_config(names[0], names[1])
     return SpecGuard(d, t, config)
+
+
+def _model(spec: Any, role: str, device: str | None, dtype: Any, kwargs: dict[str, Any]) -> Any:
+    from .engine.lm import LocalCausalLM
+
+    if spec is None or isinstance(spec, str):
+        return load_lm(resolve(spec, role), device=device, dtype=dtype, **kwargs)
+    if kwargs:
+        raise ValueError(f"{role}_kwargs apply to a model id or path, not to a loaded {role}")
+    if isinstance(spec, tuple) and len(spec) == 2:
+        model, tokenizer = spec
+        return LocalCausalLM(model, tokenizer)
+    return spec  # a LocalCausalLM or a backend

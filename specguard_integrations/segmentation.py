@@ -17,6 +17,7 @@ Kinds of boundary:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -30,8 +31,23 @@ class Boundary:
 
 
 class StepSegmenter(Protocol):
+    """Where a step ends. A backend that sees only text (a remote model) also asks it which stop
+    strings a server may apply without ending a step early, and to put back a boundary that a
+    server cut off with such a stop string."""
+
     def find(self, text: str) -> Boundary | None:
         """The first boundary in the text of a step written so far, or None."""
+        ...
+
+    @property
+    def stop_hints(self) -> tuple[str, ...]:
+        """Stop strings that end the step at its boundary (never earlier); () when the boundary
+        needs look-ahead."""
+        ...
+
+    def restore(self, text: str) -> str:
+        """`text` with the boundary put back when a server stopped at a stop hint and dropped it.
+        Empty text means the model ended its answer: nothing is invented."""
         ...
 
 
@@ -73,6 +89,15 @@ class DelimiterSegmenter:
         )
         return _earliest(step, self.final.find(text))
 
+    @property
+    def stop_hints(self) -> tuple[str, ...]:
+        return (self.delimiter,)
+
+    def restore(self, text: str) -> str:
+        if not text.strip() or text.endswith(self.delimiter):
+            return text
+        return text + self.delimiter
+
 
 @dataclass(frozen=True)
 class StepMarkerSegmenter:
@@ -85,6 +110,13 @@ class StepMarkerSegmenter:
         m = re.compile(r"\n(?=[ \t]*Step \d+\s*:)").search(text, start + 1)
         step = Boundary(m.end(), "boundary") if m else None
         return _earliest(step, self.final.find(text))
+
+    @property
+    def stop_hints(self) -> tuple[str, ...]:
+        return ()  # the boundary is seen only once the next marker starts
+
+    def restore(self, text: str) -> str:
+        return text
 
 
 @dataclass(frozen=True)
@@ -106,20 +138,48 @@ class ReActSegmenter:
             self.final.find(text),
         )
 
+    @property
+    def stop_hints(self) -> tuple[str, ...]:
+        return ("\nObservation:",)
+
+    def restore(self, text: str) -> str:
+        # the cut is before "Observation:" and keeps the newline: text ends where the step ends
+        return text if not text.strip() or text.endswith("\n") else text + "\n"
+
+
+# The text that opens and closes a tool-call block in a reply, per format (vLLM's parser names).
+# An empty close: the block runs to the end of the turn (the model's end-of-turn token ends the
+# step). An empty open: a reply that starts with a JSON object is a call (Llama 3.1 JSON).
+TOOL_CALL_BLOCKS: dict[str, tuple[str, str]] = {
+    "hermes": ("<tool_call>", "</tool_call>"),
+    "llama3_json": ("", ""),
+    "mistral": ("[TOOL_CALLS]", ""),
+    "deepseek_v3": (
+        "<\uff5ctool\u2581calls\u2581begin\uff5c>",
+        "<\uff5ctool\u2581calls\u2581end\uff5c>",
+    ),
+}
+
 
 @dataclass(frozen=True)
 class ToolCallSegmenter:
-    """Chat-template tool calls: a complete ``<tool_call>...</tool_call>`` block is one step;
-    other text is split like chain of thought."""
+    """Chat-template tool calls: a complete call block is one step; other text is split like
+    chain of thought. A block with no close marker ends with the turn."""
 
     open_tag: str = "<tool_call>"
     close_tag: str = "</tool_call>"
     cot: DelimiterSegmenter = DelimiterSegmenter()
 
+    def _open_at(self, text: str) -> int:
+        if self.open_tag:
+            return text.find(self.open_tag)
+        body = text.lstrip()
+        return len(text) - len(body) if body.startswith(("{", "[{", "<|python_tag|>")) else -1
+
     def find(self, text: str) -> Boundary | None:
-        i = text.find(self.open_tag)
-        j = text.find(self.close_tag, max(i, 0))
+        i = self._open_at(text)
         head = self.cot.find(text[:i]) if i >= 0 else None
+        j = text.find(self.close_tag, max(i, 0)) if self.close_tag else -1
         if j >= 0:
             # a closing tag alone ends a block whose opening was forced into the prompt
             return _earliest(Boundary(j + len(self.close_tag), "tool_call"), head)
@@ -128,21 +188,47 @@ class ToolCallSegmenter:
             return head
         return self.cot.find(text)
 
+    @property
+    def stop_hints(self) -> tuple[str, ...]:
+        return (self.close_tag,) if self.close_tag else ()
 
-def make_segmenter(name: str, final_answer_markers: tuple[str, ...]) -> StepSegmenter:
-    """The segmenter a `SpecGuardConfig.segmenter` value names."""
-    final = FinalAnswer(final_answer_markers)
-    if name == "blank_line":
-        return DelimiterSegmenter("\n\n", final)
-    if name == "newline":
-        return DelimiterSegmenter("\n", final)
-    if name == "step_marker":
-        return StepMarkerSegmenter(final)
-    if name == "react":
-        return ReActSegmenter(FinalAnswer(tuple(m for m in final_answer_markers)))
-    if name == "tool_call":
-        return ToolCallSegmenter(cot=DelimiterSegmenter("\n\n", final))
-    raise ValueError(
-        f"segmenter: unknown value {name!r}; "
-        "use blank_line, newline, step_marker, react or tool_call"
-    )
+    def restore(self, text: str) -> str:
+        i = self._open_at(text)
+        if self.close_tag and i >= 0 and self.close_tag not in text[i:]:
+            return text + self.close_tag
+        return text
+
+
+SEGMENTERS: dict[str, Callable[[FinalAnswer, str], StepSegmenter]] = {
+    "blank_line": lambda final, _: DelimiterSegmenter("\n\n", final),
+    "newline": lambda final, _: DelimiterSegmenter("\n", final),
+    "step_marker": lambda final, _: StepMarkerSegmenter(final),
+    "react": lambda final, _: ReActSegmenter(final),
+    "tool_call": lambda final, fmt: ToolCallSegmenter(
+        *TOOL_CALL_BLOCKS[fmt], cot=DelimiterSegmenter("\n\n", final)
+    ),
+}
+
+
+def make_segmenter(
+    name: str, final_answer_markers: tuple[str, ...], tool_call_format: str = "hermes"
+) -> StepSegmenter:
+    """The segmenter a `SpecGuardConfig.segmenter` value names (``tool_call`` blocks in the
+    given tool-call format)."""
+    if name not in SEGMENTERS:
+        raise ValueError(f"segmenter: unknown value {name!r}; use one of {', '.join(SEGMENTERS)}")
+    if tool_call_format not in TOOL_CALL_BLOCKS:
+        raise ValueError(
+            f"tool_call_format: unknown value {tool_call_format!r}; use one of"
+            f" {', '.join(TOOL_CALL_BLOCKS)}"
+        )
+    return SEGMENTERS[name](FinalAnswer(final_answer_markers), tool_call_format)
+
+
+def extract_answer(
+    text: str, markers: tuple[str, ...] = ("Final Answer:", "Answer:")
+) -> str | None:
+    """The value on the last line that starts with a final-answer marker, stripped."""
+    alts = "|".join(re.escape(m) for m in sorted(markers, key=len, reverse=True))
+    found = re.findall(rf"(?:^|\n)\s*(?:{alts})\s*([^\n]*)", text)
+    return found[-1].strip().rstrip(".") if found else None

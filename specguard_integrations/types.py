@@ -7,7 +7,10 @@ defined here once.
 
 from __future__ import annotations
 
-from typing import Literal
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +29,18 @@ StepFinish = Literal[
 FinishReason = Literal[
     "final_answer", "tool_call", "eos", "stop", "max_steps", "max_new_tokens", "context_window"
 ]
+Phase = Literal["propose", "select", "score", "decide", "target", "commit"]
+
+# the OpenAI API's finish_reason for each of ours (LangChain, LlamaIndex and the server say it so)
+OPENAI_FINISH: dict[FinishReason, str] = {
+    "eos": "stop",
+    "final_answer": "stop",
+    "stop": "stop",
+    "tool_call": "tool_calls",
+    "max_steps": "length",
+    "max_new_tokens": "length",
+    "context_window": "length",
+}
 
 
 class PhaseTimes(BaseModel):
@@ -43,6 +58,15 @@ class PhaseTimes(BaseModel):
     @property
     def total(self) -> float:
         return self.propose + self.select + self.score + self.decide + self.target + self.commit
+
+    @contextlib.contextmanager
+    def timed(self, phase: Phase) -> Iterator[None]:
+        """Add the wall time of the block to `phase`."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            setattr(self, phase, getattr(self, phase) + time.perf_counter() - t)
 
 
 class StepRecord(BaseModel):
@@ -104,6 +128,10 @@ class GenerationResult(BaseModel):
         return len(self.steps)
 
     @property
+    def step_texts(self) -> list[str]:
+        return [s.text for s in self.steps]
+
+    @property
     def draft_steps(self) -> int:
         """Steps whose committed text the draft wrote."""
         return sum(1 for s in self.steps if s.source == "draft")
@@ -146,6 +174,23 @@ class GenerationResult(BaseModel):
         """Per-phase seconds summed over all steps."""
         fields = PhaseTimes.model_fields
         return PhaseTimes(**{f: sum(getattr(s.times, f) for s in self.steps) for f in fields})
+
+    def openai_finish_reason(self, has_tool_calls: bool = False) -> str:
+        """The OpenAI API's ``finish_reason``: tool_calls, stop or length."""
+        return "tool_calls" if has_tool_calls else OPENAI_FINISH[self.finish_reason]
+
+    def usage(self) -> dict[str, Any]:
+        """Token usage: prompt (target tokenizer), output split into draft and target tokens."""
+        return {
+            "input_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.prompt_tokens + self.output_tokens,
+            "output_token_details": {"draft": self.draft_tokens, "target": self.target_tokens},
+        }
+
+    def steps_json(self) -> list[dict[str, Any]]:
+        """The step records as plain JSON data (metadata, events, traces, HTTP bodies)."""
+        return [s.model_dump(mode="json") for s in self.steps]
 
     def summary(self) -> dict[str, float | int | str]:
         """Totals as plain data, for metadata, traces and reports."""

@@ -15,14 +15,21 @@ The paper hand-tunes its threshold. Here:
      the lower rate); if none fits, the lowest rate;
    - ``target_rate=R``: the measured rate closest to R (ties: the higher accuracy).
 
+Without labels (`calibrate_unlabelled`, ``specguard calibrate --prompts FILE --target-rate R``)
+the user's own prompts stand in for the dev items: the bounds come from the same percentiles,
+beta stays as given (there is nothing to choose it by), and tau is searched on end-to-end runs
+until the measured target-call rate is closest to R.
+
 The result is a `SpecGuardConfig` written with `to_file`, which `generate`, `bench`, `serve` and
 the adapters accept, with the dev figures beside it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .runner import percentile
@@ -31,6 +38,8 @@ if TYPE_CHECKING:
     from ..config import SpecGuardConfig
     from ..engine.loop import SpecGuard
     from ..tasks.base import Item
+
+Progress = Callable[[str], None] | None
 
 BETAS = (0.0, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0)
 TAU_QUANTILES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -41,7 +50,7 @@ class Candidate:
     beta: float
     tau: float
     predicted_target_rate: float
-    predicted_bad_accepts: float | None  # share of incorrect steps kept (None: no labels)
+    predicted_bad_accepts: float | None = None  # share of incorrect steps kept (None: no labels)
     accuracy: float | None = None
     target_call_rate: float | None = None
     seconds: float | None = None
@@ -71,6 +80,72 @@ def _norm(x: float, lo: float, hi: float) -> float:
     return min(1.0, max(0.0, (x - lo) / (hi - lo)))
 
 
+def _check_goal(goal: float | None) -> float:
+    if goal is None or not 0.0 <= goal <= 1.0:
+        raise ValueError(f"a target-call rate is in [0, 1], got {goal}")
+    return goal
+
+
+@dataclass
+class Signals:
+    """The raw signals of every draft step kept in a keep-all run, with checker labels."""
+
+    confidence: list[float] = field(default_factory=list)
+    grounding: list[float | None] = field(default_factory=list)
+    labels: list[bool | None] = field(default_factory=list)
+
+    def add(self, records: list[Any], labels: list[bool | None]) -> None:
+        for r, y in zip(records, labels, strict=True):
+            self.confidence.append(r.confidence)
+            self.grounding.append(r.grounding)
+            self.labels.append(y)
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.labels) and all(y is not None for y in self.labels)
+
+    def fused(self, beta: float, cfg: SpecGuardConfig) -> list[float]:
+        (c_lo, c_hi), (g_lo, g_hi) = cfg.confidence_bounds, cfg.grounding_bounds
+        out = []
+        for lc, g in zip(self.confidence, self.grounding, strict=True):
+            ln = _norm(lc, c_lo, c_hi)
+            out.append(ln if g is None else beta * ln + (1 - beta) * _norm(g, g_lo, g_hi))
+        return out
+
+
+def fit_bounds(sig: Signals, base: SpecGuardConfig) -> SpecGuardConfig:
+    """1. ``(l_lo, l_hi)`` and ``(g_lo, g_hi)`` at the 5th and 95th percentiles."""
+    if not sig.confidence:
+        raise ValueError("the calibration prompts produced no steps")
+    c_lo, c_hi = percentile(sig.confidence, 0.05), percentile(sig.confidence, 0.95)
+    if c_hi <= c_lo:
+        c_lo, c_hi = c_hi - 1.0, c_hi
+    gs = [g for g in sig.grounding if g is not None]
+    if gs:
+        g_lo, g_hi = percentile(gs, 0.05), percentile(gs, 0.95)
+        if g_hi <= g_lo:
+            g_lo, g_hi = g_lo - 0.01, g_lo + 0.01
+    else:
+        g_lo, g_hi = base.grounding_bounds
+    return base.merged(confidence_bounds=(c_lo, c_hi), grounding_bounds=(g_lo, g_hi))
+
+
+def _predict(sig: Signals, bounded: SpecGuardConfig) -> list[Candidate]:
+    """2. Every (beta, tau) on the grid with its predicted rate and kept incorrect steps."""
+    grounded = any(g is not None for g in sig.grounding) and bounded.use_grounding
+    cands = []
+    for beta in BETAS if grounded else (1.0,):
+        fused = sig.fused(beta, bounded)
+        for tau in sorted({round(percentile(fused, q), 4) for q in TAU_QUANTILES}):
+            kept = [r >= tau for r in fused]
+            bad = None
+            if sig.labelled:
+                wrong = [k for k, y in zip(kept, sig.labels, strict=True) if not y]
+                bad = sum(wrong) / max(len(wrong), 1)
+            cands.append(Candidate(beta, tau, 1.0 - sum(kept) / len(kept), bad))
+    return cands
+
+
 def _evaluate(
     engine: SpecGuard, items: list[Item], cfg: SpecGuardConfig
 ) -> tuple[float, float, float]:
@@ -83,6 +158,25 @@ def _evaluate(
     return sum(s.correct for s in solved) / len(solved), rate, sum(s.seconds for s in solved)
 
 
+def _keep_all_signals(
+    engine: SpecGuard, items: list[Item], base: SpecGuardConfig, progress: Progress
+) -> Signals:
+    from ..tasks.runner import solve_specguard
+
+    sig = Signals()
+    keep_all = base.merged(tau=0.0)
+    for it in items:
+        s = solve_specguard(engine, it, keep_all)
+        labels: list[bool | None] = [
+            it.check_step(i, r.draft_text).ok if it.has_step_labels else None
+            for i, r in enumerate(s.records)
+        ]
+        sig.add(s.records, labels)
+        if progress:
+            progress("signals")
+    return sig
+
+
 def calibrate(
     engine: SpecGuard,
     items: list[Item],
@@ -91,100 +185,27 @@ def calibrate(
     max_target_rate: float | None = None,
     target_rate: float | None = None,
     shortlist: int = 6,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress = None,
 ) -> CalibrationResult:
     """Fit bounds, beta and tau for `engine` on `items` (see the module doc)."""
-    from ..tasks.runner import solve_specguard
-
     if (max_target_rate is None) == (target_rate is None):
         raise ValueError("give exactly one of max_target_rate and target_rate")
-    goal = max_target_rate if max_target_rate is not None else target_rate
-    assert goal is not None
-    if not 0.0 <= goal <= 1.0:
-        raise ValueError(f"a target-call rate is in [0, 1], got {goal}")
+    goal = _check_goal(max_target_rate if max_target_rate is not None else target_rate)
     if not items:
         raise ValueError("calibration needs dev items")
     if shortlist < 1:
         raise ValueError("shortlist must be >= 1")
-
-    # 1. bounds from the draft's own signals, every step kept
-    conf, ground, labels = [], [], []
-    keep_all = base.merged(tau=0.0)
-    for it in items:
-        s = solve_specguard(engine, it, keep_all)
-        for i, r in enumerate(s.records):
-            conf.append(r.confidence)
-            ground.append(r.grounding)
-            labels.append(it.check_step(i, r.draft_text).ok if it.has_step_labels else None)
-        if progress:
-            progress("signals")
-    if not conf:
-        raise ValueError("the dev items produced no steps")
-    c_lo, c_hi = percentile(conf, 0.05), percentile(conf, 0.95)
-    if c_hi <= c_lo:
-        c_lo, c_hi = c_hi - 1.0, c_hi
-    gs = [g for g in ground if g is not None]
-    if gs:
-        g_lo, g_hi = percentile(gs, 0.05), percentile(gs, 0.95)
-        if g_hi <= g_lo:
-            g_lo, g_hi = g_lo - 0.01, g_lo + 0.01
-    else:
-        g_lo, g_hi = base.grounding_bounds
-    bounded = base.merged(confidence_bounds=(c_lo, c_hi), grounding_bounds=(g_lo, g_hi))
-
-    # 2. shortlist on the recorded steps
-    labelled = all(y is not None for y in labels)
-    cands: list[Candidate] = []
-    betas = BETAS if gs and base.use_grounding else (1.0,)
-    for beta in betas:
-        fused = []
-        for lc, g in zip(conf, ground, strict=True):
-            ln = _norm(lc, c_lo, c_hi)
-            fused.append(ln if g is None else beta * ln + (1 - beta) * _norm(g, g_lo, g_hi))
-        taus = sorted({round(percentile(fused, q), 4) for q in TAU_QUANTILES})
-        for tau in taus:
-            kept = [r >= tau for r in fused]
-            rate = 1.0 - sum(kept) / len(kept)
-            bad = None
-            if labelled:
-                wrong = [k for k, y in zip(kept, labels, strict=True) if not y]
-                bad = sum(wrong) / max(len(wrong), 1)
-            cands.append(Candidate(beta, tau, rate, bad))
-
-    def predicted_key(c: Candidate) -> tuple[float, ...]:
-        bad = c.predicted_bad_accepts if c.predicted_bad_accepts is not None else 0.0
-        if max_target_rate is not None:
-            over = max(0.0, c.predicted_target_rate - max_target_rate)
-            return (over, bad, c.predicted_target_rate)
-        return (abs(c.predicted_target_rate - goal), bad)
-
-    short = sorted(cands, key=predicted_key)[:shortlist]
-
-    # 3. choose by the measured objective
-    for c in short:
+    sig = _keep_all_signals(engine, items, base, progress)
+    bounded = fit_bounds(sig, base)  # 1.
+    short = sorted(_predict(sig, bounded), key=_predicted_key(max_target_rate, goal))[:shortlist]
+    for c in short:  # 3. measured
         c.accuracy, c.target_call_rate, c.seconds = _evaluate(
             engine, items, bounded.merged(beta=c.beta, tau=c.tau)
         )
         if progress:
             progress("candidates")
-
-    def measured_key(c: Candidate) -> tuple[float, ...]:
-        assert c.accuracy is not None and c.target_call_rate is not None
-        if max_target_rate is not None:
-            fits = c.target_call_rate <= max_target_rate + 1e-9
-            return (
-                0.0 if fits else 1.0,
-                -c.accuracy if fits else c.target_call_rate,
-                c.target_call_rate,
-            )
-        return (abs(c.target_call_rate - goal), -c.accuracy)
-
-    chosen = min(short, key=measured_key)
-    objective = (
-        {"max_target_rate": max_target_rate}
-        if max_target_rate is not None
-        else {"target_rate": goal}
-    )
+    chosen = min(short, key=_measured_key(max_target_rate, goal))
+    objective = {"max_target_rate": goal} if max_target_rate is not None else {"target_rate": goal}
     return CalibrationResult(
         config=bounded.merged(beta=chosen.beta, tau=chosen.tau),
         chosen=chosen,
@@ -192,3 +213,107 @@ def calibrate(
         objective=objective,
         dev_items=len(items),
     )
+
+
+def _predicted_key(cap: float | None, goal: float) -> Callable[[Candidate], tuple[float, ...]]:
+    def key(c: Candidate) -> tuple[float, ...]:
+        bad = c.predicted_bad_accepts if c.predicted_bad_accepts is not None else 0.0
+        if cap is not None:
+            return (max(0.0, c.predicted_target_rate - cap), bad, c.predicted_target_rate)
+        return (abs(c.predicted_target_rate - goal), bad)
+
+    return key
+
+
+def _measured_key(cap: float | None, goal: float) -> Callable[[Candidate], tuple[float, ...]]:
+    def key(c: Candidate) -> tuple[float, ...]:
+        assert c.accuracy is not None and c.target_call_rate is not None
+        if cap is not None:
+            fits = c.target_call_rate <= cap + 1e-9
+            return (
+                0.0 if fits else 1.0,
+                -c.accuracy if fits else c.target_call_rate,
+                c.target_call_rate,
+            )
+        return (abs(c.target_call_rate - goal), -c.accuracy)
+
+    return key
+
+
+# ---------------------------------------------------------------- without labels
+def read_prompts(path: str | Path) -> list[str]:
+    """Prompts from a file: JSONL (a string, or an object with a ``prompt`` field, per line) or
+    plain text (one prompt per line, ``\\n`` written as an escape)."""
+    src = Path(path)
+    lines = src.read_text(encoding="utf-8").splitlines()
+    prompts = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if src.suffix in (".jsonl", ".json"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{src}:{n}: not a JSON line: {err}") from None
+            text = obj.get("prompt") if isinstance(obj, dict) else obj
+            if not isinstance(text, str):
+                raise ValueError(f"{src}:{n}: a string or an object with a prompt string expected")
+        else:
+            text = line.replace("\\n", "\n")
+        prompts.append(text)
+    if not prompts:
+        raise ValueError(f"{src}: no prompts")
+    return prompts
+
+
+def _rate(engine: SpecGuard, prompts: list[str], cfg: SpecGuardConfig) -> float:
+    steps = [r for p in prompts for r in engine.generate(p, config=cfg).steps]
+    return sum(r.source == "target" for r in steps) / max(len(steps), 1)
+
+
+def calibrate_unlabelled(
+    engine: SpecGuard,
+    prompts: list[str],
+    base: SpecGuardConfig,
+    *,
+    target_rate: float,
+    rounds: int = 8,
+    progress: Progress = None,
+) -> CalibrationResult:
+    """Bounds from the pair's signal percentiles on `prompts`, then tau by bisection on the
+    measured target-call rate (the rate rises with tau) until it is closest to `target_rate`."""
+    goal = _check_goal(target_rate)
+    if not prompts:
+        raise ValueError("calibration needs prompts")
+    sig = Signals()
+    keep_all = base.merged(tau=0.0)
+    for p in prompts:
+        records = engine.generate(p, config=keep_all).steps
+        sig.add(records, [None] * len(records))
+    bounded = fit_bounds(sig, base)
+    fused = sorted(sig.fused(bounded.beta, bounded))
+    lo, hi = 0.0, max(1.0, fused[-1] + 1e-6)
+    tau = percentile(fused, goal) if 0.0 < goal < 1.0 else (lo if goal == 0.0 else hi)
+    tried: list[Candidate] = []
+    for _ in range(rounds):
+        rate = _rate(engine, prompts, bounded.merged(tau=tau))
+        tried.append(Candidate(bounded.beta, round(tau, 4), _share_below(fused, tau)))
+        tried[-1].target_call_rate = rate
+        if progress:
+            progress("round")
+        if abs(rate - goal) < 0.01:
+            break
+        lo, hi = (tau, hi) if rate < goal else (lo, tau)
+        tau = (lo + hi) / 2
+    chosen = min(tried, key=lambda c: abs((c.target_call_rate or 0.0) - goal))
+    return CalibrationResult(
+        config=bounded.merged(tau=chosen.tau),
+        chosen=chosen,
+        candidates=tried,
+        objective={"target_rate": goal, "labels": 0},
+        dev_items=len(prompts),
+    )
+
+
+def _share_below(fused: list[float], tau: float) -> float:
+    return sum(r < tau for r in fused) / max(len(fused), 1)

@@ -1,25 +1,31 @@
 """The SpecGuard step loop and its parts: proposer, selector, signals, policy, backends
-(local models, and remote ones behind an OpenAI-compatible server or LangChain)."""
+(local models, and remote ones behind an OpenAI-compatible server)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .backends import DraftModel, LocalDraft, LocalTarget, TargetModel
+    from .backends import DraftModel, TargetModel
+    from .endpoint import EndpointDraft, EndpointTarget
     from .lm import LocalCausalLM
+    from .local import LocalDraft, LocalTarget
     from .loop import SpecGuard, StepStream
-    from .remote import EndpointDraft, EndpointError, EndpointTarget, LangChainTarget
+    from .openai_client import EndpointError, EndpointUnreachable
+    from .policy import FusionJudge, Judge, RewardModelJudge
 
 __all__ = [
     "DraftModel",
     "EndpointDraft",
     "EndpointError",
     "EndpointTarget",
-    "LangChainTarget",
+    "EndpointUnreachable",
+    "FusionJudge",
+    "Judge",
     "LocalCausalLM",
     "LocalDraft",
     "LocalTarget",
+    "RewardModelJudge",
     "SpecGuard",
     "StepStream",
     "TargetModel",
@@ -27,14 +33,17 @@ __all__ = [
 
 _LAZY = {
     "DraftModel": ".backends",
-    "LocalDraft": ".backends",
-    "LocalTarget": ".backends",
     "TargetModel": ".backends",
-    "EndpointDraft": ".remote",
-    "EndpointError": ".remote",
-    "EndpointTarget": ".remote",
-    "LangChainTarget": ".remote",
+    "EndpointDraft": ".endpoint",
+    "EndpointTarget": ".endpoint",
+    "EndpointError": ".openai_client",
+    "EndpointUnreachable": ".openai_client",
+    "FusionJudge": ".policy",
+    "Judge": ".policy",
+    "RewardModelJudge": ".policy",
     "LocalCausalLM": ".lm",
+    "LocalDraft": ".local",
+    "LocalTarget": ".local",
     "SpecGuard": ".loop",
     "StepStream": ".loop",
 }

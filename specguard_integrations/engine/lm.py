@@ -12,6 +12,8 @@ never re-encoded and a model that sat idle catches up in one batched prefill.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import logging
 import threading
 from collections.abc import Iterator
@@ -40,7 +42,6 @@ class SeqState:
     next_hidden: torch.Tensor | None = None  # (d,) last hidden state at ids[fed - 1]
     # rollout mass vectors m_0..m_n of every fed position (see signals.propagate_mass)
     mass: list[torch.Tensor] | None = None
-    prompt_len: int = 0
 
     @property
     def pending(self) -> int:
@@ -99,19 +100,22 @@ class LocalCausalLM:
         self.tokenizer = tokenizer
         self.name = name or str(getattr(model.config, "name_or_path", "") or type(model).__name__)
         self.device = next(model.parameters()).device
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()  # one forward at a time on this model
         emb = int(model.get_input_embeddings().weight.shape[0])  # type: ignore[index]
         if len(tokenizer) > emb:
             raise ValueError(
                 f"tokenizer of {self.name} has {len(tokenizer)} tokens but the model embeds only"
                 f" {emb}: the tokenizer does not belong to this model"
             )
-        self.eos_ids = self._eos_ids()
+        self.special_texts = self._special_texts()
+        # generation ends at EOS and at any token that opens or closes a chat turn: content
+        # never runs into a new turn the model starts writing
+        self.eos_ids = self._eos_ids() | self._turn_ids()
         self.context_window = self._context_window()
         self.num_layers = int(model.config.get_text_config().num_hidden_layers)
         self._base_attn = str(getattr(model.config, "_attn_implementation", None) or "eager")
         self._attn_modules = self._find_attention_modules()
-        self.supports_attention = attention and self._can_use_eager()
+        self.supports_grounding = attention and self._can_use_eager()
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -125,20 +129,29 @@ class LocalCausalLM:
         name: str | None = None,
         **model_kwargs: Any,
     ) -> LocalCausalLM:
-        """Load a model id or local directory with `AutoModelForCausalLM.from_pretrained`."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        """Load a model id or local directory with `AutoModelForCausalLM.from_pretrained`.
+
+        `model_kwargs` go to the model's `from_pretrained` (``revision``, ``trust_remote_code``,
+        ``gguf_file``, ``device_map``, ``quantization_config``, ``attn_implementation``, ...);
+        the ones that also locate the tokenizer (`TOKENIZER_KWARGS`) go to
+        `AutoTokenizer.from_pretrained` too. With ``device_map`` the weights are placed by
+        accelerate and `device` is not applied.
+        """
+        from transformers import AutoModelForCausalLM
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # library code reports through logging, not bars
-        dev = _resolve_device(device)
+        placed = model_kwargs.get("device_map") is not None
+        dev = "cpu" if placed and device in (None, "auto") else _resolve_device(device)
         kwargs = {"dtype": _resolve_dtype(dtype, dev), **model_kwargs}
         kwargs.setdefault("attn_implementation", "sdpa")
         try:
             model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
-        except (OSError, ValueError) as err:
-            raise ValueError(f"cannot load causal LM from {name_or_path!r}: {err}") from err
-        tok = tokenizer or AutoTokenizer.from_pretrained(name_or_path)
-        model.to(dev)  # type: ignore[arg-type]
+        except Exception as err:  # transformers raises many kinds for a path that is no model
+            raise _load_error(name_or_path, err, model_kwargs) from None
+        tok = tokenizer or load_tokenizer(name_or_path, **model_kwargs)
+        if not placed:
+            model.to(dev)  # type: ignore[arg-type]
         return cls(model, tok, name=name or str(name_or_path))
 
     def _eos_ids(self) -> frozenset[int]:
@@ -149,6 +162,35 @@ class LocalCausalLM:
                 ids.add(src)
             elif isinstance(src, (list, tuple)):
                 ids.update(int(i) for i in src)
+        return frozenset(ids)
+
+    def _special_texts(self) -> tuple[str, ...]:
+        """Texts of the special tokens, longest first (for removing them from content)."""
+        added = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
+        texts = {str(t.content) for t in added.values() if getattr(t, "special", False)}
+        texts |= {str(t) for t in getattr(self.tokenizer, "all_special_tokens", [])}
+        return tuple(sorted((t for t in texts if t), key=len, reverse=True))
+
+    def _turn_ids(self) -> frozenset[int]:
+        """Special tokens the chat template writes around turns (role markers, end of turn)."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            return frozenset()
+        convo = [
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b"},
+            {"role": "user", "content": "c"},
+        ]
+        try:
+            text = str(self.tokenizer.apply_chat_template(convo, tokenize=False))
+        except Exception:  # a template that rejects this conversation gives no turn tokens
+            return frozenset()
+        bos = getattr(self.tokenizer, "bos_token", None)
+        ids = set()
+        for tok in self.special_texts:
+            if tok in text and tok != bos:
+                tid = self.tokenizer.convert_tokens_to_ids(tok)
+                if isinstance(tid, int) and tid >= 0:
+                    ids.add(tid)
         return frozenset(ids)
 
     def _context_window(self) -> int:
@@ -212,28 +254,37 @@ class LocalCausalLM:
     def decode(self, ids: list[int]) -> str:
         return str(self.tokenizer.decode(ids, skip_special_tokens=False))
 
+    @functools.cached_property
+    def vocab_id(self) -> str:
+        """A digest of the vocabulary: equal digests mean token ids can be exchanged with the
+        other model without re-tokenising."""
+        vocab = sorted(self.tokenizer.get_vocab().items())
+        return hashlib.sha256(repr(vocab).encode("utf-8")).hexdigest()
+
     def same_vocab(self, other: LocalCausalLM) -> bool:
         """True when token ids can be exchanged with `other` without re-tokenising."""
-        if self.tokenizer is other.tokenizer:
-            return True
-        return bool(self.tokenizer.get_vocab() == other.tokenizer.get_vocab())
+        return self.tokenizer is other.tokenizer or self.vocab_id == other.vocab_id
 
     def render_chat(self, messages: list[dict[str, Any]], *, tools: list[Any] | None = None) -> str:
         """The chat template applied to messages, with the assistant turn opened."""
         if not getattr(self.tokenizer, "chat_template", None):
             raise ValueError(f"tokenizer of {self.name} has no chat template")
-        return str(
-            self.tokenizer.apply_chat_template(
+        try:
+            text = self.tokenizer.apply_chat_template(
                 messages, tools=tools, tokenize=False, add_generation_prompt=True
             )
-        )
+        except Exception as err:  # jinja raises its own errors (raise_exception, undefined)
+            raise ValueError(
+                f"the chat template of {self.name} cannot render these messages: {err}"
+            ) from None
+        return str(text)
 
     # ---------------------------------------------------------------- state
     def new_state(self, ids: list[int]) -> SeqState:
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.model.config)
-        return SeqState(ids=list(ids), cache=cache, prompt_len=len(ids))
+        return SeqState(ids=list(ids), cache=cache)
 
     def feed(self, state: SeqState, *, rollout_layers: int = 0, hidden: bool = False) -> FeedOut:
         """Run the model over `ids[fed:]`, extending the cache; all or nothing.
@@ -252,17 +303,17 @@ class LocalCausalLM:
         chunk = ATTENTION_CHUNK if rollout_layers else max(len(new), 1)
         logits, hiddens, rows = [], [], []
         try:
-            with self._lock, torch.inference_mode():
+            with self.lock, torch.inference_mode():
                 for lo in range(0, len(new), chunk):
                     piece = torch.tensor([new[lo : lo + chunk]], device=self.device)
-                    out = self._forward(piece, state.cache, rollout_layers, hidden)
+                    out = self.forward(piece, state.cache, rollout_layers, hidden)
                     logits.append(out.logits)
                     if out.hidden is not None:
                         hiddens.append(out.hidden)
                     if out.rows is not None:
                         rows.append(out.rows[0])
         except BaseException:
-            self._crop(state.cache, start)
+            self.crop(state.cache, start)
             raise
         state.fed = len(state.ids)
         result = FeedOut(logits=torch.cat(logits))
@@ -274,7 +325,7 @@ class LocalCausalLM:
         state.next_logits = result.logits[-1]
         return result
 
-    def _forward(self, ids: torch.Tensor, cache: Any, rollout_layers: int, hidden: bool) -> FeedOut:
+    def forward(self, ids: torch.Tensor, cache: Any, rollout_layers: int, hidden: bool) -> FeedOut:
         """One forward of `ids` `(B, T)` with the cache; logits `(B*T, V)` when B == 1."""
         captured: list[torch.Tensor | None] = []
         handles = []
@@ -318,8 +369,8 @@ class LocalCausalLM:
         """Decode one token per row: `(B,)` tokens -> logits `(B, V)`, hidden `(B, d)` or None."""
         import torch
 
-        with self._lock, torch.inference_mode():
-            out = self._forward(tokens.view(-1, 1), cache, 0, hidden)
+        with self.lock, torch.inference_mode():
+            out = self.forward(tokens.view(-1, 1), cache, 0, hidden)
         if tokens.numel() == 1:
             return out.logits[-1:], None if out.hidden is None else out.hidden[-1:]
         return out.logits, out.hidden
@@ -329,7 +380,7 @@ class LocalCausalLM:
         if length > len(state.ids):
             raise ValueError(f"cannot roll back to {length} > {len(state.ids)} ids")
         if state.fed > length:
-            self._crop(state.cache, length)
+            self.crop(state.cache, length)
             state.fed = length
             state.next_logits = None
             state.next_hidden = None
@@ -338,7 +389,7 @@ class LocalCausalLM:
             state.mass = [m[:length] for m in state.mass]
 
     @staticmethod
-    def _crop(cache: Any, length: int) -> None:
+    def crop(cache: Any, length: int) -> None:
         extra = cache.get_seq_length() - length
         if extra > 0:
             cache.crop(-extra)
@@ -351,6 +402,52 @@ class LocalCausalLM:
         twin.layers = [copy.copy(layer) for layer in cache.layers]
         twin.batch_repeat_interleave(k)
         return twin
+
+
+# from_pretrained options that locate the tokenizer as well as the weights
+TOKENIZER_KWARGS = (
+    "revision",
+    "trust_remote_code",
+    "gguf_file",
+    "subfolder",
+    "cache_dir",
+    "token",
+    "local_files_only",
+)
+
+
+def load_tokenizer(name_or_path: str, **kwargs: Any) -> PreTrainedTokenizerBase:
+    """`AutoTokenizer.from_pretrained` with the options of `TOKENIZER_KWARGS` taken from
+    `kwargs` (a GGUF file carries its tokenizer: ``gguf_file`` loads it from there)."""
+    from transformers import AutoTokenizer
+
+    picked = {k: kwargs[k] for k in TOKENIZER_KWARGS if k in kwargs}
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path, **picked)
+    except Exception as err:
+        raise ValueError(f"cannot load the tokenizer of {name_or_path!r}: {_reason(err)}") from None
+
+
+def _reason(err: BaseException) -> str:
+    """An error's message without hints that do not apply here (torch suggests unsafe
+    ``weights_only=False`` loading for a file that is not a checkpoint)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if "weights_only" in str(err) or type(err).__name__ == "UnpicklingError":
+        return "not a model checkpoint"
+    return text[:300]
+
+
+def _load_error(path: str, err: BaseException, kwargs: dict[str, Any]) -> ValueError:
+    import os
+
+    if os.path.isfile(path):
+        hint = (
+            "a file, not a model directory; for a GGUF file pass its directory and gguf_file=NAME"
+            if str(path).endswith(".gguf")
+            else "a file, not a model directory"
+        )
+        return ValueError(f"cannot load causal LM from {path!r}: {hint}")
+    return ValueError(f"cannot load causal LM from {path!r}: {_reason(err)}")
 
 
 class AttentionUnavailable(RuntimeError):

@@ -9,7 +9,8 @@ Per step i, with ctx = prompt + accepted steps:
 5. commit   the draft step, or discard it and let the target write the step from ctx.
 
 Generation stops at EOS, a final-answer line, a tool call, a stop sequence, `max_steps` or
-`max_new_tokens`.
+`max_new_tokens`. The loop knows the backends only by their protocols (`backends.py`) and the
+verdict only by its `Judge` (`policy.py`).
 """
 
 from __future__ import annotations
@@ -21,25 +22,33 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import SpecGuardConfig
 from ..segmentation import make_segmenter
-from ..types import FinishReason, GenerationResult, PhaseTimes, StepFinish, StepRecord
+from ..types import (
+    FinishReason,
+    GenerationResult,
+    PhaseTimes,
+    StepFinish,
+    StepRecord,
+    StepSource,
+)
 from .backends import (
     DecodeSettings,
     DraftModel,
     DraftSession,
-    LocalDraft,
-    LocalTarget,
+    SignalSettings,
     StepSignals,
-    StepVerifier,
     TargetModel,
     TargetSession,
+    as_draft,
+    as_target,
+    check_prompt_text,
+    check_text,
 )
-from .lm import LocalCausalLM
-from .policy import Verdict, decide
-from .proposer import Candidate
-from .selection import select
+from .policy import FusionJudge, Judge, Verdict
 
 if TYPE_CHECKING:
     import torch
+
+    from .proposer import Candidate
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +81,51 @@ class StepStream(Iterator[StepRecord]):
         self._gen.close()
 
 
+def normalise_stop(stop: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """Stop sequences as a tuple: one string is one stop (not one per character)."""
+    if stop is None:
+        return ()
+    items = (stop,) if isinstance(stop, str) else stop
+    if not isinstance(items, (list, tuple)):
+        raise TypeError(f"stop must be a string or a list of strings, got {type(stop).__name__}")
+    for i, s in enumerate(items):
+        if not isinstance(s, str):
+            raise TypeError(f"stop[{i}] must be a string, got {type(s).__name__}: {s!r}")
+        if not s:
+            raise ValueError(f"stop[{i}] is empty: stop sequences must be non-empty strings")
+        check_text(s, f"stop[{i}]")
+    return tuple(items)
+
+
+class _Transcript:
+    """The committed steps: text, token count, records, and the tail a stop may span."""
+
+    def __init__(self, stop: tuple[str, ...]) -> None:
+        self.stop = stop
+        self.pieces: list[str] = []
+        self.records: list[StepRecord] = []
+        self.tokens = 0
+
+    @property
+    def tail(self) -> str:
+        if not self.stop:
+            return ""
+        return "".join(self.pieces)[-max(len(s) for s in self.stop) + 1 :]
+
+    def add(self, record: StepRecord) -> None:
+        self.records.append(record)
+        self.pieces.append(record.text)
+        self.tokens += record.num_tokens
+
+    def text(self, finish: FinishReason) -> str:
+        text = "".join(self.pieces)
+        if finish == "stop":
+            # a stop sequence may begin in an earlier step: cut the whole text before it
+            hits = [i for i in (text.find(s) for s in self.stop) if i >= 0]
+            text = text[: min(hits)] if hits else text
+        return text
+
+
 class SpecGuard:
     """Step-level speculative decoding with a draft verified by its own attention and confidence.
 
@@ -79,32 +133,22 @@ class SpecGuard:
         draft: the small model (`LocalCausalLM` or any `DraftModel`).
         target: the large model (`LocalCausalLM` or any `TargetModel`).
         config: defaults for every call; a call may pass its own.
-        verifier: replaces step 4 with an external judge (reward-guided speculative decoding,
-            RSD): r = verifier.score(ctx, step), accept iff r >= tau. The draft signals are still
-            read and recorded. None (default) is SpecGuard.
+        judge: step 4. None (default) is SpecGuard's fused signals against tau
+            (`FusionJudge`); `RewardModelJudge(prm)` is reward-guided speculative decoding.
     """
 
     def __init__(
         self,
-        draft: DraftModel | LocalCausalLM,
-        target: TargetModel | LocalCausalLM,
+        draft: DraftModel | Any,
+        target: TargetModel | Any,
         config: SpecGuardConfig | None = None,
         *,
-        verifier: StepVerifier | None = None,
+        judge: Judge | None = None,
     ) -> None:
-        self.verifier = verifier
-        self.draft: DraftModel = (
-            LocalDraft(draft) if isinstance(draft, LocalCausalLM) else draft  # type: ignore[assignment]
-        )
-        self.target: TargetModel = (
-            LocalTarget(target) if isinstance(target, LocalCausalLM) else target
-        )
+        self.draft: DraftModel = as_draft(draft)
+        self.target: TargetModel = as_target(target)
         self.config = config or SpecGuardConfig()
-        d, t = getattr(self.draft, "lm", None), getattr(self.target, "lm", None)
-        self.shared_vocab = isinstance(d, LocalCausalLM) and isinstance(t, LocalCausalLM)
-        if self.shared_vocab:
-            assert isinstance(d, LocalCausalLM) and isinstance(t, LocalCausalLM)
-            self.shared_vocab = d.same_vocab(t)
+        self.judge: Judge = judge or FusionJudge()
         if not self.draft.supports_grounding:
             log.warning(
                 "draft %s gives no attention: SpecGuard runs confidence-only", self.draft.name
@@ -119,12 +163,25 @@ class SpecGuard:
         *,
         device: str | None = "auto",
         dtype: Any = "auto",
+        draft_kwargs: dict[str, Any] | None = None,
+        target_kwargs: dict[str, Any] | None = None,
     ) -> SpecGuard:
-        """Load both models from Hugging Face ids or local directories."""
-        return cls(
-            LocalCausalLM.from_pretrained(draft, device=device, dtype=dtype),
-            LocalCausalLM.from_pretrained(target, device=device, dtype=dtype),
+        """Load both models from Hugging Face ids or local directories.
+
+        `draft_kwargs` / `target_kwargs` go to `from_pretrained` of each model and tokenizer
+        (`revision`, `trust_remote_code`, `gguf_file`, `device_map`, `quantization_config`,
+        `attn_implementation`, ...).
+        """
+        from ..registry import load_pair
+
+        return load_pair(
+            draft,
+            target,
             config,
+            device=device,
+            dtype=dtype,
+            draft_kwargs=draft_kwargs,
+            target_kwargs=target_kwargs,
         )
 
     # ------------------------------------------------------------------ public
@@ -133,12 +190,17 @@ class SpecGuard:
         prompt: str,
         *,
         config: SpecGuardConfig | None = None,
-        stop: list[str] | tuple[str, ...] | None = None,
+        stop: str | list[str] | tuple[str, ...] | None = None,
         add_special_tokens: bool = True,
+        timeout: float | None = None,
     ) -> GenerationResult:
         """Run the step loop to the end and return the text, the step records and totals."""
         stream = self.stream(
-            prompt, config=config, stop=stop, add_special_tokens=add_special_tokens
+            prompt,
+            config=config,
+            stop=stop,
+            add_special_tokens=add_special_tokens,
+            timeout=timeout,
         )
         for _ in stream:
             pass
@@ -150,150 +212,82 @@ class SpecGuard:
         prompt: str,
         *,
         config: SpecGuardConfig | None = None,
-        stop: list[str] | tuple[str, ...] | None = None,
+        stop: str | list[str] | tuple[str, ...] | None = None,
         add_special_tokens: bool = True,
+        timeout: float | None = None,
     ) -> StepStream:
-        """Yield each step record as soon as it is decided; `.result` holds the totals after."""
+        """Yield each step record as soon as it is decided; `.result` holds the totals after.
+
+        `timeout`: seconds the generation may run; past it, it stops before the next step and
+        raises `TimeoutError` (the steps already yielded stand).
+        """
+        check_prompt_text(prompt)
+        stops = normalise_stop(stop)
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         cfg = config or self.config
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
-        if not prompt.strip():
-            raise ValueError("prompt is empty")
-        if stop is not None and any(not s for s in stop):
-            raise ValueError("stop sequences must be non-empty strings")
-        return StepStream(self._run(prompt, cfg, tuple(stop or ()), add_special_tokens))
+        return StepStream(self._run(prompt, cfg, stops, add_special_tokens, timeout))
 
     # ------------------------------------------------------------------ loop
     def _run(
-        self, prompt: str, cfg: SpecGuardConfig, stop: tuple[str, ...], special: bool
+        self,
+        prompt: str,
+        cfg: SpecGuardConfig,
+        stop: tuple[str, ...],
+        special: bool,
+        timeout: float | None,
     ) -> Generator[StepRecord, None, GenerationResult]:
         t0 = time.perf_counter()
-        draft = self.draft.start(prompt, cfg, add_special_tokens=special)
+        draft = self.draft.start(
+            prompt, SignalSettings.from_config(cfg), add_special_tokens=special
+        )
         target = self.target.start(prompt, add_special_tokens=special)
-        gen_d, gen_t = self._generators(cfg)
-        segmenter = make_segmenter(cfg.segmenter, cfg.final_answer_markers)
-        records: list[StepRecord] = []
-        pieces: list[str] = []
-        used = 0
+        gen_d, gen_t = _generators(cfg.seed, draft.device, target.device)
+        segmenter = make_segmenter(cfg.segmenter, cfg.final_answer_markers, cfg.tool_call_format)
+        done = _Transcript(stop)
         finish: FinishReason = "max_steps"
         for i in range(cfg.max_steps):
-            room = self._room(draft, target, used)
-            max_tokens = min(cfg.max_step_tokens, cfg.max_new_tokens - used, room)
-            if max_tokens <= 0:
-                finish = "max_new_tokens" if used >= cfg.max_new_tokens else "context_window"
+            if timeout is not None and time.perf_counter() - t0 > timeout:
+                raise TimeoutError(f"generation ran past timeout={timeout}s after {i} steps")
+            room = min(draft.tokens_left, target.tokens_left)
+            budget = min(cfg.max_step_tokens, cfg.max_new_tokens - done.tokens, room)
+            if budget <= 0:
+                finish = "max_new_tokens" if done.tokens >= cfg.max_new_tokens else "context_window"
                 break
             times = PhaseTimes()
-            tail = "".join(pieces)[-max((len(s) for s in stop), default=1) + 1 :] if stop else ""
             settings = DecodeSettings(
-                cfg.k, cfg.temperature, cfg.top_p, max_tokens, segmenter, stop, tail
+                cfg.k, cfg.temperature, cfg.top_p, budget, segmenter, stop, done.tail
             )
-            # 1. propose
-            t = time.perf_counter()
-            candidates = draft.propose(settings, gen_d)
-            times.propose = time.perf_counter() - t
-            # 2. select
-            t = time.perf_counter()
-            j = self._select(candidates)
-            chosen = candidates[j]
-            times.select = time.perf_counter() - t
-            # 3. score
-            t = time.perf_counter()
-            sig = draft.score(chosen)
-            times.score = time.perf_counter() - t
-            # 4. decide
-            t = time.perf_counter()
-            verdict = self._decide(sig, cfg)
-            if self.verifier is not None:
-                reward = self.verifier.score(prompt + "".join(pieces), chosen.text)
-                verdict = Verdict(
-                    verdict.confidence_norm, verdict.grounding_norm, reward, reward >= cfg.tau
-                )
-            times.decide = time.perf_counter() - t
+            with times.timed("propose"):  # 1. propose
+                candidates = draft.propose(settings, gen_d)
+            with times.timed("select"):  # 2. select
+                j = draft.select(candidates)
+            with times.timed("score"):  # 3. score
+                sig = draft.score(candidates[j])
+            with times.timed("decide"):  # 4. decide
+                context = prompt + "".join(done.pieces)
+                verdict = self.judge.judge(sig, context, candidates[j].text, cfg)
             # 5. commit or fall back
             step, source = self._commit_or_fall_back(
-                verdict, chosen, draft, target, cfg, settings, gen_t, times
+                verdict, candidates[j], draft, target, settings, cfg, gen_t, times
             )
-            ends = step.finish in _ENDS_GENERATION
-            used += step.num_tokens
-            if source == "target" and not ends:
-                t = time.perf_counter()
-                draft.append(step.text, step.ids if self.shared_vocab else None)
-                times.commit += time.perf_counter() - t
-            record = self._record(i, step, source, chosen, j, len(candidates), sig, verdict, cfg)
-            if self.verifier is not None:
-                record.signals = "reward_model"
-            record.times = times
-            records.append(record)
-            pieces.append(step.text)
-            yield record
-            if ends:
+            done.add(_record(i, step, source, candidates, j, sig, verdict, cfg, times))
+            yield done.records[-1]
+            if step.finish in _ENDS_GENERATION:
                 finish = _ENDS_GENERATION[step.finish]
                 break
-            if used >= cfg.max_new_tokens:
+            if done.tokens >= cfg.max_new_tokens:
                 finish = "max_new_tokens"
                 break
-        text = "".join(pieces)
-        if finish == "stop":
-            # a stop sequence may begin in an earlier step: cut the whole text before it
-            text = (
-                text[: min(i for i in (text.find(s) for s in stop) if i >= 0)]
-                if any(s in text for s in stop)
-                else text
-            )
         return GenerationResult(
             prompt=prompt,
-            text=text,
-            steps=records,
+            text=done.text(finish),
+            steps=done.records,
             finish_reason=finish,
             # a remote target reports its count only once called; until then the draft's count
             prompt_tokens=target.prompt_tokens or draft.prompt_tokens,
             draft_prompt_tokens=draft.prompt_tokens,
             wall_time=time.perf_counter() - t0,
-        )
-
-    def _generators(self, cfg: SpecGuardConfig) -> tuple[torch.Generator, torch.Generator]:
-        import torch
-
-        seed = cfg.seed if cfg.seed is not None else int(torch.seed() % (2**31))
-        d_dev = getattr(getattr(self.draft, "lm", None), "device", "cpu")
-        t_dev = getattr(getattr(self.target, "lm", None), "device", "cpu")
-        return (
-            torch.Generator(device=d_dev).manual_seed(seed),
-            torch.Generator(device=t_dev).manual_seed(seed + 1),
-        )
-
-    def _room(self, draft: DraftSession, target: TargetSession, used: int) -> int:
-        """Tokens left before either model's context window is full (a margin of 1 for EOS)."""
-        rooms = []
-        for backend, session in ((self.draft, draft), (self.target, target)):
-            lm = getattr(backend, "lm", None)
-            state = getattr(session, "state", None)
-            if isinstance(lm, LocalCausalLM) and state is not None:
-                rooms.append(lm.context_window - len(state.ids) - 1)
-        return min(rooms) if rooms else 1 << 30
-
-    # 2. select
-    @staticmethod
-    def _select(candidates: list[Candidate]) -> int:
-        import torch
-
-        if len(candidates) == 1:
-            return 0
-        emb = [c.embedding for c in candidates]
-        if any(e is None for e in emb):
-            return 0
-        return select(torch.stack([e for e in emb if e is not None]))
-
-    # 4. decide
-    @staticmethod
-    def _decide(sig: StepSignals, cfg: SpecGuardConfig) -> Verdict:
-        return decide(
-            sig.confidence,
-            sig.grounding if cfg.use_grounding else None,
-            beta=cfg.beta,
-            tau=cfg.tau,
-            confidence_bounds=cfg.confidence_bounds,
-            grounding_bounds=cfg.grounding_bounds,
         )
 
     # 5. commit or fall back
@@ -303,22 +297,23 @@ class SpecGuard:
         chosen: Candidate,
         draft: DraftSession,
         target: TargetSession,
-        cfg: SpecGuardConfig,
         settings: DecodeSettings,
+        cfg: SpecGuardConfig,
         gen_t: torch.Generator,
         times: PhaseTimes,
-    ) -> tuple[Candidate, str]:
-        t = time.perf_counter()
+    ) -> tuple[Candidate, StepSource]:
+        """Keep the draft step, or discard it and have the target write the step from ctx."""
+        shared = draft.shares_vocab_with(target)
         if verdict.accept:
-            draft.accept()
-            target.append(chosen.text, chosen.ids if self.shared_vocab else None)
-            times.commit = time.perf_counter() - t
+            with times.timed("commit"):
+                draft.accept()
+                target.append(chosen.text, chosen.ids if shared else None)
             return chosen, "draft"
-        draft.reject()
-        times.commit = time.perf_counter() - t
-        t = time.perf_counter()
+        with times.timed("commit"):
+            draft.reject()
         greedy = cfg.target_mode == "greedy"
-        target_settings = DecodeSettings(
+        speculate = cfg.target_speculation if greedy and shared else 0
+        fallback = DecodeSettings(
             k=cfg.effective_target_k,
             temperature=0.0 if greedy else max(cfg.temperature, 1e-5),
             top_p=1.0 if greedy else cfg.top_p,
@@ -326,41 +321,59 @@ class SpecGuard:
             segmenter=settings.segmenter,
             stop=settings.stop,
             stop_tail=settings.stop_tail,
-            speculate=cfg.target_speculation if greedy and self.shared_vocab else 0,
+            target_speculation=speculate,
         )
-        step = target.write_step(target_settings, gen_t, assistant=draft)
-        times.target = time.perf_counter() - t
+        with times.timed("target"):
+            step = target.write_step(fallback, gen_t, draft.assist() if speculate else None)
+        if step.finish not in _ENDS_GENERATION:
+            with times.timed("commit"):
+                draft.append(step.text, step.ids if shared else None)
         return step, "target"
 
-    @staticmethod
-    def _record(
-        i: int,
-        step: Candidate,
-        source: str,
-        chosen: Candidate,
-        j: int,
-        k: int,
-        sig: StepSignals,
-        verdict: Verdict,
-        cfg: SpecGuardConfig,
-    ) -> StepRecord:
-        return StepRecord(
-            step_index=i,
-            text=step.text,
-            source="draft" if source == "draft" else "target",
-            num_tokens=step.num_tokens,
-            decision="accept" if verdict.accept else "reject",
-            signals="confidence_only" if verdict.grounding_norm is None else "grounding+confidence",
-            grounding=sig.grounding if verdict.grounding_norm is not None else None,
-            confidence=sig.confidence,
-            grounding_norm=verdict.grounding_norm,
-            confidence_norm=verdict.confidence_norm,
-            fused=verdict.fused,
-            threshold=cfg.tau,
-            beta=cfg.beta,
-            draft_text=chosen.text,
-            draft_tokens=chosen.num_tokens,
-            num_candidates=k,
-            selected_candidate=j,
-            finish=step.finish,
-        )
+
+def _generators(
+    seed: int | None, draft_device: Any, target_device: Any
+) -> tuple[torch.Generator, torch.Generator]:
+    """Per-generation sampling generators (the target's seeded one above the draft's)."""
+    import torch
+
+    seed = seed if seed is not None else int(torch.seed() % (2**31))
+    return (
+        torch.Generator(device=draft_device).manual_seed(seed),
+        torch.Generator(device=target_device).manual_seed(seed + 1),
+    )
+
+
+def _record(
+    i: int,
+    step: Candidate,
+    source: StepSource,
+    candidates: list[Candidate],
+    j: int,
+    sig: StepSignals,
+    verdict: Verdict,
+    cfg: SpecGuardConfig,
+    times: PhaseTimes,
+) -> StepRecord:
+    chosen = candidates[j]
+    return StepRecord(
+        step_index=i,
+        text=step.text,
+        source=source,
+        num_tokens=step.num_tokens,
+        decision="accept" if verdict.accept else "reject",
+        signals=verdict.signals,
+        grounding=sig.grounding if verdict.grounding_norm is not None else None,
+        confidence=sig.confidence,
+        grounding_norm=verdict.grounding_norm,
+        confidence_norm=verdict.confidence_norm,
+        fused=verdict.fused,
+        threshold=cfg.tau,
+        beta=cfg.beta,
+        draft_text=chosen.text,
+        draft_tokens=chosen.num_tokens,
+        num_candidates=len(candidates),
+        selected_candidate=j,
+        finish=step.finish,
+        times=times,
+    )

@@ -12,7 +12,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from .backends import check_prompt
+from .local import check_prompt
 from .proposer import sample_next
 
 if TYPE_CHECKING:
@@ -32,6 +32,10 @@ class PlainResult:
     prompt_tokens: int
     completion_tokens: int = 0
     tokens: list[str] = field(default_factory=list)  # decoded piece per token
+
+
+class GenerationCancelled(RuntimeError):
+    """`cancelled` returned True: the generation stopped between tokens."""
 
 
 def _held_back(text: str, stop: tuple[str, ...]) -> int:
@@ -61,7 +65,7 @@ def plain_stream(
     """Yield text deltas as they become final; return the `PlainResult`.
 
     `max_tokens` is lowered to the room left in the context window. `cancelled` is polled
-    between tokens; when it returns True a `RuntimeError` ends the generation.
+    between tokens; when it returns True `GenerationCancelled` ends the generation.
     """
     import torch
 
@@ -79,7 +83,7 @@ def plain_stream(
     stop_reason: str | None = None
     for t in range(max_tokens):
         if cancelled is not None and cancelled():
-            raise RuntimeError("generation cancelled")
+            raise GenerationCancelled("generation cancelled")
         tok = sample_next(logits, temperature, top_p, generator)  # (1,)
         tid = int(tok[0])
         if tid in lm.eos_ids:
@@ -125,14 +129,3 @@ def plain_stream(
         completion_tokens=len(ids),
         tokens=pieces,
     )
-
-
-def plain_generate(lm: LocalCausalLM, prompt: str, **kwargs: object) -> PlainResult:
-    """`plain_stream` run to the end."""
-    gen = plain_stream(lm, prompt, **kwargs)  # type: ignore[arg-type]
-    while True:
-        try:
-            next(gen)
-        except StopIteration as done:
-            result: PlainResult = done.value
-            return result

@@ -8,6 +8,7 @@ The same routine writes the target's fallback step (greedy: k = 1, temperature 0
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,26 +23,27 @@ if TYPE_CHECKING:
 
 @dataclass
 class Candidate:
-    """One sampled step: its kept tokens (EOS excluded), text, and why it ended."""
+    """One sampled step: its kept tokens (EOS excluded), text, and why it ended.
+
+    A remote model's step has no ids; its writer counted its tokens (`num_tokens`).
+    """
 
     ids: list[int]
     text: str
     finish: StepFinish
-    eos: bool = False  # the step ended with the model's EOS (scored, not part of the text)
-    eos_id: int | None = None
+    eos_id: int | None = None  # the EOS that ended the step (scored, not part of the text)
     embedding: torch.Tensor | None = None  # (d,) mean hidden state over the step
     fed: int = 0  # kept tokens already in the cache after sampling (k = 1 with keep_cache)
-    count: int | None = None  # token count when no ids are known (a remote model's step)
+    num_tokens: int = -1  # tokens of the step in its writer's tokenizer (default: len(ids))
 
-    @property
-    def num_tokens(self) -> int:
-        """Tokens of the step in its writer's tokenizer."""
-        return self.count if self.count is not None else len(self.ids)
+    def __post_init__(self) -> None:
+        if self.num_tokens < 0:
+            self.num_tokens = len(self.ids)
 
     @property
     def scored_ids(self) -> list[int]:
         """Tokens the draft is judged on: the step, plus EOS when it chose to stop."""
-        return self.ids + ([self.eos_id] if self.eos and self.eos_id is not None else [])
+        return self.ids + ([self.eos_id] if self.eos_id is not None else [])
 
 
 def sample_next(
@@ -113,6 +115,72 @@ def _tokens_covering(lm: LocalCausalLM, ids: list[int], chars: int) -> int:
     return len(ids)
 
 
+class _Rows:
+    """The k candidate steps being sampled: tokens per row, which rows ended, hidden states."""
+
+    def __init__(
+        self,
+        lm: LocalCausalLM,
+        k: int,
+        cut: Callable[[list[int]], tuple[int, str, StepFinish] | None],
+        first_hidden: torch.Tensor | None,
+    ) -> None:
+        self.lm, self.cut = lm, cut
+        self.toks: list[list[int]] = [[] for _ in range(k)]
+        self.ended: list[Candidate | None] = [None] * k
+        self.hidden: list[list[torch.Tensor]] | None = (
+            None if first_hidden is None else [[first_hidden] for _ in range(k)]
+        )
+
+    @property
+    def done(self) -> bool:
+        return all(r is not None for r in self.ended)
+
+    def take(self, nxt: torch.Tensor) -> None:
+        """Append each open row's sampled token `(k,)`; close rows at EOS or a step end."""
+        for i, (row, end) in enumerate(zip(self.toks, self.ended, strict=True)):
+            if end is not None:
+                continue
+            tok = int(nxt[i])
+            if tok in self.lm.eos_ids:
+                self.ended[i] = Candidate(row, self.lm.decode(row), "eos", eos_id=tok)
+                continue
+            row.append(tok)
+            cut = self.cut(row)
+            if cut is not None:
+                n, text, finish = cut
+                self.ended[i] = Candidate(row[:n], text, finish)
+
+    def last_tokens(self) -> list[int]:
+        """The token each row feeds next (ended rows feed EOS as padding; they are ignored)."""
+        fill = min(self.lm.eos_ids) if self.lm.eos_ids else 0
+        return [
+            t[-1] if r is None and t else fill for t, r in zip(self.toks, self.ended, strict=True)
+        ]
+
+    def add_hidden(self, h: torch.Tensor | None) -> None:
+        """`(k, d)` hidden states of the tokens just fed, kept for rows still open."""
+        if h is None or self.hidden is None:
+            return
+        for i, end in enumerate(self.ended):
+            if end is None:
+                self.hidden[i].append(h[i])
+
+    def candidates(self) -> list[Candidate]:
+        """Every row as a candidate (rows still open were cut at max_tokens), with its mean
+        hidden state over the scored tokens when hidden states were kept."""
+        import torch
+
+        out = []
+        for i, row in enumerate(self.toks):
+            cand = self.ended[i] or Candidate(row, self.lm.decode(row), "max_step_tokens")
+            if self.hidden is not None:
+                n = max(1, len(cand.scored_ids))
+                cand.embedding = torch.stack(self.hidden[i][:n]).mean(dim=0)  # (d,)
+            out.append(cand)
+        return out
+
+
 def sample_steps(
     lm: LocalCausalLM,
     state: SeqState,
@@ -138,66 +206,38 @@ def sample_steps(
 
     if state.pending or state.next_logits is None:
         raise ValueError("sample_steps needs a state whose ids are all fed")
-    if embed and k > 1 and state.next_hidden is None:
+    want_hidden = embed and k > 1
+    if want_hidden and state.next_hidden is None:
         raise ValueError("embedding candidates needs the last hidden state of the context")
     base = state.fed
     cache = state.cache if k == 1 else lm.repeat_cache(state.cache, k)
     logits = state.next_logits.unsqueeze(0).expand(k, -1)  # (k, V)
-    eos_fill = min(lm.eos_ids) if lm.eos_ids else 0
-    toks: list[list[int]] = [[] for _ in range(k)]
-    hid: list[list[torch.Tensor]] = [[] for _ in range(k)]
-    result: list[Candidate | None] = [None] * k
-    want_hidden = embed and k > 1
-    if want_hidden:
-        assert state.next_hidden is not None
-        for row in hid:
-            row.append(state.next_hidden)
+    rows = _Rows(
+        lm,
+        k,
+        lambda ids: cut_step(lm, ids, segmenter, stop, stop_tail),
+        state.next_hidden if want_hidden else None,
+    )
     fed_rows = 0  # tokens fed per row so far
     try:
         for t in range(max_tokens):
-            nxt = sample_next(logits, temperature, top_p, generator)  # (k,)
-            for i in range(k):
-                if result[i] is not None:
-                    continue
-                tok = int(nxt[i])
-                if tok in lm.eos_ids:
-                    result[i] = Candidate(toks[i], lm.decode(toks[i]), "eos", eos=True, eos_id=tok)
-                    continue
-                toks[i].append(tok)
-                cut = cut_step(lm, toks[i], segmenter, stop, stop_tail)
-                if cut is not None:
-                    n, text, finish = cut
-                    result[i] = Candidate(toks[i][:n], text, finish)
-            if t == max_tokens - 1 or all(r is not None for r in result):
+            rows.take(sample_next(logits, temperature, top_p, generator))  # (k,)
+            if t == max_tokens - 1 or rows.done:
                 break
-            feed = torch.tensor(
-                [t[-1] if r is None and t else eos_fill for t, r in zip(toks, result, strict=True)],
-                device=lm.device,
-            )
+            feed = torch.tensor(rows.last_tokens(), device=lm.device)  # (k,)
             logits, h = lm.step_batch(feed, cache, hidden=want_hidden)
             fed_rows += 1
-            if h is not None:
-                for i in range(k):
-                    if result[i] is None:
-                        hid[i].append(h[i])
+            rows.add_hidden(h)
     except BaseException:
         if k == 1:
-            lm._crop(cache, base)
+            lm.crop(cache, base)
         raise
-    if k == 1 and not keep_cache:
-        lm._crop(cache, base)
-    out: list[Candidate] = []
-    for i in range(k):
-        cand = result[i] or Candidate(toks[i], lm.decode(toks[i]), "max_step_tokens")
-        if want_hidden:
-            n = max(1, len(cand.scored_ids))
-            cand.embedding = torch.stack(hid[i][:n]).mean(dim=0)
-        out.append(cand)
-    if k == 1 and keep_cache:
-        # keep at most all but the last kept token cached: the next feed yields fresh logits
-        cand = out[0]
-        cand.fed = max(0, min(fed_rows, len(cand.ids) - 1))
-        lm._crop(cache, base + cand.fed)
+    out = rows.candidates()
+    if k == 1:
+        # keep_cache: at most all but the last kept token stay cached, so the next feed yields
+        # fresh logits; otherwise the cache goes back to the context
+        out[0].fed = max(0, min(fed_rows, len(out[0].ids) - 1)) if keep_cache else 0
+        lm.crop(cache, base + out[0].fed)
     return out
 
 
@@ -207,7 +247,7 @@ def speculative_step(
     draft: LocalCausalLM,
     dstate: SeqState,
     *,
-    gamma: int,
+    target_speculation: int,
     max_tokens: int,
     segmenter: StepSegmenter,
     stop: tuple[str, ...] = (),
@@ -216,10 +256,11 @@ def speculative_step(
 ) -> Candidate:
     """The target's greedy fallback step, written with token-level speculative decoding.
 
-    Each round the draft proposes up to `gamma` tokens greedily from its own cache; the target
-    scores all of them in one forward and keeps the longest prefix that matches its own argmax,
-    plus its own next token (Leviathan et al., greedy case). The output is the target's greedy
-    step token for token; only the number of target forwards changes.
+    Each round the draft proposes up to `target_speculation` tokens (Leviathan et al.'s gamma)
+    greedily from its own cache; the target scores all of them in one forward and keeps the
+    longest prefix that matches its own argmax, plus its own next token (the greedy case). The
+    output is the target's greedy step token for token; only the number of target forwards
+    changes.
 
     `first`: tokens the draft already wrote from this context (the step just rejected, EOS
     included). The first round proposes all of them at once instead of asking the draft again:
@@ -230,8 +271,6 @@ def speculative_step(
     `dstate` must be fully fed; its cache is returned to that point afterwards (the step loop
     appends the committed step to the draft itself).
     """
-    import torch
-
     if dstate.pending or dstate.next_logits is None:
         raise ValueError("speculative_step needs a draft state whose ids are all fed")
     if not tstate.pending and tstate.next_logits is None:
@@ -246,67 +285,32 @@ def speculative_step(
     d_logits = dstate.next_logits  # (V,) draft prediction after the last step token
     try:
         while result is None and len(toks) < max_tokens:
-            # 1. the draft proposes up to g tokens greedily (its cache grows by len(prop) - 1);
-            # in the first round, its rejected step if given (its cache does not grow)
-            prop: list[int] = list(first[:max_tokens]) if first and not toks else []
-            g = 0 if prop else min(gamma, max_tokens - len(toks))
-            logits = d_logits.unsqueeze(0)  # (1, V)
-            for j in range(g):
-                tok = int(logits[0].argmax())
-                prop.append(tok)
-                if tok in draft.eos_ids or j == g - 1:
-                    break
-                logits, _ = draft.step_batch(
-                    torch.tensor([tok], device=draft.device), dstate.cache, hidden=False
-                )
+            # 1. the draft proposes; in the first round, its rejected step if given
+            if first and not toks:
+                prop = list(first[:max_tokens])
+            else:
+                g = min(target_speculation, max_tokens - len(toks))
+                prop = _draft_greedy(draft, dstate, d_logits, g)
             # 2. the target scores what it has not seen + the proposal in one forward
             unfed = (ctx_pending if not toks else []) + toks[t_cached:]
-            with target._lock, torch.inference_mode():
-                out = target._forward(
-                    torch.tensor([unfed + prop], device=target.device), tstate.cache, 0, False
-                )
-            if unfed:
-                preds = out.logits[len(unfed) - 1 :]  # (len(prop) + 1, V)
-            else:
-                assert tstate.next_logits is not None
-                preds = torch.cat([tstate.next_logits.unsqueeze(0), out.logits])
-            choice = preds.argmax(dim=-1).tolist()  # the target's greedy token per position
-            n = 0
-            while n < len(prop) and choice[n] == prop[n] and prop[n] not in target.eos_ids:
-                n += 1
-            new = [*prop[:n], choice[n]]
+            n, own = _target_check(target, tstate, unfed, prop)
             before = len(toks)
             # the target keeps the matched proposal cached; its own token is fed next round
             t_cached = before + n
-            target._crop(tstate.cache, t_base + t_cached)
+            target.crop(tstate.cache, t_base + t_cached)
             # 3. the step ends at EOS, a boundary, a stop string or max_tokens (token by token)
-            for tok in new:
-                if tok in target.eos_ids:
-                    result = Candidate(
-                        toks.copy(), target.decode(toks), "eos", eos=True, eos_id=tok
-                    )
-                    break
-                toks.append(tok)
-                cut = cut_step(target, toks, segmenter, stop, stop_tail)
-                if cut is not None:
-                    k, text, finish = cut
-                    result = Candidate(toks[:k], text, finish)
-                    break
-                if len(toks) >= max_tokens:
-                    break
+            result = _extend(target, toks, [*prop[:n], own], max_tokens, segmenter, stop, stop_tail)
             if result is None and len(toks) < max_tokens:
                 # 4. the draft keeps its matched proposal and reads the target's own token
-                draft._crop(dstate.cache, d_base + before + min(n, len(prop) - 1))
-                have = dstate.cache.get_seq_length() - d_base
-                with draft._lock, torch.inference_mode():
-                    d_logits = draft._forward(
-                        torch.tensor([toks[have:]], device=draft.device), dstate.cache, 0, False
-                    ).logits[-1]
+                draft.crop(dstate.cache, d_base + before + min(n, len(prop) - 1))
+                d_logits = _draft_read(
+                    draft, dstate, toks[dstate.cache.get_seq_length() - d_base :]
+                )
     except BaseException:
-        target._crop(tstate.cache, tstate.fed)
+        target.crop(tstate.cache, tstate.fed)
         raise
     finally:
-        draft._crop(dstate.cache, d_base)
+        draft.crop(dstate.cache, d_base)
         dstate.fed = d_base
         dstate.next_logits, dstate.next_hidden = d_saved
     if result is None:
@@ -314,7 +318,82 @@ def speculative_step(
     # keep the cache over the kept tokens but the last, so the next feed yields fresh logits
     tstate.ids.extend(result.ids)
     keep = min(t_base + t_cached, len(tstate.ids) - 1)
-    target._crop(tstate.cache, keep)
+    target.crop(tstate.cache, keep)
     tstate.fed = keep
     tstate.next_logits = tstate.next_hidden = None
     return result
+
+
+def _draft_greedy(
+    draft: LocalCausalLM, dstate: SeqState, logits: torch.Tensor, g: int
+) -> list[int]:
+    """Up to g greedy draft tokens from `logits` `(V,)`; the cache grows by len(result) - 1."""
+    import torch
+
+    prop: list[int] = []
+    row = logits.unsqueeze(0)  # (1, V)
+    for j in range(g):
+        tok = int(row[0].argmax())
+        prop.append(tok)
+        if tok in draft.eos_ids or j == g - 1:
+            break
+        row, _ = draft.step_batch(
+            torch.tensor([tok], device=draft.device), dstate.cache, hidden=False
+        )
+    return prop
+
+
+def _draft_read(draft: LocalCausalLM, dstate: SeqState, ids: list[int]) -> torch.Tensor:
+    """Feed `ids` into the draft's cache; its logits `(V,)` after the last."""
+    import torch
+
+    with draft.lock, torch.inference_mode():
+        out = draft.forward(torch.tensor([ids], device=draft.device), dstate.cache, 0, False)
+    return out.logits[-1]
+
+
+def _target_check(
+    target: LocalCausalLM, tstate: SeqState, unfed: list[int], prop: list[int]
+) -> tuple[int, int]:
+    """One target forward over `unfed + prop`: how many proposed tokens match the target's
+    greedy choice (n), and the target's own token after them."""
+    import torch
+
+    with target.lock, torch.inference_mode():
+        out = target.forward(
+            torch.tensor([unfed + prop], device=target.device), tstate.cache, 0, False
+        )
+    if unfed:
+        preds = out.logits[len(unfed) - 1 :]  # (len(prop) + 1, V)
+    else:
+        assert tstate.next_logits is not None
+        preds = torch.cat([tstate.next_logits.unsqueeze(0), out.logits])
+    choice = preds.argmax(dim=-1).tolist()  # the target's greedy token per position
+    n = 0
+    while n < len(prop) and choice[n] == prop[n] and prop[n] not in target.eos_ids:
+        n += 1
+    return n, int(choice[n])
+
+
+def _extend(
+    lm: LocalCausalLM,
+    toks: list[int],
+    new: list[int],
+    max_tokens: int,
+    segmenter: StepSegmenter,
+    stop: tuple[str, ...],
+    stop_tail: str,
+) -> Candidate | None:
+    """Append `new` to the step `toks` token by token; the step if it ended (EOS, boundary,
+    stop string), else None (also when max_tokens is reached: the caller closes it)."""
+    for tok in new:
+        if tok in lm.eos_ids:
+            return Candidate(toks.copy(), lm.decode(toks), "eos", eos_id=tok)
+        toks.append(tok)
+        cut = cut_step(lm, toks, segmenter, stop, stop_tail)
+        if cut is not None:
+            k, text, finish = cut
+            return Candidate(toks[:k], text, finish)
+        if len(toks) >= max_tokens:
+            return None
+    return None

@@ -31,3 +31,15 @@ def select(embeddings: torch.Tensor) -> int:
     if embeddings.shape[0] <= 1:
         return 0
     return int(consistency_scores(embeddings).argmax())
+
+
+def jaccard_medoid(texts: list[str]) -> int:
+    """j* under word-set Jaccard similarity, for candidates without embeddings (a remote draft):
+    ``argmax_j sum_{l != j} J(w_j, w_l)``; ties keep sampling order."""
+    words = [set(t.split()) for t in texts]
+
+    def jac(a: set[str], b: set[str]) -> float:
+        return len(a & b) / len(a | b) if a | b else 1.0
+
+    score = [sum(jac(w, v) for j, v in enumerate(words) if j != i) for i, w in enumerate(words)]
+    return max(range(len(texts)), key=lambda i: (score[i], -i)) if texts else 0

@@ -12,13 +12,15 @@ if TYPE_CHECKING:
     from .chains import SpecGuardReasoningChain
     from .chat_models import ChatSpecGuard
     from .llms import SpecGuardLLM
+    from .target import LangChainTarget
 
-__all__ = ["ChatSpecGuard", "SpecGuardLLM", "SpecGuardReasoningChain"]
+__all__ = ["ChatSpecGuard", "LangChainTarget", "SpecGuardLLM", "SpecGuardReasoningChain"]
 
 _LAZY = {
     "ChatSpecGuard": ".chat_models",
     "SpecGuardLLM": ".llms",
     "SpecGuardReasoningChain": ".chains",
+    "LangChainTarget": ".target",
 }
 
 

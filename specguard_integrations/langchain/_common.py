@@ -5,31 +5,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .._threads import stream_in_thread
+from ..chat import tool_call_dict
 
 __all__ = ["stream_in_thread"]
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
     from langchain_core.messages import BaseMessage
+    from langchain_core.outputs import ChatGenerationChunk
 
+    from .._adapter import SpecGuardParams
     from ..types import GenerationResult, StepRecord
 
 STEP_EVENT = "specguard_step"
 PROVIDER = "specguard"
-
-_FINISH = {
-    "eos": "stop",
-    "final_answer": "stop",
-    "stop": "stop",
-    "tool_call": "tool_calls",
-    "max_steps": "length",
-    "max_new_tokens": "length",
-    "context_window": "length",
-}
-
-
-def finish_reason(result: GenerationResult, has_tool_calls: bool) -> str:
-    return "tool_calls" if has_tool_calls else _FINISH[result.finish_reason]
+# content blocks that carry no text to render (the call travels in tool_calls; reasoning of a
+# past turn is not shown to the model again, as chat templates drop it)
+_SKIPPED_BLOCKS = ("tool_use", "tool_call", "reasoning", "thinking")
 
 
 def step_payload(record: StepRecord) -> dict[str, Any]:
@@ -38,28 +30,24 @@ def step_payload(record: StepRecord) -> dict[str, Any]:
 
 
 def response_metadata(
-    result: GenerationResult, model_name: str, has_tool_calls: bool
+    result: GenerationResult, owner: SpecGuardParams, has_tool_calls: bool
 ) -> dict[str, Any]:
+    """`model_name` is the target that ran; the draft is named beside it."""
+    draft, target = owner.model_names()
     return {
-        "model_name": model_name,
+        "model_name": target,
         "model_provider": PROVIDER,
-        "finish_reason": finish_reason(result, has_tool_calls),
-        "specguard": result.summary(),
-        "specguard_steps": [step_payload(s) for s in result.steps],
+        "finish_reason": result.openai_finish_reason(has_tool_calls),
+        "specguard": {**result.summary(), "draft_model": draft, "target_model": target},
+        "specguard_steps": result.steps_json(),
     }
 
 
 def usage_metadata(result: GenerationResult) -> dict[str, Any]:
-    out = result.output_tokens
-    return {
-        "input_tokens": result.prompt_tokens,
-        "output_tokens": out,
-        "total_tokens": result.prompt_tokens + out,
-        "output_token_details": {"draft": result.draft_tokens, "target": result.target_tokens},
-    }
+    return result.usage()
 
 
-def content_text(message: BaseMessage) -> str:
+def content_text(message: BaseMessage, where: str) -> str:
     """Text of a message whose content is a string or a list of text blocks."""
     content = message.content
     if isinstance(content, str):
@@ -70,11 +58,11 @@ def content_text(message: BaseMessage) -> str:
             parts.append(block)
         elif isinstance(block, dict) and block.get("type") == "text":
             parts.append(str(block.get("text", "")))
-        elif isinstance(block, dict) and block.get("type") in ("tool_use", "tool_call"):
-            continue  # the call itself travels in message.tool_calls
+        elif isinstance(block, dict) and block.get("type") in _SKIPPED_BLOCKS:
+            continue
         else:
             kind = block.get("type") if isinstance(block, dict) else type(block).__name__
-            raise ValueError(f"unsupported message content block of type {kind!r}: text only")
+            raise ValueError(f"{where}: unsupported content block of type {kind!r}: text only")
     return "".join(parts)
 
 
@@ -88,31 +76,35 @@ def to_chat_dicts(messages: list[BaseMessage]) -> list[dict[str, Any]]:
         ToolMessage,
     )
 
+    roles = {SystemMessage: "system", HumanMessage: "user", AIMessage: "assistant"}
     out: list[dict[str, Any]] = []
-    for m in messages:
-        if isinstance(m, SystemMessage):
-            out.append({"role": "system", "content": content_text(m)})
-        elif isinstance(m, HumanMessage):
-            out.append({"role": "user", "content": content_text(m)})
-        elif isinstance(m, AIMessage):
-            d: dict[str, Any] = {"role": "assistant", "content": content_text(m)}
-            if m.tool_calls:
-                d["tool_calls"] = [
-                    {
-                        "id": tc.get("id"),
-                        "type": "function",
-                        "function": {"name": tc["name"], "arguments": tc["args"]},
-                    }
-                    for tc in m.tool_calls
-                ]
-            out.append(d)
-        elif isinstance(m, ToolMessage):
-            out.append({"role": "tool", "content": content_text(m), "tool_call_id": m.tool_call_id})
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        role = next((r for cls, r in roles.items() if isinstance(m, cls)), None)
+        d: dict[str, Any]
+        if isinstance(m, ToolMessage):
+            d = {"role": "tool", "content": content_text(m, where), "tool_call_id": m.tool_call_id}
         elif isinstance(m, ChatMessage):
-            out.append({"role": m.role, "content": content_text(m)})
+            d = {"role": m.role, "content": content_text(m, where)}
+        elif role is not None:
+            d = {"role": role, "content": content_text(m, where)}
         else:
-            raise ValueError(f"unsupported message type {type(m).__name__}")
+            raise ValueError(f"{where}: unsupported message type {type(m).__name__}")
+        if isinstance(m, AIMessage) and m.tool_calls:
+            d["tool_calls"] = [
+                tool_call_dict(tc.get("id"), tc["name"], tc["args"]) for tc in m.tool_calls
+            ]
+        out.append(d)
     return out
+
+
+def chunk(content: str = "", reasoning: str = "") -> ChatGenerationChunk:
+    """A chat chunk with content and/or a reasoning delta (in ``reasoning_content``)."""
+    from langchain_core.messages import AIMessageChunk
+    from langchain_core.outputs import ChatGenerationChunk
+
+    extra = {"reasoning_content": reasoning} if reasoning else {}
+    return ChatGenerationChunk(message=AIMessageChunk(content=content, additional_kwargs=extra))
 
 
 def emit_step(run_manager: CallbackManagerForLLMRun | None, record: StepRecord) -> None:

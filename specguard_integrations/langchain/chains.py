@@ -17,11 +17,10 @@ from langchain_core.callbacks import (
 )
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.runnables.utils import AddableDict
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field
 
-from .._adapter import EngineOwner
-from ..config import SpecGuardConfig
-from ..tasks.base import extract_answer
+from .._adapter import SpecGuardParams
+from ..segmentation import extract_answer
 from . import _common
 
 if TYPE_CHECKING:
@@ -31,22 +30,29 @@ if TYPE_CHECKING:
 ChainInput = str | dict[str, Any]
 
 
-class SpecGuardReasoningChain(EngineOwner, RunnableSerializable[ChainInput, dict[str, Any]]):
-    """Question in (a string, or a dict with `input_key`), answer and scored steps out."""
+class SpecGuardReasoningChain(SpecGuardParams, RunnableSerializable[ChainInput, dict[str, Any]]):
+    """Question in (a string, or a dict with `input_key`), answer and scored steps out.
+
+    Same model parameters as `ChatSpecGuard`.
+    """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    draft: str | None = Field(None, description="Draft model id or path (None: bundled pair).")
-    target: str | None = Field(None, description="Target model id or path (None: bundled pair).")
-    config: SpecGuardConfig = Field(default_factory=SpecGuardConfig)
     prompt_template: str = Field(
         "Question: {question}\n", description="Prompt built from the question."
     )
     input_key: str = "question"
-    device: str = "auto"
-    dtype: str = "auto"
 
-    _engine: SpecGuard | None = PrivateAttr(None)
+    def __init__(self, *, engine: SpecGuard | None = None, **kwargs: Any) -> None:
+        if engine is not None:
+            kwargs.setdefault("config", engine.config)
+        super().__init__(**kwargs)
+        self.adopt(engine)
+
+    def _stream_prompt(self, value: ChainInput) -> Any:
+        return self.engine.stream(
+            self._prompt(value), config=self.call_config({}), stop=self.call_stop(None)
+        )
 
     def _prompt(self, value: ChainInput) -> str:
         if isinstance(value, str):
@@ -59,10 +65,10 @@ class SpecGuardReasoningChain(EngineOwner, RunnableSerializable[ChainInput, dict
             raise ValueError("question is empty")
         return self.prompt_template.format(question=question)
 
-    @staticmethod
-    def _final(result: GenerationResult) -> AddableDict:
+    def _final(self, result: GenerationResult) -> AddableDict:
+        markers = self.config.final_answer_markers
         return AddableDict(
-            answer=extract_answer(result.text) or result.text.strip(),
+            answer=extract_answer(result.text, markers) or result.text.strip(),
             text=result.text,
             summary=result.summary(),
         )
@@ -90,8 +96,7 @@ class SpecGuardReasoningChain(EngineOwner, RunnableSerializable[ChainInput, dict
         run_manager: CallbackManagerForChainRun,
         config: RunnableConfig,
     ) -> Iterator[AddableDict]:
-        prompt = self._prompt(next(iter(inputs)))
-        stream = self.engine.stream(prompt)
+        stream = self._stream_prompt(next(iter(inputs)))
         children = run_manager.get_child()
         for record in stream:
             payload = _common.step_payload(record)
@@ -135,8 +140,7 @@ class SpecGuardReasoningChain(EngineOwner, RunnableSerializable[ChainInput, dict
         async for value in inputs:
             first = value
             break
-        prompt = self._prompt(first if first is not None else "")
-        stream = self.engine.stream(prompt)
+        stream = self._stream_prompt(first if first is not None else "")
         children = run_manager.get_child()
         async for record in _common.stream_in_thread(stream):
             payload = _common.step_payload(record)

@@ -26,16 +26,15 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field
 
-from .._adapter import EngineOwner, llm_params
-from ..chat import ChatCall, ParsedReply, parse_reply, prepare_chat
-from ..config import SpecGuardConfig
+from .._adapter import SpecGuardParams, arun_call, reject_unknown, run_call
+from ..chat import ChatCall, ReplyStream, chat_lm, check_tools, prepare_chat, reasoning_split
 from . import _common
 
 if TYPE_CHECKING:
-    from ..engine.loop import SpecGuard
-    from ..types import GenerationResult, StepRecord
+    from ..engine.loop import SpecGuard, StepStream
+    from ..types import GenerationResult
 
 
 # `stream`/`astream` in langchain-core 1.x call `_stream` without a run manager; the caller's
@@ -54,12 +53,14 @@ def _run_id_of(chunk: ChatGenerationChunk) -> UUID | None:
         return None
 
 
-class ChatSpecGuard(EngineOwner, BaseChatModel):
+class ChatSpecGuard(SpecGuardParams, BaseChatModel):
     """SpecGuard step-level speculative decoding as a LangChain chat model.
 
-    Construction is cheap: the draft and target load on first use and are shared with every
-    other object pointing at the same weights. Without `draft`/`target` the bundled offline pair
-    is used.
+    Construction is cheap and validates every parameter (names from langchain-huggingface and
+    ChatOllama such as ``model``, ``max_new_tokens``, ``num_predict``, ``model_kwargs`` are
+    mapped; any other unknown name raises). The draft and target load on first use and are
+    shared with every other object pointing at the same weights. Without `draft`/`target` the
+    bundled offline pair is used. ``engine=`` adopts an already built `SpecGuard`.
 
     Example:
         .. code-block:: python
@@ -67,39 +68,28 @@ class ChatSpecGuard(EngineOwner, BaseChatModel):
             from specguard_integrations.langchain import ChatSpecGuard
 
             llm = ChatSpecGuard(draft="Qwen/Qwen2.5-1.5B-Instruct",
-                                target="Qwen/Qwen2.5-7B-Instruct", temperature=0.7)
+                                model="Qwen/Qwen2.5-7B-Instruct", temperature=0.7)
             msg = llm.invoke("Solve 2x + 3 = 11.")
             msg.response_metadata["specguard_steps"]   # one record per step
     """
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
 
-    draft: str | None = Field(None, description="Draft model id or path (None: bundled pair).")
-    target: str | None = Field(None, description="Target model id or path (None: bundled pair).")
-    model_name: str | None = Field(
-        None, alias="model", description="Name reported as the model (default: the target's)."
-    )
-    config: SpecGuardConfig = Field(default_factory=SpecGuardConfig)
-    temperature: float | None = Field(None, description="Draft temperature; 0 runs greedy, k=1.")
-    max_tokens: int | None = Field(None, description="Maximum generated tokens.")
-    seed: int | None = None
-    stop: list[str] | None = Field(None, alias="stop_sequences")
-    device: str = "auto"
-    dtype: str = "auto"
-    streaming: bool = False
+    streaming: bool = Field(False, description="invoke() streams internally (LangChain's flag).")
 
-    _engine: SpecGuard | None = PrivateAttr(None)
+    def __init__(self, *, engine: SpecGuard | None = None, **kwargs: Any) -> None:
+        if engine is not None:
+            kwargs.setdefault("config", engine.config)
+        super().__init__(**kwargs)
+        self.adopt(engine)
 
     # ------------------------------------------------------------ identity
     @property
     def _llm_type(self) -> str:
         return "specguard-chat"
 
-    def _model_name(self, override: str | None = None) -> str:
-        if override:
-            return override
-        if self.model_name:
-            return self.model_name
+    def _model_name(self) -> str:
+        """The target that runs (loaded lazily: before that, the name it will load)."""
         if self._engine is not None:
             return self._engine.target.name
         return self.target or "specguard-bundled/target"
@@ -116,16 +106,18 @@ class ChatSpecGuard(EngineOwner, BaseChatModel):
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        # a per-call `model` that is not the target fails the call (`_call`), so a run that
+        # completes always names the model that ran
         params = LangSmithParams(
             ls_provider=_common.PROVIDER,
-            ls_model_name=self._model_name(kwargs.get("model")),
+            ls_model_name=kwargs.get("model") or self._model_name(),
             ls_model_type="chat",
             ls_temperature=kwargs.get("temperature", self.temperature),
         )
         if (max_tokens := kwargs.get("max_tokens", self.max_tokens)) is not None:
             params["ls_max_tokens"] = max_tokens
         if ls_stop := stop or kwargs.get("stop") or self.stop:
-            params["ls_stop"] = ls_stop
+            params["ls_stop"] = [ls_stop] if isinstance(ls_stop, str) else list(ls_stop)
         return params
 
     # ------------------------------------------------------------ tools
@@ -137,8 +129,9 @@ class ChatSpecGuard(EngineOwner, BaseChatModel):
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools, rendered through the chat template; `tool_choice` ("auto", "any",
-        "required", a tool name) forces a call by starting the reply with the call's text."""
-        formatted = [convert_to_openai_tool(t) for t in tools]
+        "required", a tool name) forces a call by starting the reply with the call's text.
+        A tool whose parameters are not a JSON-schema object is refused here."""
+        formatted = check_tools([convert_to_openai_tool(t) for t in tools])
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice
         return super().bind(tools=formatted, **kwargs)
@@ -154,10 +147,12 @@ class ChatSpecGuard(EngineOwner, BaseChatModel):
     ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
         """Structured output through a forced call of a tool whose parameters are `schema`.
 
-        All three methods decode the same way (a JSON object in the tool-call block of the chat
-        template); they differ only in how the schema is given. `json_mode` needs a schema.
-        Decoding is not grammar-constrained, so `strict` is accepted but cannot be guaranteed:
-        a reply that does not fit the schema parses to None (or raises with `include_raw`).
+        All three methods decode the same way (a JSON object in the model's tool-call format);
+        they differ only in how the schema is given, and `json_mode` needs a schema too.
+        Decoding is not grammar-constrained, so `strict` is accepted but cannot be guaranteed.
+        A reply that does not fit the schema: without `include_raw` the parser raises
+        (``OutputParserException``); with `include_raw` the result is
+        ``{"raw": message, "parsed": None, "parsing_error": error}`` and nothing raises.
         """
         if kwargs:
             raise ValueError(f"unsupported arguments: {sorted(kwargs)}")
@@ -170,45 +165,62 @@ class ChatSpecGuard(EngineOwner, BaseChatModel):
     # ------------------------------------------------------------ calls
     def _call(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[ChatCall, tuple[str, ...], str]:
+    ) -> tuple[ChatCall, tuple[str, ...]]:
         tools = kwargs.pop("tools", None)
         tool_choice = kwargs.pop("tool_choice", None)
         override = kwargs.pop("model", None)
         if override is not None and override != self._model_name():
             raise ValueError(
-                f"model={override!r}: a per-call model override is not supported; "
+                f"model={override!r}: this ChatSpecGuard runs {self._model_name()!r}; "
                 "construct another ChatSpecGuard for another draft/target pair"
             )
         kwargs.pop("ls_structured_output_format", None)
-        cfg = llm_params(
-            self.config,
-            temperature=kwargs.pop("temperature", self.temperature),
-            max_tokens=kwargs.pop("max_tokens", self.max_tokens),
-            seed=kwargs.pop("seed", self.seed),
-        )
-        if kwargs:
-            raise ValueError(f"unsupported call arguments: {sorted(kwargs)}")
+        cfg = self.call_config(kwargs)
+        stops = self.call_stop(kwargs.pop("stop", stop))
+        reject_unknown(kwargs, "ChatSpecGuard")
         call = prepare_chat(
-            self.engine, _common.to_chat_dicts(messages), cfg, tools=tools, tool_choice=tool_choice
+            chat_lm(self.engine),
+            _common.to_chat_dicts(messages),
+            cfg,
+            tools=tools,
+            tool_choice=tool_choice,
+            tool_call_format_name=self.tool_call_format,
         )
-        stops = tuple(stop or self.stop or ())
-        return call, stops, self._model_name(override)
+        return call, stops
 
-    def _message(
-        self, call: ChatCall, result: GenerationResult, model_name: str
-    ) -> tuple[AIMessage, ParsedReply]:
-        text = call.prefix + result.text
-        parsed = parse_reply(text, call.fmt) if call.fmt is not None else ParsedReply(text.strip())
-        msg = AIMessage(
-            content=parsed.content,
+    def _message(self, call: ChatCall, result: GenerationResult) -> AIMessage:
+        parsed = call.parse(result.text)
+        extra: dict[str, Any] = {}
+        content = parsed.content
+        if self.reasoning:
+            reasoning, content = reasoning_split(call, result.text, result.step_texts)
+            if reasoning:
+                extra["reasoning_content"] = reasoning
+        return AIMessage(
+            content=content,
             tool_calls=parsed.tool_calls,
             invalid_tool_calls=parsed.invalid_tool_calls,
-            response_metadata=_common.response_metadata(
-                result, model_name, bool(parsed.tool_calls)
-            ),
+            additional_kwargs=extra,
+            response_metadata=_common.response_metadata(result, self, bool(parsed.tool_calls)),
             usage_metadata=_common.usage_metadata(result),
         )
-        return msg, parsed
+
+    def _start(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[ChatCall, Callable[[], StepStream]]:
+        """The rendered call, and how to start its engine run (again, when retried)."""
+        call, stops = self._call(messages, stop, kwargs)
+
+        def start() -> StepStream:
+            return self.engine.stream(
+                call.prompt,
+                config=call.config,
+                stop=stops,
+                add_special_tokens=False,
+                timeout=self.timeout,
+            )
+
+        return call, start
 
     def _generate(
         self,
@@ -217,15 +229,10 @@ class ChatSpecGuard(EngineOwner, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        call, stops, name = self._call(messages, stop, kwargs)
-        stream = self.engine.stream(
-            call.prompt, config=call.config, stop=stops, add_special_tokens=False
-        )
-        for record in stream:
-            _common.emit_step(run_manager, record)
-        assert stream.result is not None
-        msg, _ = self._message(call, stream.result, name)
-        return ChatResult(generations=[ChatGeneration(message=msg)])
+        call, start = self._start(messages, stop, kwargs)
+        emit = lambda r: _common.emit_step(run_manager, r)  # noqa: E731
+        result = run_call(start, emit, self.max_retries)
+        return ChatResult(generations=[ChatGeneration(message=self._message(call, result))])
 
     async def _agenerate(
         self,
@@ -234,15 +241,10 @@ class ChatSpecGuard(EngineOwner, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        call, stops, name = self._call(messages, stop, kwargs)
-        stream = self.engine.stream(
-            call.prompt, config=call.config, stop=stops, add_special_tokens=False
-        )
-        async for record in _common.stream_in_thread(stream):
-            await _common.aemit_step(run_manager, record)
-        assert stream.result is not None
-        msg, _ = self._message(call, stream.result, name)
-        return ChatResult(generations=[ChatGeneration(message=msg)])
+        call, start = self._start(messages, stop, kwargs)
+        emit = lambda r: _common.aemit_step(run_manager, r)  # noqa: E731
+        result = await arun_call(start, emit, self.max_retries)
+        return ChatResult(generations=[ChatGeneration(message=self._message(call, result))])
 
     # ------------------------------------------------------------ streaming
     def stream(
@@ -291,27 +293,17 @@ class ChatSpecGuard(EngineOwner, BaseChatModel):
         )
         return manager, run_id
 
-    def _step_chunk(self, call: ChatCall, record: StepRecord) -> ChatGenerationChunk:
-        """One chunk per decided step; tool-call text is held back for the final chunk."""
-        held = call.fmt is not None and (record.finish == "tool_call" or bool(call.prefix))
-        return ChatGenerationChunk(message=AIMessageChunk(content="" if held else record.text))
-
-    def _final_chunk(
-        self, call: ChatCall, result: GenerationResult, name: str
-    ) -> ChatGenerationChunk:
-        msg, parsed = self._message(call, result, name)
-        streamed_text = call.fmt is None or not (
-            call.prefix or parsed.tool_calls or parsed.invalid_tool_calls
-        )
-        content = "" if streamed_text else parsed.content
+    def _final_chunk(self, call: ChatCall, result: GenerationResult) -> ChatGenerationChunk:
+        msg = self._message(call, result)
         chunks = [
             {"name": tc["name"], "args": _json(tc["args"]), "id": tc["id"], "index": i}
-            for i, tc in enumerate(parsed.tool_calls)
+            for i, tc in enumerate(msg.tool_calls)
         ]
         return ChatGenerationChunk(
             message=AIMessageChunk(
-                content=content,
+                content="",
                 tool_call_chunks=chunks,
+                invalid_tool_calls=msg.invalid_tool_calls,
                 response_metadata=msg.response_metadata,
                 usage_metadata=msg.usage_metadata,
                 chunk_position="last",
@@ -325,13 +317,12 @@ class ChatSpecGuard(EngineOwner, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        call, stops, name = self._call(messages, stop, kwargs)
-        stream = self.engine.stream(
-            call.prompt, config=call.config, stop=stops, add_special_tokens=False
-        )
+        call, start = self._start(messages, stop, kwargs)
+        stream = start()
+        text = ReplyStream(call, self.reasoning)
         target: tuple[CallbackManager, UUID] | None = None
         for record in stream:
-            chunk = self._step_chunk(call, record)
+            chunk = _common.chunk(*text.step(record.text, record.finish))
             if run_manager:
                 _common.emit_step(run_manager, record)
                 run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
@@ -342,7 +333,8 @@ class ChatSpecGuard(EngineOwner, BaseChatModel):
                     payload = _common.step_payload(record)
                     target[0].on_custom_event(_common.STEP_EVENT, payload, run_id=target[1])
         assert stream.result is not None
-        yield self._final_chunk(call, stream.result, name)
+        yield _common.chunk(*text.finish(stream.result.text, stream.result.step_texts))
+        yield self._final_chunk(call, stream.result)
 
     async def _astream(
         self,
@@ -351,13 +343,12 @@ class ChatSpecGuard(EngineOwner, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        call, stops, name = self._call(messages, stop, kwargs)
-        stream = self.engine.stream(
-            call.prompt, config=call.config, stop=stops, add_special_tokens=False
-        )
+        call, start = self._start(messages, stop, kwargs)
+        stream = start()
+        text = ReplyStream(call, self.reasoning)
         target: tuple[AsyncCallbackManager, UUID] | None = None
         async for record in _common.stream_in_thread(stream):
-            chunk = self._step_chunk(call, record)
+            chunk = _common.chunk(*text.step(record.text, record.finish))
             if run_manager:
                 await _common.aemit_step(run_manager, record)
                 await run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
@@ -368,7 +359,8 @@ class ChatSpecGuard(EngineOwner, BaseChatModel):
                     payload = _common.step_payload(record)
                     await target[0].on_custom_event(_common.STEP_EVENT, payload, run_id=target[1])
         assert stream.result is not None
-        yield self._final_chunk(call, stream.result, name)
+        yield _common.chunk(*text.finish(stream.result.text, stream.result.step_texts))
+        yield self._final_chunk(call, stream.result)
 
 
 def _reset(token: Any) -> None:

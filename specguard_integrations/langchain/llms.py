@@ -1,8 +1,12 @@
-"""`SpecGuardLLM`: SpecGuard as a LangChain text-completion LLM (prompt string in, text out)."""
+"""`SpecGuardLLM`: SpecGuard as a LangChain text-completion LLM (prompt string in, text out).
+
+Completion text is the continuation as written (whitespace kept, so chunks join to exactly the
+`invoke` text); only special tokens are removed.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import (
@@ -11,37 +15,32 @@ from langchain_core.callbacks import (
 )
 from langchain_core.language_models import BaseLLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict
 
-from .._adapter import EngineOwner, llm_params
-from ..config import SpecGuardConfig
+from .._adapter import SpecGuardParams, arun_call, reject_unknown, run_call
+from ..chat import strip_special
 from . import _common
 
 if TYPE_CHECKING:
-    from ..engine.loop import SpecGuard
+    from ..config import SpecGuardConfig
+    from ..engine.loop import SpecGuard, StepStream
     from ..types import GenerationResult
 
 
-class SpecGuardLLM(EngineOwner, BaseLLM):
+class SpecGuardLLM(SpecGuardParams, BaseLLM):
     """SpecGuard on raw text prompts; each step streams as one chunk.
 
-    `generation_info` carries the finish reason, the SpecGuard summary and the step records.
+    Same parameters as `ChatSpecGuard`. `generation_info` carries the finish reason, the
+    SpecGuard summary (with both models' names), the step records and the usage.
     """
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
 
-    draft: str | None = Field(None, description="Draft model id or path (None: bundled pair).")
-    target: str | None = Field(None, description="Target model id or path (None: bundled pair).")
-    model_name: str | None = Field(None, alias="model")
-    config: SpecGuardConfig = Field(default_factory=SpecGuardConfig)
-    temperature: float | None = None
-    max_tokens: int | None = None
-    seed: int | None = None
-    stop: list[str] | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-
-    _engine: SpecGuard | None = PrivateAttr(None)
+    def __init__(self, *, engine: SpecGuard | None = None, **kwargs: Any) -> None:
+        if engine is not None:
+            kwargs.setdefault("config", engine.config)
+        super().__init__(**kwargs)
+        self.adopt(engine)
 
     @property
     def _llm_type(self) -> str:
@@ -52,20 +51,30 @@ class SpecGuardLLM(EngineOwner, BaseLLM):
         return {"draft": self.draft, "target": self.target, "config": self.config.model_dump()}
 
     def _config(self, kwargs: dict[str, Any]) -> SpecGuardConfig:
-        cfg = llm_params(
-            self.config,
-            temperature=kwargs.pop("temperature", self.temperature),
-            max_tokens=kwargs.pop("max_tokens", self.max_tokens),
-            seed=kwargs.pop("seed", self.seed),
-        )
-        if kwargs:
-            raise ValueError(f"unsupported call arguments: {sorted(kwargs)}")
+        cfg = self.call_config(kwargs)
+        reject_unknown(kwargs, "SpecGuardLLM")
         return cfg
 
+    def _text(self, text: str) -> str:
+        return strip_special(text, self._special())
+
+    def _special(self) -> tuple[str, ...]:
+        lm = getattr(self.engine.target, "lm", None) or getattr(self.engine.draft, "lm", None)
+        return tuple(getattr(lm, "special_texts", ()))
+
     def _info(self, result: GenerationResult) -> dict[str, Any]:
-        name = self.model_name or self.engine.target.name
-        meta = _common.response_metadata(result, name, has_tool_calls=False)
+        meta = _common.response_metadata(result, self, has_tool_calls=False)
         return meta | {"usage": _common.usage_metadata(result)}
+
+    def _start(
+        self, prompt: str, stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> Callable[[], StepStream]:
+        """How to start the engine run of one prompt (again, when retried)."""
+        cfg, stops = self._config(kwargs), self.call_stop(stop)
+        return lambda: self.engine.stream(prompt, config=cfg, stop=stops, timeout=self.timeout)
+
+    def _generation(self, result: GenerationResult) -> list[Generation]:
+        return [Generation(text=self._text(result.text), generation_info=self._info(result))]
 
     def _generate(
         self,
@@ -74,19 +83,12 @@ class SpecGuardLLM(EngineOwner, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        cfg = self._config(kwargs)
         generations = []
         for prompt in prompts:
-            stream = self.engine.stream(prompt, config=cfg, stop=stop or self.stop)
-            for record in stream:
-                _common.emit_step(run_manager, record)
-            assert stream.result is not None
-            generations.append(
-                [Generation(text=stream.result.text, generation_info=self._info(stream.result))]
-            )
-        return LLMResult(
-            generations=generations, llm_output={"model_name": self.engine.target.name}
-        )
+            start = self._start(prompt, stop, dict(kwargs))
+            result = run_call(start, lambda r: _common.emit_step(run_manager, r), self.max_retries)
+            generations.append(self._generation(result))
+        return LLMResult(generations=generations, llm_output={"model_name": self.model_names()[1]})
 
     async def _agenerate(
         self,
@@ -95,19 +97,13 @@ class SpecGuardLLM(EngineOwner, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        cfg = self._config(kwargs)
         generations = []
         for prompt in prompts:
-            stream = self.engine.stream(prompt, config=cfg, stop=stop or self.stop)
-            async for record in _common.stream_in_thread(stream):
-                await _common.aemit_step(run_manager, record)
-            assert stream.result is not None
-            generations.append(
-                [Generation(text=stream.result.text, generation_info=self._info(stream.result))]
-            )
-        return LLMResult(
-            generations=generations, llm_output={"model_name": self.engine.target.name}
-        )
+            start = self._start(prompt, stop, dict(kwargs))
+            emit = lambda r: _common.aemit_step(run_manager, r)  # noqa: E731
+            result = await arun_call(start, emit, self.max_retries)
+            generations.append(self._generation(result))
+        return LLMResult(generations=generations, llm_output={"model_name": self.model_names()[1]})
 
     def _stream(
         self,
@@ -116,12 +112,12 @@ class SpecGuardLLM(EngineOwner, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
-        stream = self.engine.stream(prompt, config=self._config(kwargs), stop=stop or self.stop)
+        stream = self._start(prompt, stop, kwargs)()
         for record in stream:
             _common.emit_step(run_manager, record)
-            chunk = GenerationChunk(text=record.text)
+            chunk = GenerationChunk(text=self._text(record.text))
             if run_manager:
-                run_manager.on_llm_new_token(record.text, chunk=chunk)
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
         assert stream.result is not None
         yield GenerationChunk(text="", generation_info=self._info(stream.result))
@@ -133,11 +129,12 @@ class SpecGuardLLM(EngineOwner, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        stream = self.engine.stream(prompt, config=self._config(kwargs), stop=stop or self.stop)
+        stream = self._start(prompt, stop, kwargs)()
         async for record in _common.stream_in_thread(stream):
-            chunk = GenerationChunk(text=record.text)
+            await _common.aemit_step(run_manager, record)
+            chunk = GenerationChunk(text=self._text(record.text))
             if run_manager:
-                await run_manager.on_llm_new_token(record.text, chunk=chunk)
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
         assert stream.result is not None
         yield GenerationChunk(text="", generation_info=self._info(stream.result))

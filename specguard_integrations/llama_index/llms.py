@@ -2,8 +2,8 @@
 
 Translation only. Messages are rendered through the model's chat template; tool calls come back
 as `ToolCallBlock`s; each decided step is sent as a `SpecGuardStepEvent` through the LlamaIndex
-instrumentation dispatcher (inside the LLM call's span) and all records are in the response's
-`additional_kwargs["specguard_steps"]`.
+instrumentation dispatcher, inside the LLM call's span on every path (streaming included), and
+all records are in the response's `additional_kwargs["specguard_steps"]`.
 """
 
 from __future__ import annotations
@@ -22,19 +22,20 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     MessageRole,
     TextBlock,
+    ThinkingBlock,
     ToolCallBlock,
 )
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.instrumentation.span import active_span_id
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field
 
-from .._adapter import EngineOwner, llm_params
-from .._threads import stream_in_thread
-from ..chat import ChatCall, ParsedReply, parse_reply, prepare_chat
-from ..config import SpecGuardConfig
+from .._adapter import SpecGuardParams, arun_call, reject_unknown, run_call
+from ..chat import ChatCall, ReplyStream, chat_lm, prepare_chat, reasoning_split, strip_special
+from ..chat import tool_call_dict as _tool_call
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
@@ -57,55 +58,61 @@ class SpecGuardStepEvent(BaseEvent):
 
 
 def _dicts(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
-    """LlamaIndex messages -> chat-template dicts."""
+    """LlamaIndex messages -> chat-template dicts; a block that is not text is an error."""
     out: list[dict[str, Any]] = []
-    for m in messages:
+    for i, m in enumerate(messages):
         role = m.role.value if isinstance(m.role, MessageRole) else str(m.role)
-        text = "".join(b.text for b in m.blocks if isinstance(b, TextBlock))
-        d: dict[str, Any] = {"role": "assistant" if role == "chatbot" else role, "content": text}
-        calls = [b for b in m.blocks if isinstance(b, ToolCallBlock)]
-        calls_kw = m.additional_kwargs.get("tool_calls") or []
-        if calls or calls_kw:
-            d["tool_calls"] = [
-                {
-                    "id": b.tool_call_id,
-                    "type": "function",
-                    "function": {"name": b.tool_name, "arguments": b.tool_kwargs},
-                }
-                for b in calls
-            ] + [
-                {
-                    "id": c.tool_id,
-                    "type": "function",
-                    "function": {"name": c.tool_name, "arguments": c.tool_kwargs},
-                }
-                for c in calls_kw
-                if isinstance(c, ToolSelection)
-            ]
+        texts, calls = [], []
+        for block in m.blocks:
+            if isinstance(block, TextBlock):
+                texts.append(block.text)
+            elif isinstance(block, ToolCallBlock):
+                calls.append(_tool_call(block.tool_call_id, block.tool_name, block.tool_kwargs))
+            elif not isinstance(block, ThinkingBlock):  # past reasoning is not shown again
+                kind = getattr(block, "block_type", type(block).__name__)
+                raise ValueError(
+                    f"messages[{i}]: unsupported content block of type {kind!r}: text only"
+                )
+        calls += [
+            _tool_call(c.tool_id, c.tool_name, c.tool_kwargs)
+            for c in m.additional_kwargs.get("tool_calls") or []
+            if isinstance(c, ToolSelection)
+        ]
+        d: dict[str, Any] = {
+            "role": "assistant" if role == "chatbot" else role,
+            "content": "".join(texts),
+        }
+        if calls:
+            d["tool_calls"] = calls
         if role == "tool":
             d["tool_call_id"] = m.additional_kwargs.get("tool_call_id")
         out.append(d)
     return out
 
 
-class SpecGuardLLM(EngineOwner, FunctionCallingLLM):
+class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
     """SpecGuard step-level speculative decoding as a LlamaIndex LLM.
 
-    Works in query engines, `ReActAgent` and `FunctionAgent`. Construction is cheap; weights load
-    on first use and are shared with the LangChain classes in the same process.
+    Works in query engines, `ReActAgent` and `FunctionAgent`. Construction is cheap and
+    validates every parameter (HuggingFaceLLM's ``model_name``, ``max_new_tokens``,
+    ``generate_kwargs``, ``model_kwargs``, ``tokenizer_kwargs`` are mapped; any other unknown
+    name raises). Weights load on first use and are shared with the LangChain classes in the
+    same process. ``context_window`` / ``num_output`` override what `metadata` reports.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    draft: str | None = Field(None, description="Draft model id or path (None: bundled pair).")
-    target: str | None = Field(None, description="Target model id or path (None: bundled pair).")
-    config: SpecGuardConfig = Field(default_factory=SpecGuardConfig)
-    temperature: float | None = Field(None, description="Draft temperature; 0 runs greedy, k=1.")
-    max_tokens: int | None = Field(None, description="Maximum generated tokens.")
-    device: str = "auto"
-    dtype: str = "auto"
+    context_window: int | None = Field(
+        None, ge=1, description="Reported context window (default: the models' own)."
+    )
 
-    _engine: SpecGuard | None = PrivateAttr(None)
+    def __init__(self, *, engine: SpecGuard | None = None, **kwargs: Any) -> None:
+        if "num_output" in kwargs:  # LlamaIndex's name for the tokens generated
+            kwargs.setdefault("max_tokens", kwargs.pop("num_output"))
+        if engine is not None:
+            kwargs.setdefault("config", engine.config)
+        super().__init__(**kwargs)
+        self.adopt(engine)
 
     @classmethod
     def class_name(cls) -> str:
@@ -113,93 +120,122 @@ class SpecGuardLLM(EngineOwner, FunctionCallingLLM):
 
     @property
     def metadata(self) -> LLMMetadata:
-        lm = getattr(self.engine.target, "lm", None) or getattr(self.engine.draft, "lm", None)
-        window = int(getattr(lm, "context_window", 2048))
+        if self.context_window is not None:
+            window = self.context_window
+        else:
+            lm = getattr(self.engine.target, "lm", None) or getattr(self.engine.draft, "lm", None)
+            window = int(getattr(lm, "context_window", 2048))
         return LLMMetadata(
             context_window=window,
-            num_output=self._config().max_new_tokens,
+            num_output=self.call_config({}).max_new_tokens,
             is_chat_model=True,
             is_function_calling_model=True,
-            model_name=self.engine.target.name,
+            model_name=self.model_names()[1],
         )
 
     # ------------------------------------------------------------ plumbing
-    def _config(self, **kwargs: Any) -> SpecGuardConfig:
-        return llm_params(
-            self.config,
-            temperature=kwargs.get("temperature", self.temperature),
-            max_tokens=kwargs.get("max_tokens", self.max_tokens),
-        )
+    def _start(self, prompt: str, kwargs: dict[str, Any], special: bool, cfg: Any = None) -> Any:
+        """How to start one engine run (again, when retried): per-call arguments are read now."""
+        cfg = cfg or self.call_config(kwargs)
+        stop = self.call_stop(kwargs.pop("stop", None))
+        reject_unknown(kwargs, "SpecGuardLLM")
+
+        def start() -> StepStream:
+            return self.engine.stream(
+                prompt, config=cfg, stop=stop, add_special_tokens=special, timeout=self.timeout
+            )
+
+        return start
 
     def _chat_call(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatCall:
-        tools = kwargs.get("tools")
-        choice = kwargs.get("tool_choice")
-        if choice is None and kwargs.get("tool_required"):
+        tools = kwargs.pop("tools", None)
+        choice = kwargs.pop("tool_choice", None)
+        if kwargs.pop("tool_required", False) and choice is None:
             choice = "required"
+        cfg = self.call_config(kwargs)
         return prepare_chat(
-            self.engine, _dicts(messages), self._config(**kwargs), tools=tools, tool_choice=choice
+            chat_lm(self.engine),
+            _dicts(messages),
+            cfg,
+            tools=tools,
+            tool_choice=choice,
+            tool_call_format_name=self.tool_call_format,
         )
 
-    def _emit(self, record: StepRecord) -> None:
-        dispatcher.event(
-            SpecGuardStepEvent(model_name=self.engine.target.name, record=record.model_dump())
-        )
+    def _chat_start(
+        self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
+    ) -> tuple[ChatCall, Any]:
+        call = self._chat_call(messages, kwargs)
+        return call, self._start(call.prompt, kwargs, False, call.config)
+
+    def _emitter(self) -> Any:
+        """A step-event sender bound to the current span: streams run after the decorated call
+        returned, when the span is no longer the active one."""
+        span, name = active_span_id.get(), self.model_names()[1]
+
+        def emit(record: StepRecord) -> None:
+            dispatcher.event(
+                SpecGuardStepEvent(model_name=name, record=record.model_dump(), span_id=span)
+            )
+
+        return emit
 
     def _extra(self, result: GenerationResult) -> dict[str, Any]:
+        draft, target = self.model_names()
         return {
-            "specguard": result.summary(),
-            "specguard_steps": [s.model_dump(mode="json") for s in result.steps],
+            "specguard": {**result.summary(), "draft_model": draft, "target_model": target},
+            "specguard_steps": result.steps_json(),
             "prompt_tokens": result.prompt_tokens,
             "completion_tokens": result.output_tokens,
             "total_tokens": result.prompt_tokens + result.output_tokens,
         }
 
-    def _chat_message(self, call: ChatCall, result: GenerationResult) -> ChatMessage:
-        text = call.prefix + result.text
-        parsed = parse_reply(text, call.fmt) if call.fmt else ParsedReply(text.strip())
-        blocks: list[Any] = [TextBlock(text=parsed.content)] if parsed.content else []
-        blocks += [
-            ToolCallBlock(tool_call_id=c["id"], tool_name=c["name"], tool_kwargs=c["args"])
-            for c in parsed.tool_calls
-        ]
+    def _text(self, text: str) -> str:
+        """Completion text as written, without special tokens."""
+        lm = getattr(self.engine.target, "lm", None) or getattr(self.engine.draft, "lm", None)
+        return strip_special(text, tuple(getattr(lm, "special_texts", ())))
+
+    def _chat_response(self, call: ChatCall, result: GenerationResult) -> ChatResponse:
+        parsed = call.parse(result.text)
+        content, extra = parsed.content, self._extra(result)
+        blocks: list[Any] = []
+        if self.reasoning:
+            reasoning, content = reasoning_split(call, result.text, result.step_texts)
+            if reasoning:
+                blocks.append(ThinkingBlock(content=reasoning))
+                extra["reasoning_content"] = reasoning
+        blocks += [TextBlock(text=content)] if content else []
         blocks += [
             ToolCallBlock(tool_call_id=c["id"], tool_name=c["name"] or "", tool_kwargs=c["args"])
-            for c in parsed.invalid_tool_calls
+            for c in parsed.tool_calls + parsed.invalid_tool_calls
         ]
-        if not blocks:
-            blocks = [TextBlock(text="")]
-        return ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks)
-
-    def _run(self, prompt: str, cfg: SpecGuardConfig, special: bool) -> StepStream:
-        return self.engine.stream(prompt, config=cfg, add_special_tokens=special)
+        message = ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks or [TextBlock(text="")])
+        return ChatResponse(message=message, additional_kwargs=extra)
 
     # ------------------------------------------------------------ completion
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        stream = self._run(prompt, self._config(**kwargs), True)
-        for record in stream:
-            self._emit(record)
-        assert stream.result is not None
+        result = run_call(self._start(prompt, kwargs, True), self._emitter(), self.max_retries)
         return CompletionResponse(
-            text=stream.result.text, additional_kwargs=self._extra(stream.result)
+            text=self._text(result.text), additional_kwargs=self._extra(result)
         )
 
     @llm_completion_callback()
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
-        stream = self._run(prompt, self._config(**kwargs), True)
+        stream, emit = self._start(prompt, kwargs, True)(), self._emitter()
 
         def gen() -> Generator[CompletionResponse, None, None]:
             text = ""
             for record in stream:
-                self._emit(record)
-                text += record.text
-                yield CompletionResponse(text=text, delta=record.text)
+                emit(record)
+                delta = self._text(record.text)
+                text += delta
+                yield CompletionResponse(text=text, delta=delta)
             assert stream.result is not None
-            yield CompletionResponse(
-                text=stream.result.text, delta="", additional_kwargs=self._extra(stream.result)
-            )
+            extra = self._extra(stream.result)
+            yield CompletionResponse(text=text, delta="", additional_kwargs=extra)
 
         return gen()
 
@@ -207,102 +243,95 @@ class SpecGuardLLM(EngineOwner, FunctionCallingLLM):
     async def acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
-        stream = self._run(prompt, self._config(**kwargs), True)
-        async for record in stream_in_thread(stream):
-            self._emit(record)
-        assert stream.result is not None
+        start = self._start(prompt, kwargs, True)
+        result = await arun_call(start, self._emitter(), self.max_retries)
         return CompletionResponse(
-            text=stream.result.text, additional_kwargs=self._extra(stream.result)
+            text=self._text(result.text), additional_kwargs=self._extra(result)
         )
 
     @llm_completion_callback()
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        stream = self._run(prompt, self._config(**kwargs), True)
+        from .._threads import stream_in_thread
+
+        stream, emit = self._start(prompt, kwargs, True)(), self._emitter()
 
         async def gen() -> AsyncGenerator[CompletionResponse, None]:
             text = ""
             async for record in stream_in_thread(stream):
-                self._emit(record)
-                text += record.text
-                yield CompletionResponse(text=text, delta=record.text)
+                emit(record)
+                delta = self._text(record.text)
+                text += delta
+                yield CompletionResponse(text=text, delta=delta)
             assert stream.result is not None
-            yield CompletionResponse(
-                text=stream.result.text, delta="", additional_kwargs=self._extra(stream.result)
-            )
+            extra = self._extra(stream.result)
+            yield CompletionResponse(text=text, delta="", additional_kwargs=extra)
 
         return gen()
 
     # ------------------------------------------------------------ chat
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        call = self._chat_call(messages, kwargs)
-        stream = self._run(call.prompt, call.config, False)
-        for record in stream:
-            self._emit(record)
-        assert stream.result is not None
-        return ChatResponse(
-            message=self._chat_message(call, stream.result),
-            additional_kwargs=self._extra(stream.result),
+        call, start = self._chat_start(messages, kwargs)
+        return self._chat_response(call, run_call(start, self._emitter(), self.max_retries))
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        call, start = self._chat_start(messages, kwargs)
+        result = await arun_call(start, self._emitter(), self.max_retries)
+        return self._chat_response(call, result)
+
+    @staticmethod
+    def _partial(content: str, reasoning: str, sofar: list[str]) -> ChatResponse:
+        """A streamed chat response: the deltas, and the message so far."""
+        sofar[0] += content
+        sofar[1] += reasoning
+        blocks: list[Any] = [ThinkingBlock(content=sofar[1])] if sofar[1] else []
+        message = ChatMessage(
+            role=MessageRole.ASSISTANT, blocks=[*blocks, TextBlock(text=sofar[0])]
         )
+        extra = {"reasoning_delta": reasoning} if reasoning else {}
+        return ChatResponse(message=message, delta=content, additional_kwargs=extra)
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        call = self._chat_call(messages, kwargs)
-        stream = self._run(call.prompt, call.config, False)
+        call, start = self._chat_start(messages, kwargs)
+        stream = start()
+        emit, text, sofar = self._emitter(), ReplyStream(call, self.reasoning), ["", ""]
 
         def gen() -> Generator[ChatResponse, None, None]:
-            text = ""
             for record in stream:
-                self._emit(record)
-                delta = "" if call.fmt is not None else record.text
-                text += delta
-                yield ChatResponse(
-                    message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=delta
-                )
+                emit(record)
+                yield self._partial(*text.step(record.text, record.finish), sofar)
             assert stream.result is not None
+            last = self._partial(*text.finish(stream.result.text, stream.result.step_texts), sofar)
+            final = self._chat_response(call, stream.result)
             yield ChatResponse(
-                message=self._chat_message(call, stream.result),
-                delta="",
-                additional_kwargs=self._extra(stream.result),
+                message=final.message, delta=last.delta, additional_kwargs=final.additional_kwargs
             )
 
         return gen()
 
     @llm_chat_callback()
-    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        call = self._chat_call(messages, kwargs)
-        stream = self._run(call.prompt, call.config, False)
-        async for record in stream_in_thread(stream):
-            self._emit(record)
-        assert stream.result is not None
-        return ChatResponse(
-            message=self._chat_message(call, stream.result),
-            additional_kwargs=self._extra(stream.result),
-        )
-
-    @llm_chat_callback()
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
-        call = self._chat_call(messages, kwargs)
-        stream = self._run(call.prompt, call.config, False)
+        from .._threads import stream_in_thread
+
+        call, start = self._chat_start(messages, kwargs)
+        stream = start()
+        emit, text, sofar = self._emitter(), ReplyStream(call, self.reasoning), ["", ""]
 
         async def gen() -> AsyncGenerator[ChatResponse, None]:
-            text = ""
             async for record in stream_in_thread(stream):
-                self._emit(record)
-                delta = "" if call.fmt is not None else record.text
-                text += delta
-                yield ChatResponse(
-                    message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=delta
-                )
+                emit(record)
+                yield self._partial(*text.step(record.text, record.finish), sofar)
             assert stream.result is not None
+            last = self._partial(*text.finish(stream.result.text, stream.result.step_texts), sofar)
+            final = self._chat_response(call, stream.result)
             yield ChatResponse(
-                message=self._chat_message(call, stream.result),
-                delta="",
-                additional_kwargs=self._extra(stream.result),
+                message=final.message, delta=last.delta, additional_kwargs=final.additional_kwargs
             )
 
         return gen()

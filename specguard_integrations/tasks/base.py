@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
+from ..segmentation import extract_answer
+
 Split = Literal["train", "test"]
 HELD_OUT_SIZE = 500  # held-out items per family; train never contains their prompts
 _SPLIT_BASE = {"train": 0, "test": 1_000_000_007}
@@ -89,12 +91,6 @@ class Item:
 
     def correct(self, completion: str) -> bool:
         return extract_answer(completion) == self.answer
-
-
-def extract_answer(text: str) -> str | None:
-    """The value on the last ``Answer:`` / ``Final Answer:`` line, stripped."""
-    found = re.findall(r"(?:^|\n)\s*(?:Final Answer|Answer):\s*([^\n]*)", text)
-    return found[-1].strip().rstrip(".") if found else None
 
 
 def _answer_step(item: Item, text: str, marker: str = "Answer:") -> StepVerdict:

@@ -115,7 +115,7 @@ def solve_plain(
             kwargs["stopping_criteria"] = _text_stop(lm, ids.shape[1], "Observation:")
         if assistant is not None:
             kwargs["assistant_model"] = assistant.model
-        with torch.inference_mode(), lm._lock:
+        with torch.inference_mode(), lm.lock:
             out = lm.model.generate(
                 ids,
                 max_new_tokens=max_new_tokens,

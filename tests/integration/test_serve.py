@@ -25,14 +25,10 @@ import pytest
 from specguard_integrations.assets import DEFAULT_CONFIG
 from specguard_integrations.config import SpecGuardConfig
 from specguard_integrations.engine.loop import SpecGuard
-from specguard_integrations.engine.remote import (
-    EndpointDraft,
-    EndpointError,
-    EndpointTarget,
-    EndpointUnreachable,
-    LangChainTarget,
-)
-from specguard_integrations.registry import get_engine, load_lm, resolve
+from specguard_integrations.engine.endpoint import EndpointDraft, EndpointTarget
+from specguard_integrations.engine.openai_client import EndpointError, EndpointUnreachable
+from specguard_integrations.langchain import LangChainTarget
+from specguard_integrations.registry import load_lm, load_pair, resolve
 from specguard_integrations.tasks import make_split
 
 TARGET_NAME = "specguard-bundled/target"
@@ -114,7 +110,7 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def local(cfg):
-    return get_engine(None, None, cfg, device="cpu")
+    return load_pair(None, None, cfg, device="cpu")
 
 
 def _items(n_per_family: int = 2):

@@ -22,7 +22,7 @@ def _plain(lm, prompt_ids, **kw):
     [("newline", 40, ()), ("blank_line", 7, ()), ("newline", 40, ("e",)), ("react", 25, ())],
 )
 @pytest.mark.parametrize(
-    ("gamma", "first"),
+    ("speculation", "first"),
     [
         (1, "none"),
         (3, "none"),
@@ -34,7 +34,7 @@ def _plain(lm, prompt_ids, **kw):
         (8, "long"),
     ],
 )
-def test_same_tokens_as_plain_greedy(same_model, gamma, segmenter, max_tokens, stop, first):
+def test_same_tokens_as_plain_greedy(same_model, speculation, segmenter, max_tokens, stop, first):
     target = tiny_lm(seed=0, layers=3, hidden=32)
     draft = target if same_model else tiny_lm(seed=5)
     seg = make_segmenter(segmenter, ("Answer:",))
@@ -62,17 +62,17 @@ def test_same_tokens_as_plain_greedy(same_model, gamma, segmenter, max_tokens, s
         tstate,
         draft,
         dstate,
-        gamma=gamma,
+        target_speculation=speculation,
         max_tokens=max_tokens,
         segmenter=seg,
         stop=stop,
         first=proposal,
     )
-    assert (spec.ids, spec.text, spec.finish, spec.eos) == (
+    assert (spec.ids, spec.text, spec.finish, spec.eos_id) == (
         plain.ids,
         plain.text,
         plain.finish,
-        plain.eos,
+        plain.eos_id,
     )
     # the draft is back where it was; the target holds the step and can go on
     assert dstate.fed == len(ids) and dstate.cache.get_seq_length() == d_len
@@ -103,11 +103,12 @@ def test_rejected_step_is_offered_to_the_fallback_once():
     """The draft session keeps the step it just rejected (what the target's fallback proposes
     first) until the context moves on."""
     from specguard_integrations import SpecGuardConfig
-    from specguard_integrations.engine.backends import DecodeSettings, LocalDraft
+    from specguard_integrations.engine.backends import DecodeSettings, SignalSettings
+    from specguard_integrations.engine.local import LocalDraft
 
     draft = LocalDraft(tiny_lm(seed=3))
     cfg = SpecGuardConfig.greedy(max_step_tokens=8, segmenter="newline")
-    session = draft.start(PROMPT, cfg)
+    session = draft.start(PROMPT, SignalSettings.from_config(cfg))
     settings = DecodeSettings(
         k=1, temperature=0.0, top_p=1.0, max_tokens=8, segmenter=make_segmenter("newline", ())
     )
@@ -115,8 +116,9 @@ def test_rejected_step_is_offered_to_the_fallback_once():
     session.score(cand)
     session.reject()
     assert session.rejected == cand.scored_ids and session.rejected
+    assert session.assist().rejected == session.rejected
     session.append("x", None)  # the target's step is committed: the proposal is stale
-    assert session.rejected == []
+    assert session.rejected == [] and session.assist().rejected == []
     cand = session.propose(settings, None)[0]
     session.score(cand)
     session.accept()

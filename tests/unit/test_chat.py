@@ -1,51 +1,183 @@
+"""Tool-call formats (one class per family, read off the chat template), reply parsing, and the
+checks every chat surface shares."""
+
+import json
+from pathlib import Path
+
 import pytest
 
 from specguard_integrations.chat import (
-    ToolCallFormat,
+    ChatCall,
+    check_messages,
+    check_tools,
+    keep_bound_calls,
     normalise_tool_choice,
-    parse_reply,
+    strip_special,
 )
+from specguard_integrations.segmentation import make_segmenter
 from specguard_integrations.testing import char_tokenizer
+from specguard_integrations.tool_formats import (
+    DeepSeekV3,
+    Hermes,
+    Llama3Json,
+    Mistral,
+    detect,
+    tool_call_format_by_name,
+)
 
-FMT = ToolCallFormat()
+TEMPLATES = Path(__file__).parent.parent / "fixtures" / "chat_templates"
 ADD = {"type": "function", "function": {"name": "add", "parameters": {"properties": {}}}}
 MUL = {"type": "function", "function": {"name": "mul", "parameters": {"properties": {}}}}
+BEGIN, SEP, CEND = "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>", "<｜tool▁call▁end｜>"
+DS_OPEN, DS_CLOSE = "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"
 
 
-def test_format_is_read_off_the_chat_template():
-    fmt = ToolCallFormat.from_tokenizer(char_tokenizer())
-    assert fmt.open == "<tool_call>" and fmt.close == "</tool_call>"
+def _tok(template: str | None = None):
+    tok = char_tokenizer()
+    if template is not None:
+        tok.chat_template = (TEMPLATES / template).read_text()
+    return tok
+
+
+def test_bundled_format_is_read_off_the_chat_template():
+    fmt = detect(_tok())
+    assert isinstance(fmt, Hermes) and (fmt.open, fmt.close) == ("<tool_call>", "</tool_call>")
     # the trailing space is left to the model (BPE merges it with the next character)
     assert fmt.forced_prefix("add") == '<tool_call>{"name": "add", "arguments":'
     assert fmt.forced_prefix("") == '<tool_call>{"name": "'
 
 
-def test_template_without_tools_is_a_clear_error():
-    tok = char_tokenizer()
+@pytest.mark.parametrize(
+    ("template", "cls", "forced"),
+    [
+        ("hermes.jinja", Hermes, '<tool_call>\n{"name": "add", "arguments":'),
+        ("llama3.1_json.jinja", Llama3Json, '{"name": "add", "parameters":'),
+        ("mistral.jinja", Mistral, '[TOOL_CALLS] [{"name": "add", "arguments":'),
+        ("deepseekv3.jinja", DeepSeekV3, f"{DS_OPEN}{BEGIN}function{SEP}add\n```json\n"),
+    ],
+)
+def test_each_family_is_detected_with_its_own_prefix(template, cls, forced):
+    fmt = detect(_tok(template))
+    assert type(fmt) is cls
+    assert fmt.forced_prefix("add") == forced
+
+
+def test_template_without_tool_calls_names_the_option():
+    tok = _tok()
     tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    with pytest.raises(ValueError, match="renders no tool calls"):
-        ToolCallFormat.from_tokenizer(tok)
+    with pytest.raises(ValueError, match="renders no tool calls.*tool_call_format="):
+        detect(tok)
+    assert isinstance(detect(tok, "mistral"), Mistral)  # a named format needs no template
+    with pytest.raises(ValueError, match="unknown value 'pythonic'"):
+        tool_call_format_by_name("pythonic")
 
 
-def test_parse_valid_and_malformed_calls():
+def test_hermes_parses_valid_malformed_and_unclosed_calls():
+    fmt = Hermes()
     text = (
         'Let me add.<tool_call>{"name": "add", "arguments": {"a": 1, "b": 2}}</tool_call>'
         '<tool_call>{"name": "mul", "arguments": {"a": 1,</tool_call>'
     )
-    reply = parse_reply(text, FMT)
+    reply = fmt.parse(text)
     assert reply.content == "Let me add."
     assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("add", {"a": 1, "b": 2})]
     assert reply.tool_calls[0]["id"].startswith("call_")
     (bad,) = reply.invalid_tool_calls
     assert bad["name"] == "mul" and "malformed tool call" in bad["error"]
-
-
-def test_parse_string_arguments_and_unclosed_call():
-    reply = parse_reply('<tool_call>{"name": "add", "arguments": "{\\"a\\": 3}"}</tool_call>', FMT)
-    assert reply.tool_calls[0]["args"] == {"a": 3}
-    cut = parse_reply('<tool_call>{"name": "add", "arguments": {"a"', FMT)
+    args = fmt.parse('<tool_call>{"name": "add", "arguments": "{\\"a\\": 3}"}</tool_call>')
+    assert args.tool_calls[0]["args"] == {"a": 3}
+    cut = fmt.parse('<tool_call>{"name": "add", "arguments": {"a"')
     assert not cut.tool_calls and "not closed" in cut.invalid_tool_calls[0]["error"]
-    assert parse_reply("plain text", FMT).content == "plain text"
+
+
+def test_llama3_json_parses_a_json_turn_and_leaves_text_alone():
+    fmt = Llama3Json()
+    one = fmt.parse('<|python_tag|>{"name": "add", "parameters": {"a": 1}}')
+    assert [(c["name"], c["args"]) for c in one.tool_calls] == [("add", {"a": 1})]
+    two = fmt.parse('{"name": "add", "parameters": {"a": 1}}; {"name": "mul", "arguments": {}}')
+    assert [c["name"] for c in two.tool_calls] == ["add", "mul"] and two.content == ""
+    assert fmt.parse("The answer is {not json}").content == "The answer is {not json}"
+    bad = fmt.parse('{"name": "add", "parameters": {"a": ')
+    assert not bad.tool_calls and bad.invalid_tool_calls[0]["name"] == "add"
+
+
+def test_mistral_parses_the_call_array_after_the_marker():
+    fmt = Mistral()
+    reply = fmt.parse('Sure. [TOOL_CALLS] [{"name": "add", "arguments": {"a": 1}, "id": "x"},'
+                      ' {"name": "mul", "arguments": "{\\"b\\": 2}"}]')
+    assert reply.content == "Sure."
+    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("add", {"a": 1}), ("mul", {"b": 2})]
+    broken = fmt.parse('[TOOL_CALLS] [{"name": "add", "arguments": {')
+    assert not broken.tool_calls and broken.invalid_tool_calls
+
+
+def test_deepseek_parses_fenced_arguments():
+    fmt = DeepSeekV3()
+    text = (
+        f"Checking.{DS_OPEN}{BEGIN}function{SEP}add\n```json\n{{\"a\": 1}}\n```{CEND}\n"
+        f"{BEGIN}function{SEP}mul\n```json\n{{\"b\": 2}}\n```{CEND}{DS_CLOSE}"
+    )
+    reply = fmt.parse(text)
+    assert reply.content == "Checking."
+    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("add", {"a": 1}), ("mul", {"b": 2})]
+    unclosed = fmt.parse(f"{DS_OPEN}{BEGIN}function{SEP}add\n```json\n{{\"a\": 1}}")
+    assert not unclosed.tool_calls and "not closed" in unclosed.invalid_tool_calls[-1]["error"]
+
+
+@pytest.mark.parametrize("name", ["hermes", "llama3_json", "mistral", "deepseek_v3"])
+def test_written_calls_parse_back_and_end_one_step(name):
+    fmt = tool_call_format_by_name(name)
+    text = fmt.render_calls([("add", {"a": 1, "b": [2, 3]})])
+    reply = fmt.parse(text)
+    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("add", {"a": 1, "b": [2, 3]})]
+    seg = make_segmenter("tool_call", ("Answer:",), name)
+    # thinking before a call is a step of its own; inside a call a blank line is no boundary
+    assert seg.find("Let me think.\n\n" + text).end == len("Let me think.\n\n")
+    if fmt.close:
+        assert seg.find(text + "more").end == len(text)
+        assert seg.stop_hints == (fmt.close,)
+    else:  # the call runs to the end of the turn
+        assert seg.find(text.replace(", ", ",\n\n")) is None
+
+
+def test_response_template_parses_with_transformers():
+    templates = json.loads((TEMPLATES.parent / "response_templates.json").read_text())
+    tok = _tok("hermes.jinja")
+    tok.response_template = templates["qwen3_hermes"]
+    fmt = detect(tok)
+    assert fmt.name == "hermes" and type(fmt).__name__ == "ResponseTemplateFormat"
+    reply = fmt.parse('<tool_call>\n{"name": "add", "arguments": {"a": 1}}\n</tool_call>')
+    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("add", {"a": 1})]
+
+
+def test_calls_to_unbound_tools_are_invalid_and_special_tokens_leave_content():
+    reply = Hermes().parse('<tool_call>{"name": "div", "arguments": {}}</tool_call>')
+    kept = keep_bound_calls(reply, [ADD])
+    assert not kept.tool_calls and "'div' is not bound" in kept.invalid_tool_calls[0]["error"]
+    call = ChatCall("p", "", None, None, special=("<|assistant|>", "<|end|>"))
+    assert call.parse("Paris.<|end|><|assistant|>").content == "Paris."
+    assert strip_special("a<|x|>b", ("<|x|>",)) == "ab"
+
+
+def test_tools_need_json_schema_parameters():
+    check_tools([ADD])
+    bad = {"type": "function", "function": {"name": "f", "parameters": "notadict"}}
+    with pytest.raises(ValueError, match=r"tools\[0\] \(f\): parameters must be a JSON schema"):
+        check_tools([bad])
+    with pytest.raises(ValueError, match="needs a function with a name"):
+        check_tools([{"foo": "bar"}])
+
+
+def test_messages_are_checked_alike_on_every_surface():
+    with pytest.raises(ValueError, match="no messages"):
+        check_messages([])
+    with pytest.raises(ValueError, match=r"messages\[1\]: the user message is empty"):
+        check_messages([{"role": "system", "content": "s"}, {"role": "user", "content": "  "}])
+    orphan = [{"role": "user", "content": "x"}, {"role": "tool", "content": "3", "tool_call_id": "c1"}]
+    with pytest.raises(ValueError, match=r"messages\[1\]: tool message .* answers no earlier"):
+        check_messages(orphan)
+    called = {"id": "c1", "type": "function", "function": {"name": "add", "arguments": {}}}
+    check_messages([orphan[0], {"role": "assistant", "content": "", "tool_calls": [called]}, orphan[1]])
 
 
 def test_tool_choice_normalisation():

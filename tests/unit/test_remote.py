@@ -4,17 +4,11 @@ import httpx
 import pytest
 
 from specguard_integrations.engine.backends import DecodeSettings
-from specguard_integrations.engine.plain import _held_back, plain_generate
+from specguard_integrations.engine.endpoint import Completion, EndpointTarget, to_candidate
+from specguard_integrations.engine.openai_client import OpenAICompatibleClient
+from specguard_integrations.engine.plain import _held_back, plain_stream
 from specguard_integrations.engine.proposer import cut_text
-from specguard_integrations.engine.remote import (
-    EndpointTarget,
-    OpenAICompatibleClient,
-    _Completion,
-    _restore_boundary,
-    _to_candidate,
-    jaccard_medoid_order,
-    stop_hints,
-)
+from specguard_integrations.engine.selection import jaccard_medoid
 from specguard_integrations.segmentation import make_segmenter
 
 MARKERS = ("Final Answer:", "Answer:")
@@ -35,49 +29,61 @@ def test_cut_text_boundary_final_answer_and_stop():
 
 
 def test_stop_hints_never_end_a_step_early():
-    assert stop_hints(make_segmenter("blank_line", MARKERS)) == ("\n\n",)
-    assert stop_hints(make_segmenter("newline", MARKERS)) == ("\n",)
-    assert stop_hints(make_segmenter("tool_call", MARKERS)) == ("</tool_call>",)
-    assert stop_hints(make_segmenter("react", MARKERS)) == ("\nObservation:",)
-    assert stop_hints(make_segmenter("step_marker", MARKERS)) == ()  # needs look-ahead
+    assert make_segmenter("blank_line", MARKERS).stop_hints == ("\n\n",)
+    assert make_segmenter("newline", MARKERS).stop_hints == ("\n",)
+    assert make_segmenter("tool_call", MARKERS).stop_hints == ("</tool_call>",)
+    assert make_segmenter("react", MARKERS).stop_hints == ("\nObservation:",)
+    assert make_segmenter("step_marker", MARKERS).stop_hints == ()  # needs look-ahead
 
 
 def test_restore_boundary_only_after_text():
     blank = make_segmenter("blank_line", MARKERS)
     tools = make_segmenter("tool_call", MARKERS)
-    assert _restore_boundary("2 + 2 = 4", blank) == "2 + 2 = 4\n\n"
-    assert _restore_boundary("", blank) == ""  # the model ended: no boundary invented
-    assert _restore_boundary('<tool_call>{"name": "f"}', tools) == (
-        '<tool_call>{"name": "f"}</tool_call>'
-    )
-    assert _restore_boundary("plain words", tools) == "plain words"
+    react = make_segmenter("react", MARKERS)
+    assert blank.restore("2 + 2 = 4") == "2 + 2 = 4\n\n"
+    assert blank.restore("") == ""  # the model ended: no boundary invented
+    assert tools.restore('<tool_call>{"name": "f"}') == '<tool_call>{"name": "f"}</tool_call>'
+    assert tools.restore("plain words") == "plain words"
+    # the server cut "\nObservation:" off an Action Input line: its newline comes back
+    step = "Thought: add\nAction: calc\nAction Input: 2+2"
+    assert react.restore(step) == step + "\n"
+    assert react.find(react.restore(step)).kind == "tool_call"
 
 
 def test_completion_to_candidate_counts_tokens_of_the_kept_step():
-    c = _Completion(
+    c = Completion(
         "1 + 1 = 2\n\nAnswer: 2\n", "stop", True, 9, 20, [0, 1, 3, 5, 7, 9, 10, 11], [-0.1] * 8
     )
-    cand, n = _to_candidate(c, settings())
+    cand = to_candidate(c, settings())
     assert cand.text == "1 + 1 = 2\n\n" and cand.finish == "boundary"
-    assert n == cand.num_tokens == 7  # offsets below 11 characters
-    eos = _Completion("Answer: 2", "stop", False, 4, 20, None, None)
-    cand, n = _to_candidate(eos, settings())
-    assert cand.finish == "eos" and cand.text == "Answer: 2" and n == 4
-    long = _Completion("abcdef", "length", False, 6, 20, None, None)
-    assert _to_candidate(long, settings())[0].finish == "max_step_tokens"
+    assert cand.num_tokens == 7  # offsets below 11 characters
+    eos = Completion("Answer: 2", "stop", False, 4, 20, None, None)
+    cand = to_candidate(eos, settings())
+    assert cand.finish == "eos" and cand.text == "Answer: 2" and cand.num_tokens == 4
+    long = Completion("abcdef", "length", False, 6, 20, None, None)
+    assert to_candidate(long, settings()).finish == "max_step_tokens"
 
 
 def test_jaccard_medoid_first():
     texts = ["2 + 3 = 5", "2 + 3 = 6", "2 + 3 = 5", "seven"]
-    order = jaccard_medoid_order(texts)
-    assert order[0] == 0 and sorted(order) == [0, 1, 2, 3]
-    assert jaccard_medoid_order(["a"]) == [0]
+    assert jaccard_medoid(texts) == 0
+    assert jaccard_medoid(["seven", "2 + 3 = 5", "2 + 3 = 5"]) == 1  # ties: sampling order
+    assert jaccard_medoid(["a"]) == 0
 
 
 def test_held_back_text_that_may_start_a_stop():
     assert _held_back("x = 1 EN", ("END",)) == 2
     assert _held_back("x = 1", ("END",)) == 0
     assert _held_back("ab\n", ("\n\n",)) == 1
+
+
+def plain_generate(lm, prompt, **kwargs):
+    gen = plain_stream(lm, prompt, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            return done.value
 
 
 def test_plain_generate_stops_and_reports_logprobs():

@@ -1,0 +1,227 @@
+"""What the `specguard` subcommands show: step tables, the demo, pair evaluation, benchmark and
+calibration reports. Only the command line prints; these functions take its console."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .config import SpecGuardConfig
+    from .engine.loop import SpecGuard
+    from .types import StepRecord
+
+
+def show_steps(console: Console, prompt: str, records: list[StepRecord]) -> None:
+    from rich.table import Table
+
+    table = Table(title=prompt.strip(), title_justify="left", show_lines=False)
+    for col in ("#", "source", "grounding", "confidence", "fused", "decision", "text"):
+        table.add_column(col)
+    for n, s in enumerate(records):
+        colour = "green" if s.source == "draft" else "magenta"
+        table.add_row(
+            str(n),
+            f"[{colour}]{s.source}[/]",
+            "-" if s.grounding is None else f"{s.grounding:.3f}",
+            f"{s.confidence:.2f}",
+            f"{s.fused:.3f}",
+            f"{s.decision} (tau {s.threshold})",
+            repr(s.text[:60]),
+        )
+    console.print(table)
+
+
+def _local_target(engine: SpecGuard) -> Any:
+    lm = getattr(engine.target, "lm", None)
+    if lm is None:
+        raise ValueError("this command compares against a local target model")
+    return lm
+
+
+def demo(console: Console, engine: SpecGuard, cfg: SpecGuardConfig, limit: int) -> int:
+    from rich.progress import Progress
+
+    from .tasks import FAMILIES, make_split
+    from .tasks.runner import solve_plain, solve_specguard
+
+    target = _local_target(engine)
+    fams = list(FAMILIES)
+    items = [make_split(fams[i % len(fams)], "test", 1 + i // len(fams))[-1] for i in range(limit)]
+    spec, plain = [], []
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("solving held-out problems", total=2 * len(items))
+        solve_specguard(engine, items[0], cfg)  # warm-up, not timed
+        for item in items:
+            spec.append(solve_specguard(engine, item, cfg))
+            bar.advance(task)
+            plain.append(solve_plain(target, item))
+            bar.advance(task)
+    for s, p in zip(spec, plain, strict=True):
+        show_steps(console, s.item.prompt, s.records)
+        mark = "[green]correct[/]" if s.correct else "[red]wrong[/]"
+        console.print(
+            f"SpecGuard answer {mark} ({s.seconds:.2f}s); target alone "
+            f"{'correct' if p.correct else 'wrong'} ({p.seconds:.2f}s)\n"
+        )
+    steps = [r for s in spec for r in s.records]
+    t_spec = sum(s.seconds for s in spec)
+    t_plain = sum(p.seconds for p in plain)
+    console.print(
+        f"[bold]Totals[/] over {len(items)} problems: {len(steps)} steps, target-call rate "
+        f"{sum(r.source == 'target' for r in steps) / max(len(steps), 1):.2f}; accuracy "
+        f"SpecGuard {sum(s.correct for s in spec)}/{len(items)}, target alone "
+        f"{sum(p.correct for p in plain)}/{len(items)}; time SpecGuard {t_spec:.2f}s, target "
+        f"alone {t_plain:.2f}s (ratio {t_spec / t_plain if t_plain else float('nan'):.2f})"
+    )
+    return 0
+
+
+def eval_pair(console: Console, engine: SpecGuard, n: int, json_path: str | None) -> int:
+    import json
+    from dataclasses import asdict
+
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from .tasks import FAMILIES
+    from .tasks.evaluate import evaluate_model
+
+    lms = [getattr(engine.draft, "lm", None), _local_target(engine)]
+    if lms[0] is None:
+        raise ValueError("eval-pair needs a local draft model")
+    reports = []
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("evaluating", total=2 * n * len(FAMILIES))
+        for lm in lms:
+            reports.append(evaluate_model(lm, n=n, progress=lambda: bar.advance(task)))
+    table = Table(title=f"held-out, greedy, {n} items per family")
+    for col in ("model", "params", *[f"{f} acc" for f in FAMILIES]):
+        table.add_column(col)
+    for col in ("mean acc", "well-formed steps", "ms/token"):
+        table.add_column(col)
+    for r in reports:
+        table.add_row(
+            r.name,
+            f"{r.params / 1e6:.2f}M",
+            *[f"{r.accuracy[f]:.0%}" for f in FAMILIES],
+            f"{r.mean_accuracy:.1%}",
+            f"{r.mean_well_formed:.1%}",
+            f"{r.ms_per_token:.2f}",
+        )
+    console.print(table)
+    draft, target = reports
+    console.print(
+        f"target/draft per-token latency: {target.ms_per_token / draft.ms_per_token:.2f}x; "
+        f"accuracy gap: {100 * (target.mean_accuracy - draft.mean_accuracy):.1f} points"
+    )
+    if json_path:
+        payload = [asdict(r) | {"mean_accuracy": r.mean_accuracy} for r in reports]
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=2)
+    return 0
+
+
+def bench(
+    console: Console,
+    args: argparse.Namespace,
+    items: list[Any],
+    engine: SpecGuard,
+    cfg: SpecGuardConfig,
+) -> int:
+    from rich.progress import Progress
+
+    from .baselines import ProcessRewardModel, build_methods
+    from .bench.report import markdown, write_report
+    from .bench.runner import run_bench
+
+    draft, target = getattr(engine.draft, "lm", None), _local_target(engine)
+    if draft is None:
+        raise ValueError("the benchmark needs a local draft model")
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    prm = None
+    if "rsd" in names:
+        from .assets import bundled_prm
+
+        path = args.prm or (str(bundled_prm()) if not args.draft else None)
+        if path is None:
+            raise ValueError("the rsd method needs --prm PATH for your own pair")
+        prm = ProcessRewardModel.from_pretrained(path, device=args.device)
+    import torch
+
+    torch.manual_seed(args.seed)
+    methods = build_methods(names, draft, target, cfg, prm=prm, prm_threshold=args.prm_threshold)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(
+            f"{len(items)} items x {len(methods)} methods", total=len(items) * len(methods)
+        )
+        result = run_bench(
+            items, methods, progress=lambda _m: bar.advance(task), device=args.device
+        )
+    result.meta.update(
+        suite=args.suite,
+        limit=args.limit,
+        offset=args.offset,
+        seed=args.seed,
+        draft=engine.draft.name,
+        target=engine.target.name,
+        config=cfg.model_dump(mode="json"),
+        prm=None if prm is None else prm.name,
+        prm_threshold=args.prm_threshold,
+        command="specguard " + " ".join(sys.argv[1:]),
+    )
+    paths = write_report(result, args.out)
+    console.print(markdown(result))
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def calibrate(
+    console: Console,
+    args: argparse.Namespace,
+    engine: SpecGuard,
+    cfg: SpecGuardConfig,
+    items: list[Any] | None,
+) -> int:
+    from rich.progress import Progress
+
+    from .bench.calibrate import calibrate as fit
+    from .bench.calibrate import calibrate_unlabelled, read_prompts
+
+    with Progress(console=console, transient=True) as bar:
+        if items is None:  # the user's own prompts, no labels
+            if args.target_rate is None:
+                raise ValueError("--prompts calibrates to --target-rate (there are no labels)")
+            prompts = read_prompts(args.prompts)
+            task = bar.add_task("calibrating on your prompts", total=None)
+            result = calibrate_unlabelled(
+                engine,
+                prompts,
+                cfg,
+                target_rate=args.target_rate,
+                progress=lambda _w: bar.advance(task),
+            )
+        else:
+            task = bar.add_task("calibrating", total=len(items) + args.shortlist)
+            result = fit(
+                engine,
+                items,
+                cfg,
+                max_target_rate=args.max_target_rate,
+                target_rate=args.target_rate,
+                shortlist=args.shortlist,
+                progress=lambda _w: bar.advance(task),
+            )
+    result.config.to_file(args.out, **result.extras())
+    for c in result.candidates:
+        mark = "->" if c is result.chosen else "  "
+        acc = "n/a (no labels)" if c.accuracy is None else f"{c.accuracy:.1%}"
+        console.print(
+            f"{mark} beta {c.beta:.2f} tau {c.tau:.3f}: dev accuracy {acc}, "
+            f"target-call rate {c.target_call_rate:.2f} (predicted {c.predicted_target_rate:.2f})"
+        )
+    console.print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,329 @@
+"""Local Hugging Face backends: a draft that samples, selects and scores with its own forward
+pass, and a target that writes fallback steps, catching up on accepted text lazily."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import signals
+from .backends import DecodeSettings, DraftAssist, SignalSettings, StepSignals, TargetSession
+from .lm import AttentionUnavailable, FeedOut, LocalCausalLM, SeqState
+from .proposer import Candidate, sample_steps, speculative_step
+from .selection import select
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _sample(
+    lm: LocalCausalLM,
+    state: SeqState,
+    settings: DecodeSettings,
+    generator: torch.Generator | None,
+    *,
+    keep_cache: bool = False,
+) -> list[Candidate]:
+    """`sample_steps` with one step's decode settings (embeddings only when k > 1)."""
+    return sample_steps(
+        lm,
+        state,
+        k=settings.k,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        max_tokens=settings.max_tokens,
+        segmenter=settings.segmenter,
+        stop=settings.stop,
+        generator=generator,
+        embed=settings.k > 1,
+        keep_cache=keep_cache,
+        stop_tail=settings.stop_tail,
+    )
+
+
+def _medoid(candidates: list[Candidate]) -> int:
+    """2. select: the hidden-state medoid (index 0 when there is one candidate)."""
+    import torch
+
+    if len(candidates) == 1:
+        return 0
+    emb = [c.embedding for c in candidates if c.embedding is not None]
+    if len(emb) != len(candidates):
+        raise ValueError("selecting among candidates needs every candidate's embedding")
+    return select(torch.stack(emb))
+
+
+def check_prompt(lm: LocalCausalLM, ids: list[int], prompt: str) -> None:
+    if not prompt or not prompt.strip():
+        raise ValueError("prompt is empty")
+    if len(ids) >= lm.context_window:
+        raise ValueError(
+            f"prompt is {len(ids)} tokens but {lm.name} has a context window of"
+            f" {lm.context_window}: no room to generate"
+        )
+
+
+def _start_ids(lm: LocalCausalLM, prompt: str, add_special_tokens: bool) -> list[int]:
+    ids = lm.encode_prompt(prompt, add_special_tokens=add_special_tokens)
+    check_prompt(lm, ids, prompt)
+    return ids
+
+
+class LocalDraft:
+    """A local Hugging Face draft: samples candidates, and scores with its own forward pass."""
+
+    def __init__(self, lm: LocalCausalLM) -> None:
+        self.lm = lm
+        self.name = lm.name
+
+    @property
+    def supports_grounding(self) -> bool:
+        return self.lm.supports_grounding
+
+    def start(
+        self, prompt: str, signals: SignalSettings, *, add_special_tokens: bool = True
+    ) -> LocalDraftSession:
+        return LocalDraftSession(self.lm, _start_ids(self.lm, prompt, add_special_tokens), signals)
+
+
+@dataclass
+class _Tentative:
+    """A scored step appended to the draft's state until accept() or reject()."""
+
+    base: int  # ids before the step
+    logits: torch.Tensor  # (V,) next logits before the step
+    hidden: torch.Tensor | None  # (d,) last hidden state before the step
+    committed_mass: list[torch.Tensor]  # rollout mass of the step's positions as context
+
+
+class LocalDraftSession:
+    """Draft state of one generation. Step 3 (score) lives here because it needs the cache."""
+
+    def __init__(self, lm: LocalCausalLM, prompt_ids: list[int], cfg: SignalSettings) -> None:
+        self.lm = lm
+        self.cfg = cfg
+        self.device = lm.device
+        self.vocab_id: str | None = lm.vocab_id
+        self.use_grounding = cfg.use_grounding and lm.supports_grounding
+        self.layers = min(cfg.rollout_layers, lm.num_layers)
+        self.state: SeqState = lm.new_state(prompt_ids)
+        self.prompt_tokens = len(prompt_ids)
+        self._tentative: _Tentative | None = None
+        # the step last rejected at this context (cleared once the context moves on): the
+        # target's speculative fallback proposes it first
+        self.rejected: list[int] = []
+        self._feed_committed()
+
+    @property
+    def tokens_left(self) -> int:
+        return self.lm.context_window - len(self.state.ids) - 1  # a margin of 1 for EOS
+
+    def shares_vocab_with(self, target: TargetSession) -> bool:
+        return target.vocab_id is not None and target.vocab_id == self.vocab_id
+
+    def assist(self) -> DraftAssist:
+        return DraftAssist(self.lm, self.state, self.rejected)
+
+    def _feed(self) -> FeedOut:
+        """Feed pending ids, with the rollout layers' attention when grounding is read; a model
+        that gives no attention switches this generation to confidence-only."""
+        try:
+            return self.lm.feed(self.state, rollout_layers=self._layers(), hidden=True)
+        except AttentionUnavailable:
+            self.use_grounding = False
+            return self.lm.feed(self.state, hidden=True)
+
+    def _feed_committed(self) -> None:
+        """Feed pending context ids; with grounding, extend the cached rollout mass vectors."""
+        pos = self.state.fed
+        for chunk in self._feed().rows or []:
+            rows = [self._process(a) for a in chunk]
+            n = rows[0].shape[0]
+            ctx = self._context_indicator(pos, n, committed=True)
+            self._extend_mass(signals.propagate_mass(rows, self._prev_mass(pos), ctx))
+            pos += n
+
+    def _layers(self) -> int:
+        return self.layers if self.use_grounding else 0
+
+    def _process(self, attn: torch.Tensor) -> torch.Tensor:
+        return signals.process_attention(
+            attn,
+            cut=self.cfg.attention_cut,
+            renormalize=self.cfg.rollout_renormalize,
+            residual=self.cfg.rollout_residual,
+        )
+
+    def _context_indicator(self, start: int, n: int, *, committed: bool) -> torch.Tensor:
+        """m_0 of positions start..start+n: 1 for context, 0 for the step and excluded sinks."""
+        import torch
+
+        ctx = torch.full((n,), 1.0 if committed else 0.0, device=self.lm.device)
+        sinks = self.cfg.exclude_sink_positions
+        if committed and start < sinks:
+            ctx[: min(n, sinks - start)] = 0.0
+        return ctx
+
+    def _prev_mass(self, upto: int) -> list[torch.Tensor]:
+        import torch
+
+        if self.state.mass is None:
+            return [torch.zeros(0, device=self.lm.device)] * (self.layers + 1)
+        return [m[:upto] for m in self.state.mass]
+
+    def _extend_mass(self, new: list[torch.Tensor]) -> None:
+        import torch
+
+        if self.state.mass is None:
+            self.state.mass = new
+        else:
+            self.state.mass = [torch.cat([m, n]) for m, n in zip(self.state.mass, new, strict=True)]
+
+    # 1. propose
+    def propose(
+        self, settings: DecodeSettings, generator: torch.Generator | None
+    ) -> list[Candidate]:
+        return _sample(self.lm, self.state, settings, generator)
+
+    # 2. select
+    def select(self, candidates: list[Candidate]) -> int:
+        return _medoid(candidates)
+
+    # 3. score
+    def score(self, candidate: Candidate) -> StepSignals:
+        """Append the step tentatively and read both signals from one forward pass.
+
+        ``l = min_t log p(s_t)`` from the logits; ``g = min_t G(t)`` from the rollout of the
+        step's attention rows with the step itself not counted as context.
+        """
+        import torch
+
+        if self._tentative is not None:
+            raise RuntimeError("score() called twice without accept() or reject()")
+        tokens = candidate.scored_ids
+        if not tokens:
+            raise ValueError("cannot score an empty step")
+        base = len(self.state.ids)
+        before_logits, before_hidden = self.state.next_logits, self.state.next_hidden
+        assert before_logits is not None
+        self.state.ids.extend(tokens)
+        try:
+            out = self._feed()
+        except BaseException:
+            del self.state.ids[base:]
+            raise
+        # logits predicting token t: the context's last logits, then the step's own positions
+        pred = torch.cat([before_logits.unsqueeze(0), out.logits[:-1]])  # (T, V)
+        logprobs = signals.token_logprobs(pred, torch.tensor(tokens, device=pred.device))  # (T,)
+        g, committed = self._grounding(out, base, len(tokens))
+        self._tentative = _Tentative(base, before_logits, before_hidden, committed)
+        return StepSignals(confidence=signals.confidence(logprobs), grounding=g)
+
+    def _grounding(
+        self, out: FeedOut, base: int, n: int
+    ) -> tuple[float | None, list[torch.Tensor]]:
+        """g of the step just fed, and its positions' mass as committed context."""
+        if out.rows is None:
+            return None, []
+        rows = [self._process(a) for a in out.rows[0]]  # (T, base + T) each
+        prev = self._prev_mass(base)
+        step = signals.propagate_mass(rows, prev, self._context_indicator(base, n, committed=False))
+        committed = signals.propagate_mass(
+            rows, prev, self._context_indicator(base, n, committed=True)
+        )
+        return signals.grounding(step), committed
+
+    def accept(self) -> None:
+        if self._tentative is None:
+            raise RuntimeError("accept() without a scored step")
+        if self._tentative.committed_mass:
+            self._extend_mass(self._tentative.committed_mass)
+        self._tentative = None
+        self.rejected = []
+
+    def reject(self) -> None:
+        """Crop the rejected step from the draft cache; the context is as before `score`."""
+        t = self._tentative
+        if t is None:
+            raise RuntimeError("reject() without a scored step")
+        self.rejected = self.state.ids[t.base :]
+        self.lm.rollback(self.state, t.base)
+        self.state.fed = t.base
+        self.state.next_logits, self.state.next_hidden = t.logits, t.hidden
+        self._tentative = None
+
+    # 5. the target wrote the step
+    def append(self, text: str, ids: list[int] | None) -> None:
+        if self._tentative is not None:
+            raise RuntimeError("append() while a scored step is pending")
+        self.rejected = []
+        new = ids if ids is not None else self.lm.encode_continuation(text)
+        if not new:
+            return
+        base = len(self.state.ids)
+        self.state.ids.extend(new)
+        try:
+            self._feed_committed()
+        except BaseException:
+            self.lm.rollback(self.state, base)
+            raise
+
+
+class LocalTarget:
+    """A local Hugging Face target: writes fallback steps, catching up on accepted text lazily."""
+
+    def __init__(self, lm: LocalCausalLM) -> None:
+        self.lm = lm
+        self.name = lm.name
+
+    def start(self, prompt: str, *, add_special_tokens: bool = True) -> LocalTargetSession:
+        return LocalTargetSession(self.lm, _start_ids(self.lm, prompt, add_special_tokens))
+
+
+class LocalTargetSession:
+    def __init__(self, lm: LocalCausalLM, prompt_ids: list[int]) -> None:
+        self.lm = lm
+        self.device = lm.device
+        self.vocab_id: str | None = lm.vocab_id
+        # the prompt is not fed until the target is first needed: a run whose every step the
+        # draft writes never runs the target at all
+        self.state = lm.new_state(prompt_ids)
+        self.prompt_tokens = len(prompt_ids)
+
+    @property
+    def tokens_left(self) -> int:
+        return self.lm.context_window - len(self.state.ids) - 1
+
+    def append(self, text: str, ids: list[int] | None) -> None:
+        self.state.ids.extend(ids if ids is not None else self.lm.encode_continuation(text))
+
+    def write_step(
+        self,
+        settings: DecodeSettings,
+        generator: torch.Generator | None,
+        assist: DraftAssist | None = None,
+    ) -> Candidate:
+        greedy = settings.k == 1 and settings.temperature == 0.0
+        if assist is not None and settings.target_speculation > 0 and greedy:
+            return speculative_step(
+                self.lm,
+                self.state,
+                assist.lm,
+                assist.state,
+                target_speculation=settings.target_speculation,
+                max_tokens=settings.max_tokens,
+                segmenter=settings.segmenter,
+                stop=settings.stop,
+                stop_tail=settings.stop_tail,
+                first=assist.rejected or None,
+            )
+        if self.state.pending:
+            self.lm.feed(self.state, hidden=settings.k > 1)  # one batched catch-up prefill
+        cands = _sample(self.lm, self.state, settings, generator, keep_cache=settings.k == 1)
+        best = cands[_medoid(cands)]
+        base = len(self.state.ids)
+        self.state.ids.extend(best.ids)
+        self.state.fed = base + best.fed
+        if best.fed:
+            self.state.next_logits = self.state.next_hidden = None
+        return best

@@ -1,0 +1,92 @@
+"""`LangChainTarget`: any LangChain language model as SpecGuard's target, one step per call.
+
+The engine knows it only as a `TargetModel`; this module is where LangChain meets it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..engine.backends import UNBOUNDED
+from ..engine.endpoint import Completion, step_stops, to_candidate
+from ..engine.openai_client import EndpointError
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..engine.backends import DecodeSettings
+    from ..engine.proposer import Candidate
+
+
+class LangChainTarget:
+    """Any LangChain language model as the target, one step per call.
+
+    A `BaseLLM` continues ``prompt + steps so far`` directly. A chat model gets the prompt as a
+    human message and the steps so far as a trailing AI message to continue (providers that
+    accept an assistant prefill, e.g. Anthropic or vLLM's ``continue_final_message``). The step
+    boundary goes in as ``stop``; the answer is cut again by the segmenter.
+    """
+
+    def __init__(self, model: Any, *, name: str | None = None) -> None:
+        from langchain_core.language_models import BaseChatModel, BaseLLM
+
+        if not isinstance(model, (BaseChatModel, BaseLLM)):
+            raise TypeError(
+                f"LangChainTarget needs a LangChain chat model or LLM, got {type(model).__name__}"
+            )
+        self.model = model
+        self.name = name or str(
+            getattr(model, "model_name", None) or getattr(model, "model", None) or model._llm_type
+        )
+
+    def start(self, prompt: str, *, add_special_tokens: bool = True) -> LangChainTargetSession:
+        if not prompt.strip():
+            raise ValueError("prompt is empty")
+        return LangChainTargetSession(self, prompt)
+
+
+class LangChainTargetSession:
+    device = "cpu"
+    vocab_id: str | None = None
+    tokens_left = UNBOUNDED
+
+    def __init__(self, backend: LangChainTarget, prompt: str) -> None:
+        self.backend = backend
+        self.prompt = prompt
+        self.so_far = ""
+        self.prompt_tokens = 0
+
+    def append(self, text: str, ids: list[int] | None) -> None:
+        self.so_far += text
+
+    def write_step(
+        self,
+        settings: DecodeSettings,
+        generator: torch.Generator | None,
+        assist: object | None = None,
+    ) -> Candidate:
+        from langchain_core.language_models import BaseLLM
+        from langchain_core.messages import AIMessage, HumanMessage
+
+        stop = list(step_stops(settings)) or None
+        model = self.backend.model
+        tokens = 0
+        if isinstance(model, BaseLLM):
+            text = model.invoke(self.prompt + self.so_far, stop=stop)
+        else:
+            messages: list[Any] = [HumanMessage(self.prompt)]
+            if self.so_far:
+                messages.append(AIMessage(self.so_far))
+            reply = model.invoke(messages, stop=stop)
+            text = reply.text if hasattr(reply, "text") else str(reply.content)
+            usage = getattr(reply, "usage_metadata", None) or {}
+            tokens = int(usage.get("output_tokens", 0))
+            self.prompt_tokens = self.prompt_tokens or int(usage.get("input_tokens", 0))
+        if not isinstance(text, str):
+            raise EndpointError(f"{self.backend.name} returned {type(text).__name__}, not text")
+        # a provider never returns the stop string it stopped at: put the boundary back
+        text = settings.segmenter.restore(text)
+        c = Completion(text, "stop", False, tokens or max(1, len(text) // 4), 0, None, None)
+        cand = to_candidate(c, settings)
+        self.so_far += cand.text
+        return cand

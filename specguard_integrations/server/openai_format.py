@@ -1,0 +1,204 @@
+"""OpenAI wire format as pure functions: response bodies, stream chunks, usage, errors.
+
+Nothing here touches a request or a model; every function maps plain data to the JSON the
+OpenAI API (and vLLM's extensions) defines, so each is unit-tested on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..chat import ChatCall
+    from .served import Choice, GenOutput
+
+_TYPE_TAGS = {"system", "developer", "user", "assistant", "tool", "str", "int", "float", "bool"}
+
+
+def error_body(
+    message: str,
+    kind: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+) -> dict[str, Any]:
+    """``{"error": {message, type, param, code}}`` with `code` a string or null."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def error_param(loc: Sequence[int | str]) -> str | None:
+    """A pydantic error location as the field it names: ``messages[0].tool_calls[1].id``.
+
+    Union branch tags (the role of a message, ``str`` / ``list[...]`` alternatives) are left out.
+    """
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in _TYPE_TAGS or not part.replace("_", "a").isalnum() or part[:1].isupper():
+            continue
+        else:
+            out += ("." if out else "") + part
+    return out or None
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def completion_choice(i: int, c: Choice, logprobs: bool) -> dict[str, Any]:
+    """One ``text_completion`` choice, with vLLM's ``stop_reason``."""
+    lp = None
+    if logprobs and c.logprobs is not None:
+        lp = {
+            "tokens": c.tokens,
+            "token_logprobs": c.logprobs,
+            "top_logprobs": None,
+            "text_offset": c.offsets,
+        }
+    return {
+        "index": i,
+        "text": c.text,
+        "finish_reason": c.finish_reason,
+        "stop_reason": c.stop_reason,
+        "logprobs": lp,
+    }
+
+
+def openai_tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Parsed calls (name, args, id) as OpenAI ``tool_calls`` (arguments as a JSON string)."""
+    from ..chat import tool_call_dict
+
+    return [tool_call_dict(c["id"], c["name"], c["args"], json_args=True) for c in calls]
+
+
+def chat_message(
+    c: Choice,
+    call: ChatCall | None,
+    json_reply: bool = False,
+    steps: list[str] | None = None,
+) -> dict[str, Any]:
+    """The assistant message of a chat choice: tool calls parsed with the request's format,
+    special tokens removed from the content. With `json_reply` (a ``response_format`` served as
+    a forced call) the call's arguments are the content. With `steps` (reasoning split on) the
+    steps before the answer are its ``reasoning_content``."""
+    if call is None:
+        return {"role": "assistant", "content": c.text}
+    from ..chat import reasoning_split
+
+    parsed = call.parse(c.text)
+    message: dict[str, Any] = {"role": "assistant", "content": parsed.content or None}
+    if steps is not None and not json_reply:
+        reasoning, content = reasoning_split(call, c.text, steps)
+        if reasoning:
+            message.update(content=content or None, reasoning_content=reasoning)
+    if json_reply and parsed.tool_calls:
+        message["content"] = json.dumps(parsed.tool_calls[0]["args"])
+    elif parsed.tool_calls:
+        message["tool_calls"] = openai_tool_calls(parsed.tool_calls)
+    elif parsed.invalid_tool_calls:
+        # keep the malformed call visible instead of dropping it
+        message["content"] = call.prefix + c.text
+    return message
+
+
+def chat_finish(c: Choice, message: dict[str, Any]) -> str:
+    if message.get("tool_calls"):
+        return "tool_calls"
+    return "stop" if c.finish_reason == "tool_calls" else c.finish_reason
+
+
+def chat_choice(
+    i: int,
+    c: Choice,
+    call: ChatCall | None,
+    json_reply: bool = False,
+    steps: list[str] | None = None,
+) -> dict[str, Any]:
+    message = chat_message(c, call, json_reply, steps)
+    lp: dict[str, Any] | None = None
+    if c.logprobs is not None and c.tokens is not None:
+        lp = {
+            "content": [
+                {"token": t, "logprob": p, "bytes": None, "top_logprobs": []}
+                for t, p in zip(c.tokens, c.logprobs, strict=True)
+            ]
+        }
+    return {
+        "index": i,
+        "message": message,
+        "finish_reason": chat_finish(c, message),
+        "stop_reason": c.stop_reason,
+        "logprobs": lp,
+    }
+
+
+def response_body(
+    rid: str, obj: str, created: int, model: str, choices: list[dict[str, Any]], out: GenOutput
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": rid,
+        "object": obj,
+        "created": created,
+        "model": model,
+        "choices": choices,
+        "usage": usage(out.prompt_tokens, out.completion_tokens),
+    }
+    if out.specguard is not None:
+        body["specguard"] = out.specguard
+    return body
+
+
+def sse(body: dict[str, Any] | str) -> str:
+    """One server-sent event line."""
+    return f"data: {body if isinstance(body, str) else json.dumps(body)}\n\n"
+
+
+def chunk_body(
+    rid: str,
+    obj: str,
+    created: int,
+    model: str,
+    choice: dict[str, Any] | None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A stream chunk; `choice` None is the trailing usage chunk (``choices: []``)."""
+    body: dict[str, Any] = {
+        "id": rid,
+        "object": obj,
+        "created": created,
+        "model": model,
+        "choices": [] if choice is None else [choice],
+    }
+    return body | (extra or {})
+
+
+def delta_choice(chat: bool, text: str | None = None, **fields: Any) -> dict[str, Any]:
+    """A stream choice: ``delta`` (chat) or ``text`` (completions)."""
+    finish = fields.pop("finish_reason", None)
+    if chat:
+        delta = fields.pop("delta", {} if text is None else {"content": text})
+        return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None, **fields}
+    return {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None, **fields}
+
+
+def text_delta(content: str, reasoning: str = "") -> dict[str, Any]:
+    """A chat delta with content and/or ``reasoning_content`` (vLLM's field)."""
+    delta: dict[str, Any] = {"content": content} if content else {}
+    if reasoning:
+        delta["reasoning_content"] = reasoning
+    return delta
+
+
+def final_delta(message: dict[str, Any], rest: tuple[str, str]) -> dict[str, Any]:
+    """The last chat delta: the rest of the text (`rest`: content, reasoning) and the tool
+    calls, parsed once the reply was complete."""
+    delta = text_delta(*rest)
+    if message.get("tool_calls"):
+        delta["tool_calls"] = [{"index": j, **tc} for j, tc in enumerate(message["tool_calls"])]
+    return delta

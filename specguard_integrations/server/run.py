@@ -1,0 +1,171 @@
+"""Running the server: `specguard serve` flags, the served model they name, uvicorn and signals.
+
+On SIGINT/SIGTERM the server stops accepting, lets in-flight requests finish for ``--grace``
+seconds, then cancels the rest between steps (their clients see the connection close; no
+half-written response is sent as if complete), and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Literal
+
+from .app import Limits
+
+if TYPE_CHECKING:
+    from .served import ServedModel
+
+API_KEY_ENV = "SPECGUARD_API_KEY"
+
+
+def add_serve_args(p: argparse.ArgumentParser) -> None:
+    """The serve flags (the model pair flags come from the CLI)."""
+    p.add_argument(
+        "--mode",
+        choices=("specguard", "plain"),
+        default="specguard",
+        help="specguard: the step loop; plain: one model alone (--model), e.g. a remote target",
+    )
+    p.add_argument("--model", help="plain mode: the model (default: the bundled target)")
+    p.add_argument(
+        "--model-kwargs", default=None, help="plain mode: from_pretrained options (JSON)"
+    )
+    p.add_argument("--target-endpoint", help="base URL of an OpenAI-compatible target server")
+    p.add_argument("--target-model", help="the target's name on --target-endpoint")
+    p.add_argument("--target-api", choices=("completions", "chat"), default="completions")
+    p.add_argument("--served-model-name", help="model name clients ask for")
+    p.add_argument(
+        "--reasoning",
+        action="store_true",
+        help="chat replies: steps before the answer in reasoning_content, the answer in content",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help=f"require this bearer token on /v1 routes (default: ${API_KEY_ENV} if set)",
+    )
+    p.add_argument("--workers", type=int, default=1, help="generations run at once")
+    p.add_argument("--max-queue", type=int, default=32, help="requests waiting beyond workers")
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    p.add_argument("--body-timeout", type=float, default=30.0, help="seconds to receive a body")
+    p.add_argument("--grace", type=float, default=30.0, help="seconds to finish on shutdown")
+    p.add_argument("--log-level", default="info")
+
+
+def served_from_args(args: argparse.Namespace) -> ServedModel:
+    """The served model the flags name."""
+    from ..registry import load_lm, resolve
+    from .served import PlainServed, SpecGuardServed
+
+    if args.mode == "plain":
+        kwargs = _json_flag(args.model_kwargs, "--model-kwargs")
+        lm = load_lm(resolve(args.model, "target"), device=args.device, **kwargs)
+        return PlainServed(lm, args.served_model_name)
+    from ..cli import load
+
+    if args.target_endpoint:
+        from ..engine.endpoint import EndpointTarget
+
+        if not args.target_model:
+            raise ValueError("--target-endpoint needs --target-model")
+        if args.target:
+            raise ValueError("give --target or --target-endpoint, not both")
+        args.target = EndpointTarget(args.target_endpoint, args.target_model, api=args.target_api)
+        if args.draft is None:
+            args.draft = resolve(None, "draft")
+    engine, cfg = load(args)
+    name = args.served_model_name or "specguard"
+    return SpecGuardServed(engine, cfg, name, reasoning=args.reasoning)
+
+
+def _json_flag(value: str | None, flag: str) -> dict[str, Any]:
+    import json
+
+    if value is None:
+        return {}
+    try:
+        data = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{flag}: not JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{flag}: must be a JSON object")
+    return data
+
+
+def serve_from_args(args: argparse.Namespace) -> int:
+    limits = Limits(
+        workers=args.workers,
+        max_queue=args.max_queue,
+        max_body_bytes=args.max_body_bytes,
+        body_timeout=args.body_timeout,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+    )
+    serve(
+        served_from_args(args),
+        limits,
+        host=args.host,
+        port=args.port,
+        grace=args.grace,
+        log_level=args.log_level,
+    )
+    return 0
+
+
+def serve(
+    served: ServedModel,
+    limits: Limits | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    grace: float = 30.0,
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info",
+) -> None:
+    """Run the server until SIGINT/SIGTERM, then shut down gracefully (see module docs)."""
+    try:
+        import starlette  # noqa: F401 - checked here so the error names the extra
+        import uvicorn
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "specguard serve needs the [serve] extra: pip install 'specguard-integrations[serve]'"
+        ) from err
+    from .app import create_app
+
+    config = uvicorn.Config(
+        create_app(served, limits or Limits()),
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=int(grace) if grace > 0 else None,
+    )
+    _server_class()(config).run()
+
+
+def _server_class() -> Any:
+    import signal
+
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        """uvicorn re-raises SIGTERM after its graceful shutdown (exit 143); a drained server
+        here exits 0, so process managers see a clean stop."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            sigs = (signal.SIGINT, signal.SIGTERM)
+            old = {s: signal.signal(s, self.handle_exit) for s in sigs}
+            try:
+                yield
+            finally:
+                for s, h in old.items():
+                    signal.signal(s, h)
+
+    return _Server
