@@ -20,6 +20,7 @@ import json
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -73,7 +74,7 @@ def collect(engine: SpecGuard, rec: Recorder, split: str, n: int, seeds: int):
     return data
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="runs/prm")
     ap.add_argument("--per-family", type=int, default=300)
@@ -84,29 +85,19 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=float, default=0.5, help="share of draft steps kept")
     ap.add_argument("--curve", default="docs/training/prm.curve.jsonl")
-    args = ap.parse_args()
-    torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
-    t0 = time.time()
-    d, t = bundled_pair()
-    draft, target = load_lm(str(d), device="cpu"), load_lm(str(t), device="cpu")
-    rec = Recorder(args.keep, args.seed)
-    engine = SpecGuard(draft, target, judge=RewardModelJudge(rec))
-    train = collect(engine, rec, "train", args.per_family, args.seeds)
-    test = collect(engine, rec, "test", 40, 2)  # validation: held-out items 460-499
-    print(
-        f"data: {len(train)} train steps ({sum(y for _, y, _ in train)} correct), "
-        f"{len(test)} held-out steps, {time.time() - t0:.0f}s"
-    )
+    return ap.parse_args()
 
+
+def train(args: argparse.Namespace, base: Path, tok: Any, train_set: list, test: list) -> None:
+    """Train the PRM head on `train_set`; keep the checkpoint with the best held-out AUROC."""
     from transformers import AutoModelForSequenceClassification
 
-    tok = draft.tokenizer
-    model = AutoModelForSequenceClassification.from_pretrained(str(d), num_labels=1)
+    rng = random.Random(args.seed)
+    model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=1)
     model.config.pad_token_id = tok.pad_token_id
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    pos = [x for x in train if x[1]]
-    neg = [x for x in train if not x[1]]
+    pos = [x for x in train_set if x[1]]
+    neg = [x for x in train_set if not x[1]]
 
     def encode(texts: list[str]) -> dict[str, torch.Tensor]:
         return tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=512)
@@ -145,12 +136,28 @@ def main() -> None:
                 best = (a, step)
                 model.save_pretrained(out)
                 tok.save_pretrained(out)
-    final = best[0]
     Path(args.curve).write_text("".join(json.dumps(c) + "\n" for c in curve))
     print(
         f"{step} steps in {args.minutes} min; kept step {best[1]} with validation AUROC "
-        f"{final:.3f}; saved to {out}"
+        f"{best[0]:.3f}; saved to {out}"
     )
+
+
+def main() -> None:
+    args = parse_args()
+    torch.manual_seed(args.seed)
+    t0 = time.time()
+    d, t = bundled_pair()
+    draft, target = load_lm(str(d), device="cpu"), load_lm(str(t), device="cpu")
+    rec = Recorder(args.keep, args.seed)
+    engine = SpecGuard(draft, target, judge=RewardModelJudge(rec))
+    train_set = collect(engine, rec, "train", args.per_family, args.seeds)
+    test = collect(engine, rec, "test", 40, 2)  # validation: held-out items 460-499
+    print(
+        f"data: {len(train_set)} train steps ({sum(y for _, y, _ in train_set)} correct), "
+        f"{len(test)} held-out steps, {time.time() - t0:.0f}s"
+    )
+    train(args, d, draft.tokenizer, train_set, test)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ use of a name that needs them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._lazy import lazy
 from .config import SpecGuardConfig
 from .types import GenerationResult, PhaseTimes, StepRecord
 
@@ -34,10 +35,4 @@ _LAZY = {
     "StepStream": "specguard_integrations.engine.loop",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy(__name__, _LAZY)

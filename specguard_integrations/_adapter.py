@@ -27,6 +27,7 @@ ANCHORS: dict[str, str] = {
     "max_new_tokens": "max_tokens",  # transformers, HuggingFaceLLM
     "num_predict": "max_tokens",  # ChatOllama
     "max_completion_tokens": "max_tokens",  # OpenAI
+    "num_output": "max_tokens",  # LlamaIndex's LLMMetadata
     "stop_sequences": "stop",  # LangChain's standard alias
 }
 # names other integrations use whose meaning we have no knob for: rejected with the reason
@@ -161,6 +162,13 @@ class SpecGuardParams(BaseModel):
 
     _engine: SpecGuard | None = PrivateAttr(None)
 
+    def __init__(self, *, engine: SpecGuard | None = None, **kwargs: Any) -> None:
+        """`engine` adopts an already built `SpecGuard` (and its config unless one is given)."""
+        if engine is not None:
+            kwargs.setdefault("config", engine.config)
+        super().__init__(**kwargs)
+        self._engine = engine
+
     @model_validator(mode="before")
     @classmethod
     def _map_names(cls, data: Any) -> Any:
@@ -198,10 +206,6 @@ class SpecGuardParams(BaseModel):
             tool_call_format_by_name(self.tool_call_format)  # raises for an unknown name
         self.call_config({})  # temperature/max_tokens/top_p against the config, now
         return self
-
-    def adopt(self, engine: SpecGuard | None) -> None:
-        """Use an already built engine (its config unless one was given)."""
-        self._engine = engine
 
     @property
     def engine(self) -> SpecGuard:
@@ -272,10 +276,31 @@ def config_for_call(
     return base.merged(**overrides)
 
 
-def _unreachable() -> type[Exception]:
-    from .engine.openai_client import EndpointUnreachable
+class _Attempt:
+    """One try of a call: a server that could not be reached before the first step is tried
+    again while tries are left; any other error, or one after a step was sent, stands."""
 
-    return EndpointUnreachable
+    def __init__(self, last: bool) -> None:
+        self.last, self.seen = last, False
+
+    def __enter__(self) -> _Attempt:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: Any
+    ) -> bool:
+        from .engine.openai_client import EndpointUnreachable
+
+        return isinstance(err, EndpointUnreachable) and not self.seen and not self.last
+
+
+def _attempts(retries: int) -> list[_Attempt]:
+    return [_Attempt(i == retries) for i in range(retries + 1)]
+
+
+def _result(stream: StepStream) -> GenerationResult:
+    assert stream.result is not None
+    return stream.result
 
 
 def run_call(
@@ -285,20 +310,15 @@ def run_call(
 ) -> GenerationResult:
     """Run a call to its end, handing each record to `on_step`. A call whose server could
     not be reached before its first step is started again, `retries` times at most."""
-    for attempt in range(retries + 1):
-        stream, seen = start(), False
-        try:
+    for attempt in _attempts(retries):
+        with attempt:
+            stream = start()
             for record in stream:
-                seen = True
+                attempt.seen = True
                 if on_step is not None:
                     on_step(record)
-        except _unreachable():
-            if seen or attempt == retries:
-                raise
-            continue
-        assert stream.result is not None
-        return stream.result
-    raise AssertionError("unreachable")
+            return _result(stream)
+    raise AssertionError("the last attempt raises")
 
 
 async def arun_call(
@@ -311,21 +331,16 @@ async def arun_call(
 
     from ._threads import stream_in_thread
 
-    for attempt in range(retries + 1):
-        stream, seen = start(), False
-        try:
+    for attempt in _attempts(retries):
+        with attempt:
+            stream = start()
             async for record in stream_in_thread(stream):
-                seen = True
+                attempt.seen = True
                 done = on_step(record) if on_step is not None else None
                 if inspect.isawaitable(done):
                     await done
-        except _unreachable():
-            if seen or attempt == retries:
-                raise
-            continue
-        assert stream.result is not None
-        return stream.result
-    raise AssertionError("unreachable")
+            return _result(stream)
+    raise AssertionError("the last attempt raises")
 
 
 def split_reasoning(step_texts: list[str], text: str) -> tuple[str, str]:

@@ -208,18 +208,20 @@ def _trace_view(args: argparse.Namespace) -> int:
     return 0
 
 
+SUITE_OPTIONS = (
+    "limit",
+    "offset",
+    "prompt_template",
+    "question_field",
+    "answer_field",
+    "extractor",
+)
+
+
 def _suite(args: argparse.Namespace) -> list[Any]:
     from .bench.suites import load_suite
 
-    return load_suite(
-        args.suite,
-        limit=args.limit,
-        offset=args.offset,
-        prompt_template=args.prompt_template,
-        question_field=args.question_field,
-        answer_field=args.answer_field,
-        extractor=args.extractor,
-    )
+    return load_suite(args.suite, **{k: getattr(args, k) for k in SUITE_OPTIONS})
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .runner import BenchResult
@@ -81,10 +81,7 @@ def _plots(result: BenchResult, out: Path) -> dict[str, Path]:
     ax.set_ylabel("final-answer accuracy (%)")
     ax.set_title("accuracy against latency, same prompts, one run")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    paths["accuracy_latency"] = out / "accuracy_latency.png"
-    fig.savefig(paths["accuracy_latency"], dpi=120)
-    plt.close(fig)
+    paths["accuracy_latency"] = _save(fig, out / "accuracy_latency.png")
 
     loops = [
         m.name for m in result.methods if any(r.steps for r in result.runs if r.method == m.name)
@@ -103,8 +100,14 @@ def _plots(result: BenchResult, out: Path) -> dict[str, Path]:
             ax.set_title(name, fontsize=9)
             ax.set_xlabel("fused score r (reward for rsd)")
             ax.legend(fontsize=7)
-        fig.tight_layout()
-        paths["score_distributions"] = out / "score_distributions.png"
-        fig.savefig(paths["score_distributions"], dpi=120)
-        plt.close(fig)
+        paths["score_distributions"] = _save(fig, out / "score_distributions.png")
     return paths
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -19,15 +19,19 @@ Implementations: `local.LocalDraft` / `local.LocalTarget` run a Hugging Face mod
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     import torch
 
     from ..config import SpecGuardConfig
     from ..segmentation import StepSegmenter
     from .proposer import Candidate
+
+    Rng: TypeAlias = torch.Generator | None  # a generation's sampling generator
 
 # what a session without a context window (a remote model) reports as its room
 UNBOUNDED = 1 << 30
@@ -55,14 +59,8 @@ class SignalSettings:
 
     @classmethod
     def from_config(cls, config: SpecGuardConfig) -> SignalSettings:
-        return cls(
-            use_grounding=config.use_grounding,
-            rollout_layers=config.rollout_layers,
-            attention_cut=config.attention_cut,
-            rollout_residual=config.rollout_residual,
-            rollout_renormalize=config.rollout_renormalize,
-            exclude_sink_positions=config.exclude_sink_positions,
-        )
+        """The config's fields of the same names."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -100,9 +98,7 @@ class DraftSession(Protocol):
 
     def shares_vocab_with(self, target: TargetSession) -> bool: ...
 
-    def propose(
-        self, settings: DecodeSettings, generator: torch.Generator | None
-    ) -> list[Candidate]: ...
+    def propose(self, settings: DecodeSettings, generator: Rng) -> list[Candidate]: ...
 
     def select(self, candidates: list[Candidate]) -> int: ...
 
@@ -130,10 +126,7 @@ class TargetSession(Protocol):
     def append(self, text: str, ids: list[int] | None) -> None: ...
 
     def write_step(
-        self,
-        settings: DecodeSettings,
-        generator: torch.Generator | None,
-        assist: DraftAssist | None = None,
+        self, settings: DecodeSettings, generator: Rng, assist: DraftAssist | None = None
     ) -> Candidate:
         """Write the fallback step. `assist` may speed up a greedy step; the text must not
         depend on it."""

@@ -18,13 +18,20 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from .backends import UNBOUNDED, DecodeSettings, SignalSettings, StepSignals, TargetSession
+from .backends import (
+    UNBOUNDED,
+    DecodeSettings,
+    SignalSettings,
+    StepSignals,
+    TargetSession,
+    check_prompt_text,
+)
 from .openai_client import EndpointError, OpenAICompatibleClient
 from .proposer import Candidate, cut_text
 from .selection import jaccard_medoid
 
 if TYPE_CHECKING:
-    import torch
+    from .backends import Rng
 
 Api = Literal["completions", "chat"]
 
@@ -88,7 +95,7 @@ class _Endpoint:
         prompt: str,
         so_far: str,
         settings: DecodeSettings,
-        generator: torch.Generator | None,
+        generator: Rng,
         *,
         n: int = 1,
         logprobs: bool = False,
@@ -216,12 +223,10 @@ class EndpointTarget(_Endpoint):
     """
 
     def start(self, prompt: str, *, add_special_tokens: bool = True) -> EndpointTargetSession:
-        if not prompt.strip():
-            raise ValueError("prompt is empty")
-        return EndpointTargetSession(self, prompt)
+        return EndpointTargetSession(self, check_prompt_text(prompt))
 
 
-class _TextSession:
+class TextSession:
     """A session that is only text: what the server is asked to continue."""
 
     device = "cpu"
@@ -233,26 +238,31 @@ class _TextSession:
         self.so_far = ""
         self.prompt_tokens = 0  # known after the first request
 
-
-class EndpointTargetSession(_TextSession):
-    def __init__(self, backend: EndpointTarget, prompt: str) -> None:
-        super().__init__(prompt)
-        self.backend = backend
-
     def append(self, text: str, ids: list[int] | None) -> None:
         self.so_far += text
 
+    def complete(self, settings: DecodeSettings, generator: Rng) -> Completion:
+        """One request continuing the text so far (targets implement it)."""
+        raise NotImplementedError
+
     def write_step(
-        self,
-        settings: DecodeSettings,
-        generator: torch.Generator | None,
-        assist: object | None = None,
+        self, settings: DecodeSettings, generator: Rng, assist: object = None
     ) -> Candidate:
-        c = self.backend.request_step(self.prompt, self.so_far, settings, generator)[0]
+        """5. The fallback step: one completion, cut at the step boundary, appended."""
+        c = self.complete(settings, generator)
         self.prompt_tokens = self.prompt_tokens or c.prompt_tokens
         cand = to_candidate(c, settings)
         self.so_far += cand.text
         return cand
+
+
+class EndpointTargetSession(TextSession):
+    def __init__(self, backend: EndpointTarget, prompt: str) -> None:
+        super().__init__(prompt)
+        self.backend = backend
+
+    def complete(self, settings: DecodeSettings, generator: Rng) -> Completion:
+        return self.backend.request_step(self.prompt, self.so_far, settings, generator)[0]
 
 
 class EndpointDraft(_Endpoint):
@@ -267,12 +277,10 @@ class EndpointDraft(_Endpoint):
     def start(
         self, prompt: str, signals: SignalSettings, *, add_special_tokens: bool = True
     ) -> EndpointDraftSession:
-        if not prompt.strip():
-            raise ValueError("prompt is empty")
-        return EndpointDraftSession(self, prompt)
+        return EndpointDraftSession(self, check_prompt_text(prompt))
 
 
-class EndpointDraftSession(_TextSession):
+class EndpointDraftSession(TextSession):
     def __init__(self, backend: EndpointDraft, prompt: str) -> None:
         super().__init__(prompt)
         self.backend = backend
@@ -285,9 +293,7 @@ class EndpointDraftSession(_TextSession):
     def assist(self) -> None:
         return None
 
-    def propose(
-        self, settings: DecodeSettings, generator: torch.Generator | None
-    ) -> list[Candidate]:
+    def propose(self, settings: DecodeSettings, generator: Rng) -> list[Candidate]:
         completions = self.backend.request_step(
             self.prompt, self.so_far, settings, generator, n=settings.k, logprobs=True
         )
@@ -330,4 +336,4 @@ class EndpointDraftSession(_TextSession):
     def append(self, text: str, ids: list[int] | None) -> None:
         if self._pending is not None:
             raise RuntimeError("append() while a scored step is pending")
-        self.so_far += text
+        super().append(text, ids)

@@ -56,27 +56,6 @@ class FeedOut:
     rows: list[list[torch.Tensor]] | None = None
 
 
-def _resolve_device(device: str | None) -> str:
-    import torch
-
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
-
-
-def _resolve_dtype(dtype: Any, device: str) -> Any:
-    import torch
-
-    if dtype in (None, "auto"):
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    if isinstance(dtype, str):
-        try:
-            return getattr(torch, dtype)
-        except AttributeError:
-            raise ValueError(f"dtype: unknown torch dtype {dtype!r}") from None
-    return dtype
-
-
 class LocalCausalLM:
     """A loaded causal LM and tokenizer, with device, dtype and special ids resolved once.
 
@@ -133,23 +112,26 @@ class LocalCausalLM:
 
         `model_kwargs` go to the model's `from_pretrained` (``revision``, ``trust_remote_code``,
         ``gguf_file``, ``device_map``, ``quantization_config``, ``attn_implementation``, ...);
-        the ones that also locate the tokenizer (`TOKENIZER_KWARGS`) go to
-        `AutoTokenizer.from_pretrained` too. With ``device_map`` the weights are placed by
-        accelerate and `device` is not applied.
+        the ones that also locate the tokenizer (`loading.TOKENIZER_KWARGS`) go to
+        `AutoTokenizer.from_pretrained` too, with ``tokenizer_kwargs`` (a dict) for it alone.
+        With ``device_map`` the weights are placed by accelerate and `device` is not applied.
         """
         from transformers import AutoModelForCausalLM
         from transformers.utils import logging as hf_logging
 
+        from .loading import load_error, load_tokenizer, resolve_device, resolve_dtype
+
         hf_logging.disable_progress_bar()  # library code reports through logging, not bars
+        tok_kwargs = model_kwargs.pop("tokenizer_kwargs", None) or {}
         placed = model_kwargs.get("device_map") is not None
-        dev = "cpu" if placed and device in (None, "auto") else _resolve_device(device)
-        kwargs = {"dtype": _resolve_dtype(dtype, dev), **model_kwargs}
+        dev = "cpu" if placed and device in (None, "auto") else resolve_device(device)
+        kwargs = {"dtype": resolve_dtype(dtype, dev), **model_kwargs}
         kwargs.setdefault("attn_implementation", "sdpa")
         try:
             model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
         except Exception as err:  # transformers raises many kinds for a path that is no model
-            raise _load_error(name_or_path, err, model_kwargs) from None
-        tok = tokenizer or load_tokenizer(name_or_path, **model_kwargs)
+            raise load_error(name_or_path, err) from None
+        tok = tokenizer or load_tokenizer(name_or_path, tok_kwargs, **model_kwargs)
         if not placed:
             model.to(dev)  # type: ignore[arg-type]
         return cls(model, tok, name=name or str(name_or_path))
@@ -402,52 +384,6 @@ class LocalCausalLM:
         twin.layers = [copy.copy(layer) for layer in cache.layers]
         twin.batch_repeat_interleave(k)
         return twin
-
-
-# from_pretrained options that locate the tokenizer as well as the weights
-TOKENIZER_KWARGS = (
-    "revision",
-    "trust_remote_code",
-    "gguf_file",
-    "subfolder",
-    "cache_dir",
-    "token",
-    "local_files_only",
-)
-
-
-def load_tokenizer(name_or_path: str, **kwargs: Any) -> PreTrainedTokenizerBase:
-    """`AutoTokenizer.from_pretrained` with the options of `TOKENIZER_KWARGS` taken from
-    `kwargs` (a GGUF file carries its tokenizer: ``gguf_file`` loads it from there)."""
-    from transformers import AutoTokenizer
-
-    picked = {k: kwargs[k] for k in TOKENIZER_KWARGS if k in kwargs}
-    try:
-        return AutoTokenizer.from_pretrained(name_or_path, **picked)
-    except Exception as err:
-        raise ValueError(f"cannot load the tokenizer of {name_or_path!r}: {_reason(err)}") from None
-
-
-def _reason(err: BaseException) -> str:
-    """An error's message without hints that do not apply here (torch suggests unsafe
-    ``weights_only=False`` loading for a file that is not a checkpoint)."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    if "weights_only" in str(err) or type(err).__name__ == "UnpicklingError":
-        return "not a model checkpoint"
-    return text[:300]
-
-
-def _load_error(path: str, err: BaseException, kwargs: dict[str, Any]) -> ValueError:
-    import os
-
-    if os.path.isfile(path):
-        hint = (
-            "a file, not a model directory; for a GGUF file pass its directory and gguf_file=NAME"
-            if str(path).endswith(".gguf")
-            else "a file, not a model directory"
-        )
-        return ValueError(f"cannot load causal LM from {path!r}: {hint}")
-    return ValueError(f"cannot load causal LM from {path!r}: {_reason(err)}")
 
 
 class AttentionUnavailable(RuntimeError):

@@ -15,30 +15,7 @@ from .selection import select
 if TYPE_CHECKING:
     import torch
 
-
-def _sample(
-    lm: LocalCausalLM,
-    state: SeqState,
-    settings: DecodeSettings,
-    generator: torch.Generator | None,
-    *,
-    keep_cache: bool = False,
-) -> list[Candidate]:
-    """`sample_steps` with one step's decode settings (embeddings only when k > 1)."""
-    return sample_steps(
-        lm,
-        state,
-        k=settings.k,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        max_tokens=settings.max_tokens,
-        segmenter=settings.segmenter,
-        stop=settings.stop,
-        generator=generator,
-        embed=settings.k > 1,
-        keep_cache=keep_cache,
-        stop_tail=settings.stop_tail,
-    )
+    from .backends import Rng
 
 
 def _medoid(candidates: list[Candidate]) -> int:
@@ -180,10 +157,8 @@ class LocalDraftSession:
             self.state.mass = [torch.cat([m, n]) for m, n in zip(self.state.mass, new, strict=True)]
 
     # 1. propose
-    def propose(
-        self, settings: DecodeSettings, generator: torch.Generator | None
-    ) -> list[Candidate]:
-        return _sample(self.lm, self.state, settings, generator)
+    def propose(self, settings: DecodeSettings, generator: Rng) -> list[Candidate]:
+        return sample_steps(self.lm, self.state, settings, generator)
 
     # 2. select
     def select(self, candidates: list[Candidate]) -> int:
@@ -298,28 +273,15 @@ class LocalTargetSession:
         self.state.ids.extend(ids if ids is not None else self.lm.encode_continuation(text))
 
     def write_step(
-        self,
-        settings: DecodeSettings,
-        generator: torch.Generator | None,
-        assist: DraftAssist | None = None,
+        self, settings: DecodeSettings, generator: Rng, assist: DraftAssist | None = None
     ) -> Candidate:
         greedy = settings.k == 1 and settings.temperature == 0.0
         if assist is not None and settings.target_speculation > 0 and greedy:
-            return speculative_step(
-                self.lm,
-                self.state,
-                assist.lm,
-                assist.state,
-                target_speculation=settings.target_speculation,
-                max_tokens=settings.max_tokens,
-                segmenter=settings.segmenter,
-                stop=settings.stop,
-                stop_tail=settings.stop_tail,
-                first=assist.rejected or None,
-            )
+            first = assist.rejected or None
+            return speculative_step(self.lm, self.state, assist.lm, assist.state, settings, first)
         if self.state.pending:
             self.lm.feed(self.state, hidden=settings.k > 1)  # one batched catch-up prefill
-        cands = _sample(self.lm, self.state, settings, generator, keep_cache=settings.k == 1)
+        cands = sample_steps(self.lm, self.state, settings, generator, keep_cache=settings.k == 1)
         best = cands[_medoid(cands)]
         base = len(self.state.ids)
         self.state.ids.extend(best.ids)

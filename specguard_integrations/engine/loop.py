@@ -156,52 +156,26 @@ class SpecGuard:
 
     @classmethod
     def from_pretrained(
-        cls,
-        draft: str,
-        target: str,
-        config: SpecGuardConfig | None = None,
-        *,
-        device: str | None = "auto",
-        dtype: Any = "auto",
-        draft_kwargs: dict[str, Any] | None = None,
-        target_kwargs: dict[str, Any] | None = None,
+        cls, draft: str, target: str, config: SpecGuardConfig | None = None, **options: Any
     ) -> SpecGuard:
         """Load both models from Hugging Face ids or local directories.
 
-        `draft_kwargs` / `target_kwargs` go to `from_pretrained` of each model and tokenizer
-        (`revision`, `trust_remote_code`, `gguf_file`, `device_map`, `quantization_config`,
-        `attn_implementation`, ...).
+        `options`: ``device``, ``dtype``, and ``draft_kwargs`` / ``target_kwargs`` for
+        `from_pretrained` of each model and tokenizer (``revision``, ``trust_remote_code``,
+        ``gguf_file``, ``device_map``, ``quantization_config``, ``attn_implementation``, ...);
+        see `registry.load_pair`.
         """
         from ..registry import load_pair
 
-        return load_pair(
-            draft,
-            target,
-            config,
-            device=device,
-            dtype=dtype,
-            draft_kwargs=draft_kwargs,
-            target_kwargs=target_kwargs,
-        )
+        return load_pair(draft, target, config, **options)
 
     # ------------------------------------------------------------------ public
-    def generate(
-        self,
-        prompt: str,
-        *,
-        config: SpecGuardConfig | None = None,
-        stop: str | list[str] | tuple[str, ...] | None = None,
-        add_special_tokens: bool = True,
-        timeout: float | None = None,
-    ) -> GenerationResult:
-        """Run the step loop to the end and return the text, the step records and totals."""
-        stream = self.stream(
-            prompt,
-            config=config,
-            stop=stop,
-            add_special_tokens=add_special_tokens,
-            timeout=timeout,
-        )
+    def generate(self, prompt: str, **options: Any) -> GenerationResult:
+        """Run the step loop to the end and return the text, the step records and totals.
+
+        `options` are those of `stream` (config, stop, add_special_tokens, timeout).
+        """
+        stream = self.stream(prompt, **options)
         for _ in stream:
             pass
         assert stream.result is not None

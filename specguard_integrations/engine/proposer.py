@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..types import StepFinish
+    from .backends import DecodeSettings
     from .lm import LocalCausalLM, SeqState
 
 
@@ -184,19 +185,13 @@ class _Rows:
 def sample_steps(
     lm: LocalCausalLM,
     state: SeqState,
-    *,
-    k: int,
-    temperature: float,
-    top_p: float,
-    max_tokens: int,
-    segmenter: StepSegmenter,
-    stop: tuple[str, ...] = (),
+    settings: DecodeSettings,
     generator: torch.Generator | None = None,
-    embed: bool = False,
+    *,
     keep_cache: bool = False,
-    stop_tail: str = "",
 ) -> list[Candidate]:
-    """Sample k candidate steps continuing `state` (whose ids must all be fed).
+    """Sample `settings.k` candidate steps continuing `state` (whose ids must all be fed), each
+    with its mean hidden state when k > 1 (for selection).
 
     The state's cache is left as it was, except with ``keep_cache`` and k = 1, where the kept
     step tokens that were fed stay cached (`Candidate.fed`) so a greedy target does not
@@ -204,9 +199,10 @@ def sample_steps(
     """
     import torch
 
+    k, max_tokens = settings.k, settings.max_tokens
     if state.pending or state.next_logits is None:
         raise ValueError("sample_steps needs a state whose ids are all fed")
-    want_hidden = embed and k > 1
+    want_hidden = k > 1
     if want_hidden and state.next_hidden is None:
         raise ValueError("embedding candidates needs the last hidden state of the context")
     base = state.fed
@@ -215,13 +211,13 @@ def sample_steps(
     rows = _Rows(
         lm,
         k,
-        lambda ids: cut_step(lm, ids, segmenter, stop, stop_tail),
+        lambda ids: cut_step(lm, ids, settings.segmenter, settings.stop, settings.stop_tail),
         state.next_hidden if want_hidden else None,
     )
     fed_rows = 0  # tokens fed per row so far
     try:
         for t in range(max_tokens):
-            rows.take(sample_next(logits, temperature, top_p, generator))  # (k,)
+            rows.take(sample_next(logits, settings.temperature, settings.top_p, generator))  # (k,)
             if t == max_tokens - 1 or rows.done:
                 break
             feed = torch.tensor(rows.last_tokens(), device=lm.device)  # (k,)
@@ -246,17 +242,13 @@ def speculative_step(
     tstate: SeqState,
     draft: LocalCausalLM,
     dstate: SeqState,
-    *,
-    target_speculation: int,
-    max_tokens: int,
-    segmenter: StepSegmenter,
-    stop: tuple[str, ...] = (),
-    stop_tail: str = "",
+    settings: DecodeSettings,
     first: list[int] | None = None,
 ) -> Candidate:
     """The target's greedy fallback step, written with token-level speculative decoding.
 
-    Each round the draft proposes up to `target_speculation` tokens (Leviathan et al.'s gamma)
+    Each round the draft proposes up to `settings.target_speculation` tokens (Leviathan et al.'s
+    gamma)
     greedily from its own cache; the target scores all of them in one forward and keeps the
     longest prefix that matches its own argmax, plus its own next token (the greedy case). The
     output is the target's greedy step token for token; only the number of target forwards
@@ -271,6 +263,7 @@ def speculative_step(
     `dstate` must be fully fed; its cache is returned to that point afterwards (the step loop
     appends the committed step to the draft itself).
     """
+    max_tokens, cut = settings.max_tokens, (settings.segmenter, settings.stop, settings.stop_tail)
     if dstate.pending or dstate.next_logits is None:
         raise ValueError("speculative_step needs a draft state whose ids are all fed")
     if not tstate.pending and tstate.next_logits is None:
@@ -289,7 +282,7 @@ def speculative_step(
             if first and not toks:
                 prop = list(first[:max_tokens])
             else:
-                g = min(target_speculation, max_tokens - len(toks))
+                g = min(settings.target_speculation, max_tokens - len(toks))
                 prop = _draft_greedy(draft, dstate, d_logits, g)
             # 2. the target scores what it has not seen + the proposal in one forward
             unfed = (ctx_pending if not toks else []) + toks[t_cached:]
@@ -299,7 +292,7 @@ def speculative_step(
             t_cached = before + n
             target.crop(tstate.cache, t_base + t_cached)
             # 3. the step ends at EOS, a boundary, a stop string or max_tokens (token by token)
-            result = _extend(target, toks, [*prop[:n], own], max_tokens, segmenter, stop, stop_tail)
+            result = _extend(target, toks, [*prop[:n], own], max_tokens, *cut)
             if result is None and len(toks) < max_tokens:
                 # 4. the draft keeps its matched proposal and reads the target's own token
                 draft.crop(dstate.cache, d_base + before + min(n, len(prop) - 1))
@@ -313,15 +306,19 @@ def speculative_step(
         draft.crop(dstate.cache, d_base)
         dstate.fed = d_base
         dstate.next_logits, dstate.next_hidden = d_saved
-    if result is None:
-        result = Candidate(toks, target.decode(toks), "max_step_tokens")
-    # keep the cache over the kept tokens but the last, so the next feed yields fresh logits
-    tstate.ids.extend(result.ids)
-    keep = min(t_base + t_cached, len(tstate.ids) - 1)
-    target.crop(tstate.cache, keep)
-    tstate.fed = keep
-    tstate.next_logits = tstate.next_hidden = None
+    result = result or Candidate(toks, target.decode(toks), "max_step_tokens")
+    _keep_step(target, tstate, result, t_base + t_cached)
     return result
+
+
+def _keep_step(lm: LocalCausalLM, state: SeqState, step: Candidate, cached: int) -> None:
+    """Append the step's ids; keep the cache over them but the last (of the `cached` length at
+    most), so the next feed yields fresh logits."""
+    state.ids.extend(step.ids)
+    keep = min(cached, len(state.ids) - 1)
+    lm.crop(state.cache, keep)
+    state.fed = keep
+    state.next_logits = state.next_hidden = None
 
 
 def _draft_greedy(

@@ -24,7 +24,6 @@ from ..segmentation import extract_answer
 from . import _common
 
 if TYPE_CHECKING:
-    from ..engine.loop import SpecGuard
     from ..types import GenerationResult, StepRecord
 
 ChainInput = str | dict[str, Any]
@@ -42,12 +41,6 @@ class SpecGuardReasoningChain(SpecGuardParams, RunnableSerializable[ChainInput, 
         "Question: {question}\n", description="Prompt built from the question."
     )
     input_key: str = "question"
-
-    def __init__(self, *, engine: SpecGuard | None = None, **kwargs: Any) -> None:
-        if engine is not None:
-            kwargs.setdefault("config", engine.config)
-        super().__init__(**kwargs)
-        self.adopt(engine)
 
     def _stream_prompt(self, value: ChainInput) -> Any:
         return self.engine.stream(

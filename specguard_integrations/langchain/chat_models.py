@@ -33,7 +33,7 @@ from ..chat import ChatCall, ReplyStream, chat_lm, check_tools, prepare_chat, re
 from . import _common
 
 if TYPE_CHECKING:
-    from ..engine.loop import SpecGuard, StepStream
+    from ..engine.loop import StepStream
     from ..types import GenerationResult
 
 
@@ -76,12 +76,6 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
 
     streaming: bool = Field(False, description="invoke() streams internally (LangChain's flag).")
-
-    def __init__(self, *, engine: SpecGuard | None = None, **kwargs: Any) -> None:
-        if engine is not None:
-            kwargs.setdefault("config", engine.config)
-        super().__init__(**kwargs)
-        self.adopt(engine)
 
     # ------------------------------------------------------------ identity
     @property

@@ -23,7 +23,7 @@ from . import _common
 
 if TYPE_CHECKING:
     from ..config import SpecGuardConfig
-    from ..engine.loop import SpecGuard, StepStream
+    from ..engine.loop import StepStream
     from ..types import GenerationResult
 
 
@@ -35,12 +35,6 @@ class SpecGuardLLM(SpecGuardParams, BaseLLM):
     """
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
-
-    def __init__(self, *, engine: SpecGuard | None = None, **kwargs: Any) -> None:
-        if engine is not None:
-            kwargs.setdefault("config", engine.config)
-        super().__init__(**kwargs)
-        self.adopt(engine)
 
     @property
     def _llm_type(self) -> str:
@@ -138,3 +132,6 @@ class SpecGuardLLM(SpecGuardParams, BaseLLM):
             yield chunk
         assert stream.result is not None
         yield GenerationChunk(text="", generation_info=self._info(stream.result))
+
+
+LangChainSpecGuardLLM = SpecGuardLLM  # an unambiguous name beside LlamaIndex code

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..engine.backends import UNBOUNDED
-from ..engine.endpoint import Completion, step_stops, to_candidate
+from ..engine.backends import check_prompt_text
+from ..engine.endpoint import Completion, TextSession, step_stops
 from ..engine.openai_client import EndpointError
 
 if TYPE_CHECKING:
-    import torch
-
-    from ..engine.backends import DecodeSettings
-    from ..engine.proposer import Candidate
+    from ..engine.backends import DecodeSettings, Rng
 
 
 class LangChainTarget:
@@ -40,37 +37,21 @@ class LangChainTarget:
         )
 
     def start(self, prompt: str, *, add_special_tokens: bool = True) -> LangChainTargetSession:
-        if not prompt.strip():
-            raise ValueError("prompt is empty")
-        return LangChainTargetSession(self, prompt)
+        return LangChainTargetSession(self, check_prompt_text(prompt))
 
 
-class LangChainTargetSession:
-    device = "cpu"
-    vocab_id: str | None = None
-    tokens_left = UNBOUNDED
-
+class LangChainTargetSession(TextSession):
     def __init__(self, backend: LangChainTarget, prompt: str) -> None:
+        super().__init__(prompt)
         self.backend = backend
-        self.prompt = prompt
-        self.so_far = ""
-        self.prompt_tokens = 0
 
-    def append(self, text: str, ids: list[int] | None) -> None:
-        self.so_far += text
-
-    def write_step(
-        self,
-        settings: DecodeSettings,
-        generator: torch.Generator | None,
-        assist: object | None = None,
-    ) -> Candidate:
+    def complete(self, settings: DecodeSettings, generator: Rng) -> Completion:
         from langchain_core.language_models import BaseLLM
         from langchain_core.messages import AIMessage, HumanMessage
 
         stop = list(step_stops(settings)) or None
         model = self.backend.model
-        tokens = 0
+        tokens = prompt_tokens = 0
         if isinstance(model, BaseLLM):
             text = model.invoke(self.prompt + self.so_far, stop=stop)
         else:
@@ -80,13 +61,14 @@ class LangChainTargetSession:
             reply = model.invoke(messages, stop=stop)
             text = reply.text if hasattr(reply, "text") else str(reply.content)
             usage = getattr(reply, "usage_metadata", None) or {}
-            tokens = int(usage.get("output_tokens", 0))
-            self.prompt_tokens = self.prompt_tokens or int(usage.get("input_tokens", 0))
+            tokens, prompt_tokens = (
+                int(usage.get("output_tokens", 0)),
+                int(usage.get("input_tokens", 0)),
+            )
         if not isinstance(text, str):
             raise EndpointError(f"{self.backend.name} returned {type(text).__name__}, not text")
         # a provider never returns the stop string it stopped at: put the boundary back
         text = settings.segmenter.restore(text)
-        c = Completion(text, "stop", False, tokens or max(1, len(text) // 4), 0, None, None)
-        cand = to_candidate(c, settings)
-        self.so_far += cand.text
-        return cand
+        return Completion(
+            text, "stop", False, tokens or max(1, len(text) // 4), prompt_tokens, None, None
+        )

@@ -40,7 +40,7 @@ from ..chat import tool_call_dict as _tool_call
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
 
-    from ..engine.loop import SpecGuard, StepStream
+    from ..engine.loop import StepStream
     from ..types import GenerationResult, StepRecord
 
 dispatcher = get_dispatcher(__name__)
@@ -105,14 +105,6 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
     context_window: int | None = Field(
         None, ge=1, description="Reported context window (default: the models' own)."
     )
-
-    def __init__(self, *, engine: SpecGuard | None = None, **kwargs: Any) -> None:
-        if "num_output" in kwargs:  # LlamaIndex's name for the tokens generated
-            kwargs.setdefault("max_tokens", kwargs.pop("num_output"))
-        if engine is not None:
-            kwargs.setdefault("config", engine.config)
-        super().__init__(**kwargs)
-        self.adopt(engine)
 
     @classmethod
     def class_name(cls) -> str:
@@ -224,18 +216,11 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
-        stream, emit = self._start(prompt, kwargs, True)(), self._emitter()
+        stream, out = self._start(prompt, kwargs, True)(), _Streamer(self, None)
 
         def gen() -> Generator[CompletionResponse, None, None]:
-            text = ""
-            for record in stream:
-                emit(record)
-                delta = self._text(record.text)
-                text += delta
-                yield CompletionResponse(text=text, delta=delta)
-            assert stream.result is not None
-            extra = self._extra(stream.result)
-            yield CompletionResponse(text=text, delta="", additional_kwargs=extra)
+            yield from (out.completion_step(record) for record in stream)
+            yield out.completion_last(stream.result)
 
         return gen()
 
@@ -255,18 +240,12 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
     ) -> CompletionResponseAsyncGen:
         from .._threads import stream_in_thread
 
-        stream, emit = self._start(prompt, kwargs, True)(), self._emitter()
+        stream, out = self._start(prompt, kwargs, True)(), _Streamer(self, None)
 
         async def gen() -> AsyncGenerator[CompletionResponse, None]:
-            text = ""
             async for record in stream_in_thread(stream):
-                emit(record)
-                delta = self._text(record.text)
-                text += delta
-                yield CompletionResponse(text=text, delta=delta)
-            assert stream.result is not None
-            extra = self._extra(stream.result)
-            yield CompletionResponse(text=text, delta="", additional_kwargs=extra)
+                yield out.completion_step(record)
+            yield out.completion_last(stream.result)
 
         return gen()
 
@@ -282,34 +261,14 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
         result = await arun_call(start, self._emitter(), self.max_retries)
         return self._chat_response(call, result)
 
-    @staticmethod
-    def _partial(content: str, reasoning: str, sofar: list[str]) -> ChatResponse:
-        """A streamed chat response: the deltas, and the message so far."""
-        sofar[0] += content
-        sofar[1] += reasoning
-        blocks: list[Any] = [ThinkingBlock(content=sofar[1])] if sofar[1] else []
-        message = ChatMessage(
-            role=MessageRole.ASSISTANT, blocks=[*blocks, TextBlock(text=sofar[0])]
-        )
-        extra = {"reasoning_delta": reasoning} if reasoning else {}
-        return ChatResponse(message=message, delta=content, additional_kwargs=extra)
-
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         call, start = self._chat_start(messages, kwargs)
-        stream = start()
-        emit, text, sofar = self._emitter(), ReplyStream(call, self.reasoning), ["", ""]
+        stream, out = start(), _Streamer(self, call)
 
         def gen() -> Generator[ChatResponse, None, None]:
-            for record in stream:
-                emit(record)
-                yield self._partial(*text.step(record.text, record.finish), sofar)
-            assert stream.result is not None
-            last = self._partial(*text.finish(stream.result.text, stream.result.step_texts), sofar)
-            final = self._chat_response(call, stream.result)
-            yield ChatResponse(
-                message=final.message, delta=last.delta, additional_kwargs=final.additional_kwargs
-            )
+            yield from (out.chat_step(record) for record in stream)
+            yield out.chat_last(stream.result)
 
         return gen()
 
@@ -320,19 +279,12 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
         from .._threads import stream_in_thread
 
         call, start = self._chat_start(messages, kwargs)
-        stream = start()
-        emit, text, sofar = self._emitter(), ReplyStream(call, self.reasoning), ["", ""]
+        stream, out = start(), _Streamer(self, call)
 
         async def gen() -> AsyncGenerator[ChatResponse, None]:
             async for record in stream_in_thread(stream):
-                emit(record)
-                yield self._partial(*text.step(record.text, record.finish), sofar)
-            assert stream.result is not None
-            last = self._partial(*text.finish(stream.result.text, stream.result.step_texts), sofar)
-            final = self._chat_response(call, stream.result)
-            yield ChatResponse(
-                message=final.message, delta=last.delta, additional_kwargs=final.additional_kwargs
-            )
+                yield out.chat_step(record)
+            yield out.chat_last(stream.result)
 
         return gen()
 
@@ -373,3 +325,49 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
             )
             for b in calls
         ]
+
+
+class _Streamer:
+    """One streamed reply: each step's event (in the call's span), its deltas, and the text or
+    message so far; the last response carries the whole message and the step records."""
+
+    def __init__(self, llm: SpecGuardLLM, call: ChatCall | None) -> None:
+        self.llm, self.call, self.emit = llm, call, llm._emitter()
+        self.reply = ReplyStream(call, llm.reasoning) if call is not None else None
+        self.content = self.reasoning = ""
+
+    def completion_step(self, record: StepRecord) -> CompletionResponse:
+        self.emit(record)
+        delta = self.llm._text(record.text)
+        self.content += delta
+        return CompletionResponse(text=self.content, delta=delta)
+
+    def completion_last(self, result: GenerationResult | None) -> CompletionResponse:
+        assert result is not None
+        extra = self.llm._extra(result)
+        return CompletionResponse(text=self.content, delta="", additional_kwargs=extra)
+
+    def _partial(self, content: str, reasoning: str) -> ChatResponse:
+        self.content += content
+        self.reasoning += reasoning
+        blocks: list[Any] = [ThinkingBlock(content=self.reasoning)] if self.reasoning else []
+        blocks.append(TextBlock(text=self.content))
+        message = ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks)
+        extra = {"reasoning_delta": reasoning} if reasoning else {}
+        return ChatResponse(message=message, delta=content, additional_kwargs=extra)
+
+    def chat_step(self, record: StepRecord) -> ChatResponse:
+        assert self.reply is not None
+        self.emit(record)
+        return self._partial(*self.reply.step(record.text, record.finish))
+
+    def chat_last(self, result: GenerationResult | None) -> ChatResponse:
+        assert result is not None and self.reply is not None and self.call is not None
+        last = self._partial(*self.reply.finish(result.text, result.step_texts))
+        final = self.llm._chat_response(self.call, result)
+        return ChatResponse(
+            message=final.message, delta=last.delta, additional_kwargs=final.additional_kwargs
+        )
+
+
+LlamaIndexSpecGuardLLM = SpecGuardLLM  # an unambiguous name beside LangChain code

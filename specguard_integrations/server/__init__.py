@@ -9,17 +9,20 @@ Importing this package imports neither starlette nor torch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy
 
 if TYPE_CHECKING:
-    from .app import Limits, create_app
+    from .app import create_app
     from .run import serve
     from .served import PlainServed, ServedModel, SpecGuardServed
+    from .state import Limits
 
 __all__ = ["Limits", "PlainServed", "ServedModel", "SpecGuardServed", "create_app", "serve"]
 
 _LAZY = {
-    "Limits": ".app",
+    "Limits": ".state",
     "create_app": ".app",
     "serve": ".run",
     "PlainServed": ".served",
@@ -27,10 +30,4 @@ _LAZY = {
     "SpecGuardServed": ".served",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy(__name__, _LAZY)

@@ -10,346 +10,33 @@ the problem and the parameter, an unexpected failure is logged and answered with
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
-import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
-
 from . import openai_format as fmt
-from .schemas import ChatRequest, CompletionRequest, content_text
-from .served import Cancelled, GenOutput, GenRequest, OnDelta, ServedModel
+from .requests import Prepared, authorize, prepare, read_json
+from .schemas import ChatRequest
+from .served import GenOutput, ServedModel
+from .state import HTTPError, Limits, ServerState, to_http
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from ..chat import ChatCall, ReplyStream
+    from ..chat import ReplyStream
     from ..types import StepRecord
 
-log = logging.getLogger(__name__)
+__all__ = ["Limits", "ServerState", "create_app"]
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What the server admits. Every field is a `specguard serve` flag."""
-
-    workers: int = 1  # generations run at once
-    max_queue: int = 32  # admitted requests waiting beyond the workers (then 503)
-    max_body_bytes: int = 1_000_000  # larger bodies get 413
-    max_json_depth: int = 64  # deeper nesting gets 400
-    body_timeout: float = 30.0  # seconds to receive a whole body (then 408)
-    api_key: str | None = None  # required as a bearer token on /v1 routes when set
-
-    def __post_init__(self) -> None:
-        if self.workers < 1 or self.max_queue < 0 or self.max_body_bytes < 1:
-            raise ValueError("workers >= 1, max_queue >= 0 and max_body_bytes >= 1 are required")
-        if self.body_timeout <= 0 or self.max_json_depth < 2:
-            raise ValueError("body_timeout > 0 and max_json_depth >= 2 are required")
-
-
-@dataclass
-class ServerState:
-    served: ServedModel
-    limits: Limits = field(default_factory=Limits)
-    admitted: int = 0  # running + waiting
-    running: int = 0
-    max_running: int = 0
-    served_requests: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    cancel_all: threading.Event = field(default_factory=threading.Event)
-    pool: ThreadPoolExecutor = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.pool = ThreadPoolExecutor(self.limits.workers, thread_name_prefix="specguard-serve")
-
-    def admit(self) -> None:
-        """Take a queue slot or answer 503 now (before any streamed 200 is sent)."""
-        if self.cancel_all.is_set():
-            raise HTTPError(503, "server is shutting down", kind="server_error")
-        with self.lock:
-            if self.admitted >= self.limits.workers + self.limits.max_queue:
-                raise HTTPError(
-                    503, f"server busy: {self.admitted} requests admitted", kind="server_error"
-                )
-            self.admitted += 1
-
-    def release(self) -> None:
-        with self.lock:
-            self.admitted -= 1
-
-    def run(self, fn: Callable[[], GenOutput], cancelled: threading.Event) -> GenOutput:
-        """Body of a worker thread: counts concurrency, honours server-wide cancellation."""
-        with self.lock:
-            self.running += 1
-            self.max_running = max(self.max_running, self.running)
-        try:
-            if self.cancel_all.is_set() or cancelled.is_set():
-                raise Cancelled("server is shutting down")
-            return fn()
-        finally:
-            with self.lock:
-                self.running -= 1
-                self.served_requests += 1
-
-    async def generate(
-        self, gen: GenRequest, on_delta: OnDelta, cancelled: threading.Event
-    ) -> GenOutput:
-        """Run an admitted request on the worker pool; its queue slot is released at the end."""
-        try:
-            loop = asyncio.get_running_loop()
-            fut = loop.run_in_executor(
-                self.pool,
-                self.run,
-                lambda: self.served.generate(gen, on_delta, cancelled),
-                cancelled,
-            )
-            try:
-                return await fut
-            except asyncio.CancelledError:
-                cancelled.set()  # the client left or the server is stopping: stop between steps
-                raise
-        finally:
-            self.release()
-
-
-class HTTPError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        kind: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.kind, self.param, self.code = (
-            status,
-            message,
-            kind,
-            param,
-            code,
-        )
-
-    def response(self) -> Response:
-        from starlette.responses import JSONResponse
-
-        return JSONResponse(
-            fmt.error_body(self.message, self.kind, self.param, self.code), self.status
-        )
-
-
-def to_http(err: BaseException) -> HTTPError:
-    """The HTTP answer for an error. Unexpected ones are logged with their traceback and
-    answered with a generic 500: internal text never reaches the client."""
-    from ..engine.openai_client import EndpointError
-
-    if isinstance(err, HTTPError):
-        return err
-    if isinstance(err, ValidationError):
-        first = err.errors()[0]
-        param = fmt.error_param(first["loc"])
-        where = f"{param}: " if param else ""
-        return HTTPError(400, f"{where}{first['msg']}", param=param)
-    if isinstance(err, Cancelled):
-        return HTTPError(503, str(err), kind="server_error")
-    if isinstance(err, EndpointError):
-        return HTTPError(502, f"the target server failed: {err}", kind="server_error")
-    if isinstance(err, (ValueError, TypeError)):
-        return HTTPError(400, str(err))
-    log.error("request failed", exc_info=(type(err), err, err.__traceback__))
-    return HTTPError(500, "internal error (logged by the server)", kind="server_error")
-
-
-# ---------------------------------------------------------------------------- reading
 def _state(request: Request) -> ServerState:
     state: ServerState = request.app.state.specguard
     return state
-
-
-def authorize(request: Request, state: ServerState) -> None:
-    key = state.limits.api_key
-    if key is None:
-        return
-    header = request.headers.get("authorization", "")
-    given = header[7:] if header.lower().startswith("bearer ") else ""
-    if not hmac.compare_digest(given.encode(), key.encode()):
-        raise HTTPError(
-            401, "missing or wrong API key (Authorization: Bearer KEY)", code="invalid_api_key"
-        )
-
-
-def json_depth(value: Any) -> int:
-    """Nesting depth of a parsed JSON value, without recursion."""
-    depth, stack = 0, [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        depth = max(depth, d)
-        if isinstance(v, dict):
-            stack.extend((x, d + 1) for x in v.values())
-        elif isinstance(v, list):
-            stack.extend((x, d + 1) for x in v)
-    return depth
-
-
-def parse_json(body: bytes, max_depth: int) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise HTTPError(400, f"malformed JSON body: {err}") from None
-    except RecursionError:
-        raise HTTPError(400, f"JSON nested deeper than {max_depth} levels") from None
-    if not isinstance(data, dict):
-        raise HTTPError(400, "the body must be a JSON object")
-    if json_depth(data) > max_depth:
-        raise HTTPError(400, f"JSON nested deeper than {max_depth} levels")
-    return data
-
-
-async def read_json(request: Request, state: ServerState) -> dict[str, Any]:
-    """The body as a JSON object: application/json only, bounded in bytes, time and depth."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "application/json":
-        raise HTTPError(415, f"Content-Type must be application/json, got {ctype or 'none'!r}")
-    limit = state.limits.max_body_bytes
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise HTTPError(413, f"request body over {limit} bytes")
-
-    async def body() -> bytes:
-        data = bytearray()
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > limit:
-                raise HTTPError(413, f"request body over {limit} bytes")
-        return bytes(data)
-
-    try:
-        raw = await asyncio.wait_for(body(), state.limits.body_timeout)
-    except asyncio.TimeoutError:
-        raise HTTPError(
-            408, f"request body not received within {state.limits.body_timeout} s"
-        ) from None
-    return await asyncio.to_thread(parse_json, raw, state.limits.max_json_depth)
-
-
-# ---------------------------------------------------------------------------- preparing
-@dataclass
-class Prepared:
-    """A typed request made ready for the served model."""
-
-    req: CompletionRequest | ChatRequest
-    gen: GenRequest
-    call: ChatCall | None = None  # chat requests: how the reply is parsed
-    json_reply: bool = False  # response_format served as a forced call
-
-
-def _check_model(req: CompletionRequest | ChatRequest, served: ServedModel) -> None:
-    if req.model != served.name:
-        raise HTTPError(
-            404,
-            f"model {req.model!r} is not served here (served: {served.name!r})",
-            code="model_not_found",
-            param="model",
-        )
-    if req.n > served.max_n:
-        raise HTTPError(400, f"n: at most {served.max_n} in this mode", param="n")
-    if req.stream and req.n > 1:
-        raise HTTPError(400, "n > 1 cannot stream", param="n")
-
-
-def chat_dicts(req: ChatRequest) -> list[dict[str, Any]]:
-    """Typed messages -> chat-template dicts (tool-call arguments as objects)."""
-    from ..chat import tool_call_dict
-
-    out = []
-    for m in req.messages:
-        msg: dict[str, Any] = {
-            "role": "system" if m.role == "developer" else m.role,
-            "content": content_text(m.content),
-        }
-        if m.role == "assistant" and m.tool_calls:
-            msg["tool_calls"] = [
-                tool_call_dict(tc.id, tc.function.name, tc.function.args) for tc in m.tool_calls
-            ]
-        if m.role == "tool":
-            msg["tool_call_id"] = m.tool_call_id
-        out.append(msg)
-    return out
-
-
-def _tools(req: ChatRequest) -> tuple[list[dict[str, Any]] | None, Any, bool]:
-    """Tools and tool_choice, with a JSON ``response_format`` served as a forced call of a tool
-    whose parameters are its schema (what `with_structured_output` does)."""
-    rf = req.response_format
-    if rf is not None and rf.type != "text":
-        schema = rf.json_schema
-        fn = {
-            "name": schema.name if schema else "json_object",
-            "description": (schema.description if schema else None) or "The reply as JSON.",
-            "parameters": schema.schema_ if schema else {"type": "object"},
-        }
-        return [{"type": "function", "function": fn}], fn["name"], True
-    tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
-    choice: Any = req.tool_choice
-    if isinstance(choice, BaseModel):
-        choice = choice.model_dump()
-    if choice == "none":
-        tools = None
-    return tools, None if choice == "none" else choice, False
-
-
-def prepare(data: dict[str, Any], chat: bool, served: ServedModel) -> Prepared:
-    """Type, render and tokenise a request (runs off the event loop: it is CPU work)."""
-    from ..chat import prepare_chat
-
-    if chat:
-        req: CompletionRequest | ChatRequest = ChatRequest.model_validate(data)
-        assert isinstance(req, ChatRequest)
-        _check_model(req, served)
-        tools, choice, json_reply = _tools(req)
-        call = prepare_chat(
-            served.lm,
-            chat_dicts(req),
-            tools=tools,
-            tool_choice=choice,
-            continue_final=req.continue_final_message,
-        )
-        prompt, budget, logprobs, special = call.prompt, req.token_budget, req.logprobs, False
-    else:
-        req = CompletionRequest.model_validate(data)
-        assert isinstance(req, CompletionRequest)
-        _check_model(req, served)
-        call, json_reply = None, False
-        prompt, budget, logprobs, special = req.text, req.max_tokens, req.logprobs is not None, True
-    if logprobs and not served.supports_logprobs:
-        raise HTTPError(400, "logprobs are not available in this mode", param="logprobs")
-    if not prompt.strip():
-        raise HTTPError(400, "prompt is empty", param="prompt")
-    gen = GenRequest(
-        prompt=prompt,
-        max_tokens=budget,
-        temperature=req.temperature,
-        top_p=req.top_p,
-        stop=req.stops,
-        seed=req.seed,
-        n=req.n,
-        logprobs=logprobs,
-        include_stop=req.include_stop_str_in_output,
-        add_special_tokens=special,
-        segmenter="tool_call" if call is not None and call.fmt is not None else None,
-    )
-    served.check_prompt(gen.prompt, gen.add_special_tokens)
-    return Prepared(req, gen, call, json_reply)
 
 
 # ---------------------------------------------------------------------------- routes
@@ -384,7 +71,7 @@ async def _answer(request: Request, chat: bool) -> Response:
         choices = [
             fmt.completion_choice(i, c, prep.gen.logprobs) for i, c in enumerate(out.choices)
         ]
-    return JSONResponse(fmt.response_body(ids.rid, ids.obj, ids.created, ids.model, choices, out))
+    return JSONResponse(fmt.response_body(ids.head(ids.obj), choices, out))
 
 
 def _ignore(_delta: str, _record: StepRecord | None) -> None:
@@ -431,9 +118,10 @@ class _Ids:
         return cls(rid, obj, obj + ".chunk" if chat else obj, int(time.time()), model)
 
     def chunk(self, choice: dict[str, Any] | None, extra: dict[str, Any] | None = None) -> str:
-        return fmt.sse(
-            fmt.chunk_body(self.rid, self.chunk_obj, self.created, self.model, choice, extra)
-        )
+        return fmt.sse(fmt.chunk_body(self.head(self.chunk_obj), choice, extra))
+
+    def head(self, obj: str) -> dict[str, Any]:
+        return {"id": self.rid, "object": obj, "created": self.created, "model": self.model}
 
 
 async def _events(state: ServerState, prep: Prepared, ids: _Ids) -> AsyncIterator[str]:

@@ -139,16 +139,10 @@ def chat_choice(
 
 
 def response_body(
-    rid: str, obj: str, created: int, model: str, choices: list[dict[str, Any]], out: GenOutput
+    head: dict[str, Any], choices: list[dict[str, Any]], out: GenOutput
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": rid,
-        "object": obj,
-        "created": created,
-        "model": model,
-        "choices": choices,
-        "usage": usage(out.prompt_tokens, out.completion_tokens),
-    }
+    """A whole response: `head` (id, object, created, model), choices, usage, step records."""
+    body = {**head, "choices": choices, "usage": usage(out.prompt_tokens, out.completion_tokens)}
     if out.specguard is not None:
         body["specguard"] = out.specguard
     return body
@@ -160,22 +154,10 @@ def sse(body: dict[str, Any] | str) -> str:
 
 
 def chunk_body(
-    rid: str,
-    obj: str,
-    created: int,
-    model: str,
-    choice: dict[str, Any] | None,
-    extra: dict[str, Any] | None = None,
+    head: dict[str, Any], choice: dict[str, Any] | None, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """A stream chunk; `choice` None is the trailing usage chunk (``choices: []``)."""
-    body: dict[str, Any] = {
-        "id": rid,
-        "object": obj,
-        "created": created,
-        "model": model,
-        "choices": [] if choice is None else [choice],
-    }
-    return body | (extra or {})
+    return {**head, "choices": [] if choice is None else [choice], **(extra or {})}
 
 
 def delta_choice(chat: bool, text: str | None = None, **fields: Any) -> dict[str, Any]:

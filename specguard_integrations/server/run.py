@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
-from .app import Limits
+from .state import Limits
 
 if TYPE_CHECKING:
     from .served import ServedModel

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -193,13 +193,6 @@ class PlainServed(ServedModel):
                 raise Cancelled(str(err)) from None
             if on_delta is not None:
                 on_delta(delta, None)
-        choice = Choice(
-            text=r.text,
-            finish_reason=r.finish_reason,
-            stop_reason=r.stop_reason,
-            tokens=r.tokens,
-            logprobs=r.logprobs,
-            offsets=r.offsets,
-            completion_tokens=r.completion_tokens,
-        )
+        # the plain result has every field of a choice, under the same names
+        choice = Choice(**{f.name: getattr(r, f.name) for f in fields(Choice)})
         return choice, r.prompt_tokens

@@ -129,7 +129,7 @@ def test_llama_index_query_engine_retrieves_and_answers_from_the_documents():
     facts = [n.node.get_content() for n in response.source_nodes]
     assert facts == [_example("llama_index_query_engine").DOCS[0]]  # keyword retrieval
     answer = str(response).strip()
-    assert answer.startswith("Answer:") or answer  # a reply was synthesised
+    assert answer  # a reply was synthesised
     names = set(re.findall(r"[A-Z][a-z]+", facts[0]))
     assert (
         set(re.findall(r"[A-Z][a-z]+", answer)) & names

@@ -107,7 +107,7 @@ def test_max_step_tokens_cuts_a_step_and_generation_goes_on():
     r = SpecGuard(
         draft, target, SpecGuardConfig(k=2, max_step_tokens=4, max_new_tokens=13)
     ).generate(PROMPT)
-    assert [s.num_tokens for s in r.steps] == [4, 4, 4, 1] or r.finish_reason == "eos"
+    assert [s.num_tokens for s in r.steps] == [4, 4, 4, 1]  # 13 tokens: the budget ends it
     assert all(s.finish == "max_step_tokens" for s in r.steps)
     assert r.finish_reason == "max_new_tokens"
 

@@ -1,70 +1,11 @@
-"""langchain-tests conformance suites, offline, on the bundled pair."""
+"""langchain-tests integration conformance suite, offline, on the bundled pair (the unit suite
+is in tests/unit/test_langchain_standard_unit.py)."""
 
 from typing import Any
 
 import pytest
 from langchain_tests.integration_tests import ChatModelIntegrationTests
-from langchain_tests.unit_tests import ChatModelUnitTests
-
-from specguard_integrations import SpecGuardConfig
-from specguard_integrations.assets import DEFAULT_CONFIG
-from specguard_integrations.langchain import ChatSpecGuard
-
-CONFIG = SpecGuardConfig.from_file(DEFAULT_CONFIG).merged(max_new_tokens=120)
-
-
-# Suite tests that skip themselves, and why (langchain-tests reads these properties):
-# - image / PDF / audio inputs and tool messages, Anthropic-format inputs: the models are text-only
-#   causal LMs (content blocks other than text are rejected with a clear error);
-# - json mode (`supports_json_mode`): structured output goes through a forced tool call instead;
-# - model override: see `supports_model_override` below;
-# - init from env / serdes: no credentials or endpoint to read from the environment, and the
-#   class holds a loaded engine, so it is not marked serialisable;
-# - VCR / stream-time tests: there is no network traffic to record.
-
-
-class _Common:
-    @property
-    def chat_model_class(self) -> type[ChatSpecGuard]:
-        return ChatSpecGuard
-
-    @property
-    def chat_model_params(self) -> dict[str, Any]:
-        return {"config": CONFIG, "device": "cpu"}
-
-    @property
-    def has_tool_calling(self) -> bool:
-        return True
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def returns_usage_metadata(self) -> bool:
-        return True
-
-    @property
-    def supported_usage_metadata_details(self) -> dict:
-        return {"invoke": [], "stream": []}
-
-    @property
-    def supports_model_override(self) -> bool:
-        # A different model per call would mean loading another target; construct another
-        # ChatSpecGuard instead. `_get_ls_params(model=...)` still honours the override.
-        return False
-
-
-class TestChatSpecGuardUnit(_Common, ChatModelUnitTests):
-    @property
-    def standard_chat_model_params(self) -> dict[str, Any]:
-        # the unit suite adds api_key="test"; a local model pair has no credentials, and
-        # ChatSpecGuard rejects the name (temperature, max_tokens, timeout, stop and
-        # max_retries are accepted and mapped)
-        params = super().standard_chat_model_params
-        del params["api_key"]
-        return params
-
+from standard_suite import Common
 
 # What the bundled pair's weights cannot do yet (docs/bundled-pair.md). The target learned to copy
 # parameter names from an unseen tool schema (the structured-output tests pass since round 5), but
@@ -78,7 +19,7 @@ _WEAK_WEIGHTS = pytest.mark.xfail(
 )
 
 
-class TestChatSpecGuardIntegration(_Common, ChatModelIntegrationTests):
+class TestChatSpecGuardIntegration(Common, ChatModelIntegrationTests):
     @_WEAK_WEIGHTS
     def test_bind_runnables_as_tools(self, model: Any) -> None:
         super().test_bind_runnables_as_tools(model)

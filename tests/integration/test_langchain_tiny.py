@@ -119,7 +119,9 @@ def test_message_history_with_tool_messages_is_rendered(engine):
     ]
     msg = llm.invoke(history)
     assert isinstance(msg, AIMessage)
-    with pytest.raises(ValueError, match=r"messages\[0\]: unsupported content block of type .image_url."):
+    with pytest.raises(
+        ValueError, match=r"messages\[0\]: unsupported content block of type .image_url."
+    ):
         llm.invoke([HumanMessage(content=[{"type": "image_url", "image_url": {"url": "x"}}])])
 
 

@@ -24,8 +24,8 @@ import pytest
 
 from specguard_integrations.assets import DEFAULT_CONFIG
 from specguard_integrations.config import SpecGuardConfig
-from specguard_integrations.engine.loop import SpecGuard
 from specguard_integrations.engine.endpoint import EndpointDraft, EndpointTarget
+from specguard_integrations.engine.loop import SpecGuard
 from specguard_integrations.engine.openai_client import EndpointError, EndpointUnreachable
 from specguard_integrations.langchain import LangChainTarget
 from specguard_integrations.registry import load_lm, load_pair, resolve

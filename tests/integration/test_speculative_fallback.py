@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from specguard_integrations.engine.backends import DecodeSettings
 from specguard_integrations.engine.proposer import sample_steps, speculative_step
 from specguard_integrations.segmentation import make_segmenter
 from specguard_integrations.testing import tiny_lm
@@ -10,10 +11,14 @@ from specguard_integrations.testing import tiny_lm
 PROMPT = "abc def. ghi\n"
 
 
-def _plain(lm, prompt_ids, **kw):
+def _settings(max_tokens, segmenter, stop, speculation=0):
+    return DecodeSettings(1, 0.0, 1.0, max_tokens, segmenter, stop, "", speculation)
+
+
+def _plain(lm, prompt_ids, max_tokens, segmenter, stop):
     state = lm.new_state(prompt_ids)
     lm.feed(state)
-    return sample_steps(lm, state, k=1, temperature=0.0, top_p=1.0, **kw)[0]
+    return sample_steps(lm, state, _settings(max_tokens, segmenter, stop))[0]
 
 
 @pytest.mark.parametrize("same_model", [True, False])
@@ -39,7 +44,7 @@ def test_same_tokens_as_plain_greedy(same_model, speculation, segmenter, max_tok
     draft = target if same_model else tiny_lm(seed=5)
     seg = make_segmenter(segmenter, ("Answer:",))
     ids = target.encode_prompt(PROMPT)
-    plain = _plain(target, ids, max_tokens=max_tokens, segmenter=seg, stop=stop)
+    plain = _plain(target, ids, max_tokens, seg, stop)
     # a rejected draft step proposed first: any tokens at all must leave the output unchanged
     gold = plain.scored_ids
     other = (gold[len(gold) // 2] + 1) % target.model.config.vocab_size
@@ -57,17 +62,8 @@ def test_same_tokens_as_plain_greedy(same_model, speculation, segmenter, max_tok
     dstate = draft.new_state(ids)
     draft.feed(dstate)
     d_len, d_logits = dstate.cache.get_seq_length(), dstate.next_logits.clone()
-    spec = speculative_step(
-        target,
-        tstate,
-        draft,
-        dstate,
-        target_speculation=speculation,
-        max_tokens=max_tokens,
-        segmenter=seg,
-        stop=stop,
-        first=proposal,
-    )
+    settings = _settings(max_tokens, seg, stop, speculation)
+    spec = speculative_step(target, tstate, draft, dstate, settings, first=proposal)
     assert (spec.ids, spec.text, spec.finish, spec.eos_id) == (
         plain.ids,
         plain.text,

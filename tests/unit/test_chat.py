@@ -65,7 +65,7 @@ def test_each_family_is_detected_with_its_own_prefix(template, cls, forced):
 def test_template_without_tool_calls_names_the_option():
     tok = _tok()
     tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    with pytest.raises(ValueError, match="renders no tool calls.*tool_call_format="):
+    with pytest.raises(ValueError, match=r"renders no tool calls.*tool_call_format="):
         detect(tok)
     assert isinstance(detect(tok, "mistral"), Mistral)  # a named format needs no template
     with pytest.raises(ValueError, match="unknown value 'pythonic'"):
@@ -103,10 +103,15 @@ def test_llama3_json_parses_a_json_turn_and_leaves_text_alone():
 
 def test_mistral_parses_the_call_array_after_the_marker():
     fmt = Mistral()
-    reply = fmt.parse('Sure. [TOOL_CALLS] [{"name": "add", "arguments": {"a": 1}, "id": "x"},'
-                      ' {"name": "mul", "arguments": "{\\"b\\": 2}"}]')
+    reply = fmt.parse(
+        'Sure. [TOOL_CALLS] [{"name": "add", "arguments": {"a": 1}, "id": "x"},'
+        ' {"name": "mul", "arguments": "{\\"b\\": 2}"}]'
+    )
     assert reply.content == "Sure."
-    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("add", {"a": 1}), ("mul", {"b": 2})]
+    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [
+        ("add", {"a": 1}),
+        ("mul", {"b": 2}),
+    ]
     broken = fmt.parse('[TOOL_CALLS] [{"name": "add", "arguments": {')
     assert not broken.tool_calls and broken.invalid_tool_calls
 
@@ -114,13 +119,16 @@ def test_mistral_parses_the_call_array_after_the_marker():
 def test_deepseek_parses_fenced_arguments():
     fmt = DeepSeekV3()
     text = (
-        f"Checking.{DS_OPEN}{BEGIN}function{SEP}add\n```json\n{{\"a\": 1}}\n```{CEND}\n"
-        f"{BEGIN}function{SEP}mul\n```json\n{{\"b\": 2}}\n```{CEND}{DS_CLOSE}"
+        f'Checking.{DS_OPEN}{BEGIN}function{SEP}add\n```json\n{{"a": 1}}\n```{CEND}\n'
+        f'{BEGIN}function{SEP}mul\n```json\n{{"b": 2}}\n```{CEND}{DS_CLOSE}'
     )
     reply = fmt.parse(text)
     assert reply.content == "Checking."
-    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("add", {"a": 1}), ("mul", {"b": 2})]
-    unclosed = fmt.parse(f"{DS_OPEN}{BEGIN}function{SEP}add\n```json\n{{\"a\": 1}}")
+    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [
+        ("add", {"a": 1}),
+        ("mul", {"b": 2}),
+    ]
+    unclosed = fmt.parse(f'{DS_OPEN}{BEGIN}function{SEP}add\n```json\n{{"a": 1}}')
     assert not unclosed.tool_calls and "not closed" in unclosed.invalid_tool_calls[-1]["error"]
 
 
@@ -173,11 +181,16 @@ def test_messages_are_checked_alike_on_every_surface():
         check_messages([])
     with pytest.raises(ValueError, match=r"messages\[1\]: the user message is empty"):
         check_messages([{"role": "system", "content": "s"}, {"role": "user", "content": "  "}])
-    orphan = [{"role": "user", "content": "x"}, {"role": "tool", "content": "3", "tool_call_id": "c1"}]
+    orphan = [
+        {"role": "user", "content": "x"},
+        {"role": "tool", "content": "3", "tool_call_id": "c1"},
+    ]
     with pytest.raises(ValueError, match=r"messages\[1\]: tool message .* answers no earlier"):
         check_messages(orphan)
     called = {"id": "c1", "type": "function", "function": {"name": "add", "arguments": {}}}
-    check_messages([orphan[0], {"role": "assistant", "content": "", "tool_calls": [called]}, orphan[1]])
+    check_messages(
+        [orphan[0], {"role": "assistant", "content": "", "tool_calls": [called]}, orphan[1]]
+    )
 
 
 def test_tool_choice_normalisation():

@@ -1,0 +1,79 @@
+"""Loading a model and tokenizer: devices, dtypes, the options that reach the tokenizer, and
+errors that name the path and the reason (never a library's unsafe hint)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+
+def resolve_device(device: str | None) -> str:
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def resolve_dtype(dtype: Any, device: str) -> Any:
+    import torch
+
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if isinstance(dtype, str):
+        try:
+            return getattr(torch, dtype)
+        except AttributeError:
+            raise ValueError(f"dtype: unknown torch dtype {dtype!r}") from None
+    return dtype
+
+
+# from_pretrained options that locate the tokenizer as well as the weights
+TOKENIZER_KWARGS = (
+    "revision",
+    "trust_remote_code",
+    "gguf_file",
+    "subfolder",
+    "cache_dir",
+    "token",
+    "local_files_only",
+)
+
+
+def load_tokenizer(
+    name_or_path: str, tokenizer_kwargs: dict[str, Any] | None = None, **kwargs: Any
+) -> PreTrainedTokenizerBase:
+    """`AutoTokenizer.from_pretrained` with the model options of `TOKENIZER_KWARGS` and
+    `tokenizer_kwargs` (a GGUF file carries its tokenizer: ``gguf_file`` loads it from there)."""
+    from transformers import AutoTokenizer
+
+    picked = {k: kwargs[k] for k in TOKENIZER_KWARGS if k in kwargs} | (tokenizer_kwargs or {})
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path, **picked)
+    except Exception as err:
+        raise ValueError(f"cannot load the tokenizer of {name_or_path!r}: {reason(err)}") from None
+
+
+def reason(err: BaseException) -> str:
+    """An error's message without hints that do not apply here (torch suggests unsafe
+    ``weights_only=False`` loading for a file that is not a checkpoint)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if "weights_only" in str(err) or type(err).__name__ == "UnpicklingError":
+        return "not a model checkpoint"
+    return text[:300]
+
+
+def load_error(path: str, err: BaseException) -> ValueError:
+    """`cannot load causal LM from PATH: ...`, with the reason and no unsafe hints."""
+    import os
+
+    if os.path.isfile(path):
+        hint = (
+            "a file, not a model directory; for a GGUF file pass its directory and gguf_file=NAME"
+            if str(path).endswith(".gguf")
+            else "a file, not a model directory"
+        )
+        return ValueError(f"cannot load causal LM from {path!r}: {hint}")
+    return ValueError(f"cannot load causal LM from {path!r}: {reason(err)}")
