@@ -210,12 +210,16 @@ def _as_text_turns(
 def check_messages(messages: list[dict[str, Any]]) -> None:
     """No conversation without messages, no user turn without text (every surface agrees with
     the engine's ``prompt is empty``), every tool result answering an earlier call."""
+    from .engine.backends import check_text
+
     if not messages:
         raise ValueError("no messages to answer")
     for i, m in enumerate(messages):
         content = m.get("content")
         if m.get("role") == "user" and (not isinstance(content, str) or not content.strip()):
             raise ValueError(f"messages[{i}]: the user message is empty")
+        if content is not None:
+            check_text(content, f"messages[{i}].content")
     check_history(messages)
 
 

@@ -133,10 +133,14 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import logging
+
     args = _build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:  # the library logs; the command shows warnings
+        logging.basicConfig(level=logging.WARNING, format="specguard: warning: %(message)s")
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError, IsADirectoryError, ImportError) as err:
+    except (ValueError, OSError, ImportError) as err:
         print(f"specguard: error: {err}", file=sys.stderr)
         return 2
 

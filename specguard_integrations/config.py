@@ -11,7 +11,15 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    model_validator,
+)
 
 Segmenter = Literal["blank_line", "newline", "step_marker", "react", "tool_call"]
 TargetMode = Literal["greedy", "sample"]
@@ -25,21 +33,26 @@ class SpecGuardConfig(BaseModel):
     3 layers with a 0.01 attention cut. The "greedy" variant is ``k=1, temperature=0``.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    # counts are strict integers (``k=True`` is not ``k=1``), numbers are finite and never bools
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False
+    )
 
     # 1. propose
-    k: int = Field(16, ge=1, le=256, description="Candidate steps sampled from the draft per step.")
-    temperature: float = Field(
+    k: StrictInt = Field(
+        16, ge=1, le=256, description="Candidate steps sampled from the draft per step."
+    )
+    temperature: StrictFloat = Field(
         0.7, ge=0.0, le=10.0, description="Draft sampling temperature; 0 means greedy (needs k=1)."
     )
-    top_p: float = Field(
+    top_p: StrictFloat = Field(
         0.8, gt=0.0, le=1.0, description="Nucleus mass kept when sampling draft candidates."
     )
-    max_step_tokens: int = Field(
+    max_step_tokens: StrictInt = Field(
         256, ge=1, description="Tokens after which a step is cut even without a boundary."
     )
-    max_steps: int = Field(64, ge=1, description="Steps after which generation stops.")
-    max_new_tokens: int = Field(
+    max_steps: StrictInt = Field(64, ge=1, description="Steps after which generation stops.")
+    max_new_tokens: StrictInt = Field(
         1024,
         ge=1,
         description="Generated tokens (target tokenization) after which generation stops.",
@@ -71,38 +84,42 @@ class SpecGuardConfig(BaseModel):
         description="Consistency-selector embedding: the draft's mean-pooled last hidden state.",
     )
     # 3. score
-    rollout_layers: int = Field(3, ge=1, description="Last layers multiplied in attention rollout.")
-    attention_cut: float = Field(
+    rollout_layers: StrictInt = Field(
+        3, ge=1, description="Last layers multiplied in attention rollout."
+    )
+    attention_cut: StrictFloat = Field(
         0.01, ge=0.0, lt=1.0, description="Attention probabilities below this are zeroed."
     )
-    rollout_residual: bool = Field(
+    rollout_residual: StrictBool = Field(
         False, description="Use 0.5*A + 0.5*I per layer (Abnar & Zuidema). Off in the paper."
     )
-    rollout_renormalize: bool = Field(
+    rollout_renormalize: StrictBool = Field(
         False, description="Renormalise attention rows to sum 1 after the cut. Off in the paper."
     )
-    exclude_sink_positions: int = Field(
+    exclude_sink_positions: StrictInt = Field(
         0, ge=0, description="First n prompt positions (BOS, template) not counted as context."
     )
     # 4. decide
-    beta: float = Field(0.3, ge=0.0, le=1.0, description="Weight of confidence in the fused score.")
-    tau: float = Field(
+    beta: StrictFloat = Field(
+        0.3, ge=0.0, le=1.0, description="Weight of confidence in the fused score."
+    )
+    tau: StrictFloat = Field(
         0.7, ge=0.0, description="Accept a draft step when the fused score r >= tau (>1: never)."
     )
-    confidence_bounds: tuple[float, float] = Field(
+    confidence_bounds: tuple[StrictFloat, StrictFloat] = Field(
         (-6.0, 0.0), description="(l_lo, l_hi) for min-max normalising the min token log-prob."
     )
-    grounding_bounds: tuple[float, float] = Field(
+    grounding_bounds: tuple[StrictFloat, StrictFloat] = Field(
         (0.0, 1.0), description="(g_lo, g_hi) for min-max normalising the rollout grounding."
     )
     # 5. fall back
     target_mode: TargetMode = Field(
         "greedy", description="Target fallback step: 'greedy', or 'sample' k and select."
     )
-    target_k: int | None = Field(
+    target_k: StrictInt | None = Field(
         None, ge=1, description="Samples for target_mode='sample'; defaults to k."
     )
-    target_speculation: int = Field(
+    target_speculation: StrictInt = Field(
         0,
         ge=0,
         le=64,
@@ -112,10 +129,10 @@ class SpecGuardConfig(BaseModel):
             " forwards). 0 writes the step token by token. Needs a shared vocabulary."
         ),
     )
-    use_grounding: bool = Field(
+    use_grounding: StrictBool = Field(
         True, description="False runs the confidence-only ablation (fused score = normalised l)."
     )
-    seed: int | None = Field(0, description="Seed of the sampling generator; None draws one.")
+    seed: StrictInt | None = Field(0, description="Seed of the sampling generator; None draws one.")
 
     @model_validator(mode="after")
     def _check(self) -> SpecGuardConfig:

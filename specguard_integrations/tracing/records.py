@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from ..types import StepRecord
+
+log = logging.getLogger(__name__)
 
 try:  # POSIX advisory locks; elsewhere the in-process lock alone applies
     import fcntl
@@ -82,28 +85,73 @@ def read_trace(path: str | os.PathLike[str]) -> list[TraceRun]:
     """Load a trace file back into runs, in the order their summaries were written.
 
     Steps of a run whose summary line is missing (a process killed mid-run) come back as a run
-    with ``ended_at=None``.
+    with ``ended_at=None``; a truncated last line (what a killed writer leaves) is skipped with
+    a warning. Anything else that is not a trace line is a `ValueError` naming ``FILE:LINE``.
     """
+    src = Path(path)
+    if src.is_dir():
+        raise ValueError(f"{src}: is a directory, not a trace file")
+    if not src.is_file():
+        raise ValueError(f"{src}: no such trace file")
+    raw = src.read_bytes()
+    if not raw.strip():
+        raise ValueError(f"{src}: empty trace file (no runs)")
     steps: dict[str, list[StepRecord]] = {}
     runs: dict[str, TraceRun] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{n}: not a JSON line: {err}") from err
-            kind = obj.get("type")
-            if kind == "step":
-                steps.setdefault(obj["run_id"], []).append(StepRecord(**obj["record"]))
-            elif kind == "run":
-                obj.pop("type")
-                obj.pop("num_steps", None)
-                runs[obj["run_id"]] = TraceRun(**obj)
-            else:
-                raise ValueError(f"{path}:{n}: unknown line type {kind!r}")
+    lines = raw.split(b"\n")
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        truncated = n == len(lines) and not raw.endswith(b"\n")
+        obj = _parse_line(src, n, line, truncated)
+        if obj is not None:
+            _add_line(src, n, obj, steps, runs)
     for run_id, records in steps.items():
         run = runs.setdefault(run_id, TraceRun(run_id=run_id, source="unknown", ended_at=None))
         run.steps = records
     return list(runs.values())
+
+
+def _parse_line(src: Path, n: int, line: bytes, truncated: bool) -> dict[str, Any] | None:
+    """One line as a JSON object; None for a truncated last line (skipped with a warning)."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{src}:{n}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        if truncated:
+            log.warning("%s:%d: skipped a truncated last line (%s)", src, n, err)
+            return None
+        raise ValueError(f"{src}:{n}: not a JSON line: {err}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{src}:{n}: a trace line is a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _add_line(
+    src: Path,
+    n: int,
+    obj: dict[str, Any],
+    steps: dict[str, list[StepRecord]],
+    runs: dict[str, TraceRun],
+) -> None:
+    kind = obj.get("type")
+    try:
+        if kind == "step":
+            if not isinstance(obj.get("run_id"), str) or not isinstance(obj.get("record"), dict):
+                raise ValueError("a step line needs a run_id string and a record object")
+            steps.setdefault(obj["run_id"], []).append(StepRecord(**obj["record"]))
+        elif kind == "run":
+            fields = {k: v for k, v in obj.items() if k not in ("type", "num_steps")}
+            run = TraceRun(**fields)
+            runs[run.run_id] = run
+        else:
+            raise ValueError(f"unknown line type {kind!r} (step or run)")
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ValueError(f"{src}:{n}: invalid {kind} line: {where}: {first['msg']}") from None
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{src}:{n}: {err}") from None
