@@ -132,12 +132,30 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _show_warnings() -> None:
+    """The library logs; the command shows its warnings on stderr, once."""
     import logging
 
+    class Stderr(logging.StreamHandler):
+        @property
+        def stream(self) -> Any:  # whatever stderr is now (tests capture it)
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value: Any) -> None:
+            pass
+
+    log = logging.getLogger("specguard_integrations")
+    if not any(type(h).__name__ == "Stderr" for h in log.handlers):
+        handler = Stderr()
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(logging.Formatter("specguard: warning: %(message)s"))
+        log.addHandler(handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:  # the library logs; the command shows warnings
-        logging.basicConfig(level=logging.WARNING, format="specguard: warning: %(message)s")
+    _show_warnings()
     try:
         return int(args.func(args))
     except (ValueError, OSError, ImportError) as err:

@@ -7,6 +7,7 @@ OpenAI API (and vLLM's extensions) defines, so each is unit-tested on its own.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,8 @@ if TYPE_CHECKING:
     from ..chat import ChatCall
     from .served import Choice, GenOutput
 
-_TYPE_TAGS = {"system", "developer", "user", "assistant", "tool", "str", "int", "float", "bool"}
+_ROLE_TAGS = {"system", "developer", "user", "assistant", "tool"}
+_TYPE_TAGS = {"str", "int", "float", "bool"}
 
 
 def error_body(
@@ -32,15 +34,27 @@ def error_param(loc: Sequence[int | str]) -> str | None:
 
     Union branch tags (the role of a message, ``str`` / ``list[...]`` alternatives) are left out.
     """
-    out = ""
+    out, prev = "", None
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif isinstance(prev, int) and part in _ROLE_TAGS:
+            pass  # the branch a message's role selected
         elif part in _TYPE_TAGS or not part.replace("_", "a").isalnum() or part[:1].isupper():
-            continue
+            pass  # the branch of a union (str | list[...]) that failed
         else:
             out += ("." if out else "") + part
+        prev = part
     return out or None
+
+
+_NAMED = re.compile(r"^((?:messages|tools|tool_choice|stop|prompt)(?:\[\d+\])?(?:\.\w+)?)(?![\w\[])")
+
+
+def param_named(message: str) -> str | None:
+    """The request field an error message starts with (``messages[2].content: ...``)."""
+    m = _NAMED.match(message)
+    return m.group(1) if m else None
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

@@ -191,7 +191,8 @@ class StreamOptions(_Strict):
 # ---------------------------------------------------------------------------- requests
 def _neutral(name: str, value: Any, neutral: tuple[Any, ...]) -> None:
     if value not in neutral:
-        raise ValueError(f"{name}={value!r} is not supported (only {neutral[0]!r})")
+        shown = ", ".join(repr(x) for x in neutral)
+        raise ValueError(f"{name} of {value!r} is not supported (only {shown})")
 
 
 class _Common(_Strict):
@@ -222,11 +223,20 @@ class _Common(_Strict):
             raise ValueError(f"at most {MAX_STOPS} stop strings")
         return v
 
+    @field_validator("presence_penalty", "frequency_penalty")
+    @classmethod
+    def _no_penalty(cls, v: float | None) -> float | None:
+        _neutral("a penalty", v, (None, 0, 0.0))
+        return v
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _no_bias(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        _neutral("logit_bias", v, (None, {}))
+        return v
+
     @model_validator(mode="after")
-    def _neutral_knobs(self) -> _Common:
-        _neutral("presence_penalty", self.presence_penalty, (None, 0, 0.0))
-        _neutral("frequency_penalty", self.frequency_penalty, (None, 0, 0.0))
-        _neutral("logit_bias", self.logit_bias, (None, {}))
+    def _stream_options(self) -> _Common:
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options needs stream: true")
         return self
@@ -250,12 +260,11 @@ class CompletionRequest(_Common):
             raise ValueError("exactly one prompt per request")
         return v
 
-    @model_validator(mode="after")
-    def _unsupported(self) -> CompletionRequest:
-        _neutral("echo", self.echo, (False,))
-        _neutral("best_of", self.best_of, (None, 1))
-        _neutral("suffix", self.suffix, (None, ""))
-        return self
+    @field_validator("echo", "best_of", "suffix")
+    @classmethod
+    def _unsupported(cls, v: Any) -> Any:
+        _neutral("this value", v, (None, False, 1, ""))
+        return v
 
     @property
     def text(self) -> str:
@@ -275,10 +284,20 @@ class ChatRequest(_Common):
     continue_final_message: StrictBool = False  # vLLM extension
     add_generation_prompt: StrictBool = True  # vLLM extension
 
+    @field_validator("top_logprobs")
+    @classmethod
+    def _no_top_logprobs(cls, v: int | None) -> int | None:
+        _neutral("top_logprobs", v, (None, 0))
+        return v
+
+    @field_validator("reasoning_effort")
+    @classmethod
+    def _no_effort(cls, v: str | None) -> str | None:
+        _neutral("reasoning_effort", v, (None,))
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> ChatRequest:
-        _neutral("top_logprobs", self.top_logprobs, (None, 0))
-        _neutral("reasoning_effort", self.reasoning_effort, (None,))
         if self.continue_final_message and self.messages[-1].role != "assistant":
             raise ValueError("continue_final_message needs a final assistant message")
         json_format = self.response_format is not None and self.response_format.type != "text"

@@ -136,12 +136,13 @@ def to_http(err: BaseException) -> HTTPError:
         first = err.errors()[0]
         param = fmt.error_param(first["loc"])
         where = f"{param}: " if param else ""
-        return HTTPError(400, f"{where}{first['msg']}", param=param)
+        message = str(first["msg"]).removeprefix("Value error, ")
+        return HTTPError(400, f"{where}{message}", param=param)
     if isinstance(err, Cancelled):
         return HTTPError(503, str(err), kind="server_error")
     if isinstance(err, EndpointError):
         return HTTPError(502, f"the target server failed: {err}", kind="server_error")
     if isinstance(err, (ValueError, TypeError)):
-        return HTTPError(400, str(err))
+        return HTTPError(400, str(err), param=fmt.param_named(str(err)))
     log.error("request failed", exc_info=(type(err), err, err.__traceback__))
     return HTTPError(500, "internal error (logged by the server)", kind="server_error")

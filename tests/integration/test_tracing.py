@@ -2,6 +2,7 @@
 round-trips and stays whole when runs finish at once."""
 
 import json
+import re
 import threading
 
 import pytest
@@ -133,3 +134,78 @@ def test_opentelemetry_spans_per_generation_and_step(engine):
         assert span.attributes["specguard.step.source"] == rec["source"]
         assert span.attributes["specguard.step.decision"] == rec["decision"]
         assert span.start_time <= span.end_time
+
+
+def _record_line(run_id: str, i: int) -> str:  # a step line as the trace writer writes it
+    from specguard_integrations.types import StepRecord
+
+    rec = StepRecord(
+        step_index=i,
+        text="2 + 2 = 4\n\n",
+        source="draft",
+        num_tokens=5,
+        decision="accept",
+        signals="grounding+confidence",
+        grounding=0.8,
+        confidence=-0.1,
+        grounding_norm=0.8,
+        confidence_norm=0.9,
+        fused=0.85,
+        threshold=0.7,
+        beta=0.3,
+        draft_text="2 + 2 = 4\n\n",
+        draft_tokens=5,
+        num_candidates=1,
+        selected_candidate=0,
+        finish="boundary",
+    )
+    line = {"type": "step", "run_id": run_id, "parent_run_id": None, "record": rec.model_dump()}
+    return json.dumps(line) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"[1, 2]\n", r"t\.jsonl:1: a trace line is a JSON object, got list"),
+        (b'{"type": "step", "run_id": "r"}\n', r"t\.jsonl:1: a step line needs .*record"),
+        (b'{"type": "bogus"}\n', r"t\.jsonl:1: unknown line type 'bogus'"),
+        (b'{"type": "step"\n{}\n', r"t\.jsonl:1: not a JSON line"),
+        (b'{"type": "run", "run_id": 3}\n', r"t\.jsonl:1: invalid run line: run_id"),
+        (_record_line("r", 0).encode() + b"\xff\xfe\n", r"t\.jsonl:2: not UTF-8 text"),
+        (b"", r"t\.jsonl: empty trace file"),
+        (b"\n  \n", r"t\.jsonl: empty trace file"),
+    ],
+)
+def test_trace_view_names_the_file_and_line_of_a_bad_trace(tmp_path, capsys, content, message):
+    from specguard_integrations.cli import main
+
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(content)
+    assert main(["trace", "view", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("specguard: error: ") and re.search(message, err), err
+    assert "Traceback" not in err
+
+
+def test_trace_view_on_a_directory_or_a_missing_file(tmp_path, capsys):
+    from specguard_integrations.cli import main
+
+    assert main(["trace", "view", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert main(["trace", "view", str(tmp_path / "none.jsonl")]) == 2
+    assert "no such trace file" in capsys.readouterr().err
+
+
+def test_a_truncated_last_line_is_skipped_with_a_warning(tmp_path, capsys):
+    from specguard_integrations.cli import main
+
+    path = tmp_path / "killed.jsonl"
+    whole = _record_line("r1", 0) + _record_line("r1", 1)
+    path.write_text(whole + _record_line("r1", 2)[:40])  # the writer died mid-line
+    assert main(["trace", "view", str(path), "--out", str(tmp_path / "rep")]) == 0
+    out = capsys.readouterr()
+    assert "killed.jsonl:3: skipped a truncated last line" in out.err
+    assert "1 runs, 2 steps" in out.out
+    assert (tmp_path / "rep" / "report.html").is_file()
+    (run,) = read_trace(path)
+    assert run.ended_at is None and [s.step_index for s in run.steps] == [0, 1]
