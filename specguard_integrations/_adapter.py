@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
 from .config import SpecGuardConfig
 
@@ -89,11 +89,11 @@ def map_params(cls: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
     known = set(cls.model_fields) | {
         f.alias for f in cls.model_fields.values() if f.alias is not None
     }
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {k: v for k, v in data.items() if k in known}
     for key, value in data.items():
         if key in known:
-            out[key] = value
-        elif key in ANCHORS:
+            continue
+        if key in ANCHORS:
             ours = ANCHORS[key]
             if ours in data and data[ours] != value:
                 raise ValueError(f"{key}={value!r} and {ours}={data[ours]!r} disagree: give one")
@@ -147,7 +147,7 @@ class SpecGuardParams(BaseModel):
     top_p: float | None = Field(None, gt=0.0, le=1.0, description="Nucleus mass when sampling.")
     max_tokens: int | None = Field(None, ge=1, description="Generated tokens at most.")
     seed: int | None = Field(None, description="Sampling seed.")
-    stop: list[str] | str | None = Field(None, description="Stop sequences (a string is one).")
+    stop: list[str] | None = Field(None, description="Stop sequences (a string is one).")
     reasoning: bool = Field(
         False, description="Steps before the answer go to reasoning content, the answer to text."
     )
@@ -184,12 +184,18 @@ class SpecGuardParams(BaseModel):
             out["config"] = default_config(*names)
         return out
 
-    @model_validator(mode="after")
-    def _validate_now(self) -> SpecGuardParams:
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stops(cls, value: Any) -> list[str] | None:
         from .engine.loop import normalise_stop
 
-        if self.stop is not None:
-            self.stop = list(normalise_stop(self.stop))
+        try:
+            return None if value is None else list(normalise_stop(value))
+        except TypeError as err:  # a validation error like any other bad value
+            raise ValueError(str(err)) from None
+
+    @model_validator(mode="after")
+    def _validate_now(self) -> SpecGuardParams:
         for role in ("draft", "target"):
             model, tok = getattr(self, f"{role}_model"), getattr(self, f"{role}_tokenizer")
             if (model is None) != (tok is None):

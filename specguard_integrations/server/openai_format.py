@@ -48,7 +48,9 @@ def error_param(loc: Sequence[int | str]) -> str | None:
     return out or None
 
 
-_NAMED = re.compile(r"^((?:messages|tools|tool_choice|stop|prompt)(?:\[\d+\])?(?:\.\w+)?)(?![\w\[])")
+_NAMED = re.compile(
+    r"^((?:messages|tools|tool_choice|stop|prompt)(?:\[\d+\])?(?:\.\w+)?)(?![\w\[])"
+)
 
 
 def param_named(message: str) -> str | None:

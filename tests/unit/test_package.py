@@ -63,3 +63,42 @@ def test_cli_reports_bad_config_file(tmp_path, capsys):
     bad.write_text('{"tau": -1}')
     assert main(["demo", "--config", str(bad)]) == 2
     assert "tau" in capsys.readouterr().err
+
+
+BLOCK = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+def test_each_framework_works_without_the_other():
+    """The extras are independent: without llama-index, LangChain works and the LlamaIndex class
+    names the [llama-index] extra; the reverse for LangChain."""
+    code = BLOCK.format(blocked="llama_index") + (
+        "from specguard_integrations.langchain import ChatSpecGuard\n"
+        "llm = ChatSpecGuard(max_tokens=4, device='cpu')\n"
+        "assert llm.invoke('Question: What is 2 + 2?\\n').response_metadata['specguard_steps']\n"
+        "try:\n"
+        "    from specguard_integrations.llama_index import SpecGuardLLM\n"
+        "except ImportError as err:\n"
+        "    print(err)\n"
+    )
+    out = _run(code)
+    assert out.returncode == 0, out.stderr
+    assert "needs the [llama-index] extra" in out.stdout
+    assert "pip install 'specguard-integrations[llama-index]'" in out.stdout
+    code = BLOCK.format(blocked="langchain_core") + (
+        "from specguard_integrations.llama_index import SpecGuardLLM\n"
+        "assert SpecGuardLLM(max_tokens=4, device='cpu').complete('2 + 2 =').text is not None\n"
+        "from specguard_integrations.langchain import ChatSpecGuard\n"
+    )
+    out = _run(code)
+    assert out.returncode != 0 and "needs the [langchain] extra" in out.stderr
