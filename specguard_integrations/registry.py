@@ -72,6 +72,8 @@ def load_lm(
             display = name
             if name.startswith(str(ASSETS)):
                 display = "specguard-bundled/" + name.rstrip("/").rsplit("/", 1)[-1]
+            elif kwargs.get("gguf_file"):  # a directory of GGUF files: name the one loaded
+                display = f"{name.rstrip('/')}/{kwargs['gguf_file']}"
             lm = LocalCausalLM.from_pretrained(
                 name, device=device, dtype=dtype, name=display, **kwargs
             )

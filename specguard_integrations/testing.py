@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 from .chat import CHAT_TEMPLATE
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerFast
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
     from .engine.lm import LocalCausalLM
 
@@ -43,6 +43,77 @@ def char_tokenizer(extra_chars: str = "") -> PreTrainedTokenizerFast:
     )
     fast.chat_template = CHAT_TEMPLATE  # the bundled pair's template, tool calls included
     return fast
+
+
+# Tiny configurations of real architectures: (config class, model class, extra config fields)
+_FAMILIES: dict[str, tuple[str, str, dict[str, object]]] = {
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 8, "tie_word_embeddings": True}),
+    "gemma3": (
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        {"head_dim": 8, "query_pre_attn_scalar": 8, "sliding_window": 16},
+    ),
+    "mistral": ("MistralConfig", "MistralForCausalLM", {"head_dim": 8, "sliding_window": None}),
+    "deepseek_v3": (
+        "DeepseekV3Config",
+        "DeepseekV3ForCausalLM",
+        {
+            "moe_intermediate_size": 16,
+            "n_shared_experts": 1,
+            "n_routed_experts": 4,
+            "num_experts_per_tok": 2,
+            "n_group": 1,
+            "topk_group": 1,
+            "first_k_dense_replace": 1,
+            "kv_lora_rank": 16,
+            "q_lora_rank": 16,
+            "qk_rope_head_dim": 8,
+            "qk_nope_head_dim": 8,
+            "v_head_dim": 8,
+        },
+    ),
+}
+
+
+def tiny_family_model(
+    arch: str,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 4,
+    context: int = 1024,
+    seed: int = 0,
+) -> PreTrainedModel:
+    """A randomly initialised model of a real architecture (``llama``, ``qwen3``, ``gemma3``,
+    ``mistral``, ``deepseek_v3``) sized to `tokenizer`'s vocabulary, with its special ids."""
+    import torch
+    import transformers
+
+    extra: dict[str, object] = {}
+    if arch == "llama":
+        cfg_name, model_name = "LlamaConfig", "LlamaForCausalLM"
+    else:
+        cfg_name, model_name, extra = _FAMILIES[arch]
+    ids = {
+        f"{k}_token_id": getattr(tokenizer, f"{k}_token_id", None) for k in ("bos", "eos", "pad")
+    }
+    cfg = getattr(transformers, cfg_name)(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads // 2 if arch != "deepseek_v3" else heads,
+        max_position_embeddings=context,
+        **{k: v for k, v in ids.items() if v is not None},
+        **extra,
+    )
+    if arch == "gemma3":  # sliding-window layers, then a full one, as Gemma 3 alternates them
+        cfg.layer_types = ["sliding_attention"] * (layers - 1) + ["full_attention"]
+    torch.manual_seed(seed)
+    model: PreTrainedModel = getattr(transformers, model_name)(cfg)
+    return model.eval()
 
 
 def tiny_model(

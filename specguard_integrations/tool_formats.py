@@ -54,10 +54,10 @@ def _call(name: Any, args: Any) -> dict[str, Any]:
     return {"name": name, "args": args, "id": new_call_id()}
 
 
-def _invalid(raw: str, err: Exception) -> dict[str, Any]:
-    name = re.search(r'"name"\s*:\s*"([^"]*)"', raw)
+def _invalid(raw: str, err: Exception, name: str | None = None) -> dict[str, Any]:
+    found = re.search(r'"name"\s*:\s*"([^"]*)"', raw)
     return {
-        "name": name.group(1) if name else None,
+        "name": name or (found.group(1) if found else None),
         "args": raw,
         "id": new_call_id(),
         "error": f"malformed tool call: {err}",
@@ -266,7 +266,9 @@ class DeepSeekV3(ToolCallFormat):
             except ValueError as err:
                 invalid.append(_invalid(m.group(0), err))
         if not closed or (not calls and not invalid):
-            invalid.append(_invalid(block, ValueError(f"tool calls not closed with {self.close}")))
+            named = re.search(re.escape(_DS["tool_sep"]) + r"([^\n<]+)", block)
+            reason = ValueError(f"tool calls not closed with {self.close}")
+            invalid.append(_invalid(block, reason, named.group(1).strip() if named else None))
         return ParsedReply((content + after).strip(), calls, invalid)
 
     def render_calls(self, calls: list[tuple[str, dict[str, Any]]]) -> str:

@@ -10,3 +10,5 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+        if "/families/" in str(item.fspath):
+            item.add_marker(pytest.mark.families)

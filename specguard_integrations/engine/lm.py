@@ -147,16 +147,20 @@ class LocalCausalLM:
         return frozenset(ids)
 
     def _special_texts(self) -> tuple[str, ...]:
-        """Texts of the special tokens, longest first (for removing them from content)."""
+        """Texts of the special tokens and of the tokens the chat template writes around turns
+        (some families, DeepSeek-V3 among them, mark role tokens as not special), longest
+        first: what content must never carry."""
         added = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
         texts = {str(t.content) for t in added.values() if getattr(t, "special", False)}
         texts |= {str(t) for t in getattr(self.tokenizer, "all_special_tokens", [])}
+        texts |= self._turn_texts(_markers(added))
         return tuple(sorted((t for t in texts if t), key=len, reverse=True))
 
-    def _turn_ids(self) -> frozenset[int]:
-        """Special tokens the chat template writes around turns (role markers, end of turn)."""
+    def _turn_texts(self, added: set[str]) -> set[str]:
+        """Added tokens the chat template writes in a plain conversation (role markers, end of
+        turn), read off a rendering once."""
         if not getattr(self.tokenizer, "chat_template", None):
-            return frozenset()
+            return set()
         convo = [
             {"role": "user", "content": "a"},
             {"role": "assistant", "content": "b"},
@@ -165,15 +169,16 @@ class LocalCausalLM:
         try:
             text = str(self.tokenizer.apply_chat_template(convo, tokenize=False))
         except Exception:  # a template that rejects this conversation gives no turn tokens
-            return frozenset()
+            return set()
+        return {tok for tok in added if tok and tok in text}
+
+    def _turn_ids(self) -> frozenset[int]:
+        """Ids of the turn tokens (BOS excepted): generation ends at any of them."""
         bos = getattr(self.tokenizer, "bos_token", None)
-        ids = set()
-        for tok in self.special_texts:
-            if tok in text and tok != bos:
-                tid = self.tokenizer.convert_tokens_to_ids(tok)
-                if isinstance(tid, int) and tid >= 0:
-                    ids.add(tid)
-        return frozenset(ids)
+        added = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
+        turn = self._turn_texts(_markers(added)) - {bos}
+        ids = {self.tokenizer.convert_tokens_to_ids(tok) for tok in turn}
+        return frozenset(i for i in ids if isinstance(i, int) and i >= 0)
 
     def _context_window(self) -> int:
         cfg = self.model.config.get_text_config()
@@ -266,6 +271,9 @@ class LocalCausalLM:
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.model.config)
+        # sliding-window layers (Gemma 3, Mistral) drop states past the window unless they
+        # record them; a rejected step is cropped, so every layer must be able to roll back
+        cache.activate_past_recording()
         return SeqState(ids=list(ids), cache=cache)
 
     def feed(self, state: SeqState, *, rollout_layers: int = 0, hidden: bool = False) -> FeedOut:
@@ -384,6 +392,22 @@ class LocalCausalLM:
         twin.layers = [copy.copy(layer) for layer in cache.layers]
         twin.batch_repeat_interleave(k)
         return twin
+
+
+def _markers(added: dict[int, Any]) -> set[str]:
+    """Added tokens shaped like markup (``<|im_end|>``, ``<｜User｜>``, ``[INST]``), special or not;
+    whitespace and word pieces that vocabularies also add (Gemma's ``\\n`` runs) are not."""
+    out = set()
+    for tok in added.values():
+        text = str(tok.content)
+        if getattr(tok, "special", False) or (
+            len(text) >= 3
+            and not any(c.isspace() for c in text)
+            and text[0] in "<["
+            and text[-1] in ">]"
+        ):
+            out.add(text)
+    return out
 
 
 class AttentionUnavailable(RuntimeError):

@@ -114,7 +114,7 @@ class LocalDraftSession:
         """Feed pending context ids; with grounding, extend the cached rollout mass vectors."""
         pos = self.state.fed
         for chunk in self._feed().rows or []:
-            rows = [self._process(a) for a in chunk]
+            rows = [self._process(a, pos + a.shape[-2]) for a in chunk]
             n = rows[0].shape[0]
             ctx = self._context_indicator(pos, n, committed=True)
             self._extend_mass(signals.propagate_mass(rows, self._prev_mass(pos), ctx))
@@ -123,7 +123,13 @@ class LocalDraftSession:
     def _layers(self) -> int:
         return self.layers if self.use_grounding else 0
 
-    def _process(self, attn: torch.Tensor) -> torch.Tensor:
+    def _process(self, attn: torch.Tensor, total: int) -> torch.Tensor:
+        """`A_l` rows over all `total` positions: a sliding-window layer attends to the last
+        positions only, and the rest of its row is zero."""
+        import torch
+
+        if attn.shape[-1] < total:
+            attn = torch.nn.functional.pad(attn, (total - attn.shape[-1], 0))  # (H, Tq, total)
         return signals.process_attention(
             attn,
             cut=self.cfg.attention_cut,
@@ -200,7 +206,7 @@ class LocalDraftSession:
         """g of the step just fed, and its positions' mass as committed context."""
         if out.rows is None:
             return None, []
-        rows = [self._process(a) for a in out.rows[0]]  # (T, base + T) each
+        rows = [self._process(a, base + n) for a in out.rows[0]]  # (T, base + T) each
         prev = self._prev_mass(base)
         step = signals.propagate_mass(rows, prev, self._context_indicator(base, n, committed=False))
         committed = signals.propagate_mass(

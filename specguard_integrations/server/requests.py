@@ -168,6 +168,7 @@ def prepare(data: dict[str, Any], chat: bool, served: ServedModel) -> Prepared:
             tools=tools,
             tool_choice=choice,
             continue_final=req.continue_final_message,
+            tool_call_format_name=served.tool_call_format,
         )
         prompt, budget, logprobs, special = call.prompt, req.token_budget, req.logprobs, False
     else:

