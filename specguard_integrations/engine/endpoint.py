@@ -1,9 +1,11 @@
 """Backends that reach a model behind an OpenAI-compatible server: the scale-out path.
 
-- `EndpointTarget`: the target served by vLLM, SGLang, TGI, llama.cpp, ... (or
+- `EndpointTarget`: the target served by vLLM, SGLang, TGI, llama.cpp, Ollama, ... (or
   `specguard serve --mode plain`). Each fallback step is one completions (or chat) request over
   the text so far, with the step boundary sent as stop strings, and the step cut again here by
-  the same segmenter the local models use, so a step means the same thing on both sides.
+  the same segmenter the local models use, so a step means the same thing on both sides. What
+  differs per engine (is the stop string kept, which field names it, n, chat continuation) is
+  one profile in `engines`, read off the server once.
 - `EndpointDraft`: a draft behind such a server. It returns token log-probabilities but no
   attention, so SpecGuard runs confidence-only and every record says so; the candidates are
   selected by their word-set Jaccard medoid.
@@ -13,11 +15,13 @@ Sessions are plain text, so nothing needs rolling back when a draft step is reje
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from . import engines
 from .backends import (
     UNBOUNDED,
     DecodeSettings,
@@ -26,12 +30,15 @@ from .backends import (
     TargetSession,
     check_prompt_text,
 )
+from .engines import Engine, EngineProfile
 from .openai_client import EndpointError, OpenAICompatibleClient
 from .proposer import Candidate, cut_text
 from .selection import jaccard_medoid
 
 if TYPE_CHECKING:
     from .backends import Rng
+
+log = logging.getLogger(__name__)
 
 Api = Literal["completions", "chat"]
 
@@ -43,19 +50,20 @@ def step_stops(settings: DecodeSettings) -> tuple[str, ...]:
 
 @dataclass
 class Completion:
-    """One choice of a server's answer, read into what a step needs."""
+    """One answer of a server, read into what a step needs."""
 
-    text: str  # generated text, with the stop string restored when the server cut at one
+    text: str  # generated text, with the boundary put back when the server stopped at it
     finish: str  # "stop" | "length" | other
     stopped_at: bool  # the server stopped at one of our stop strings
-    tokens: int
+    tokens: int  # completion tokens (from usage, else counted from logprobs, else estimated)
     prompt_tokens: int
     offsets: list[int] | None  # character offset per token, when logprobs came back
     logprobs: list[float] | None
 
 
 class _Endpoint:
-    """What the endpoint target and draft share: the request and its reading."""
+    """What the endpoint target and draft share: the engine's profile, the request and its
+    reading (see `engines`)."""
 
     def __init__(
         self,
@@ -63,6 +71,8 @@ class _Endpoint:
         model: str,
         *,
         api: Api = "completions",
+        engine: Engine = "auto",
+        chat_template: Any = None,
         api_key: str | None = None,
         api_key_env: str = "OPENAI_API_KEY",
         timeout: float = 60.0,
@@ -79,6 +89,10 @@ class _Endpoint:
         self.model = model
         self.name = name or model
         self.extra_body = dict(extra_body or {})
+        self._profile = None if engine == "auto" else engines.profile(engine)
+        self.chat_template = _template(chat_template)
+        # the text a locally rendered turn ends with: where the server's chat API would stop
+        self.end_of_turn = _end_of_turn(self.chat_template) if self.chat_template else ()
         self.http = OpenAICompatibleClient(
             base_url,
             api_key=api_key if api_key is not None else os.environ.get(api_key_env),
@@ -86,6 +100,34 @@ class _Endpoint:
             max_retries=max_retries,
             max_connections=max_connections,
         )
+
+    @property
+    def profile(self) -> EngineProfile:
+        """The engine's profile: declared, or read off the server on first use (and logged)."""
+        if self._profile is None:
+            self._profile, why = engines.detect(self.http)
+            log.info(
+                "%s (%s): engine %s (%s); %s; %s",
+                self.http.base_url,
+                self.model,
+                self._profile.name,
+                why,
+                "stop matches read from the answer"
+                if not self._profile.asks
+                else "an ambiguous stop is settled by asking for one more token",
+                "n > 1 in one request" if self._profile.n else "k candidates as k requests",
+            )
+        return self._profile
+
+    def check_chat(self) -> None:
+        """A chat API target must be able to continue an assistant turn, or render it here."""
+        if self.api == "chat" and self.profile.prefill == "none" and self.chat_template is None:
+            raise ValueError(
+                f"{self.http.base_url} ({self.profile.name}) cannot continue an assistant turn over"
+                " /v1/chat/completions: pass chat_template= (the target's tokenizer or its id)"
+                " to render turns here and continue over /v1/completions, or use"
+                " api='completions'"
+            )
 
     def close(self) -> None:
         self.http.close()
@@ -100,96 +142,141 @@ class _Endpoint:
         n: int = 1,
         logprobs: bool = False,
     ) -> list[Completion]:
-        """One step's request: the step's budget and sampling, the boundary as stop strings,
-        and a seed drawn from the generation's generator when sampling."""
+        """One step: its budget and sampling, the boundary as stop strings, a seed drawn from
+        the generation's generator when sampling; n choices (n requests where the engine serves
+        one choice per request)."""
         import torch
 
         seed = None
         if generator is not None and settings.temperature > 0:
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        stop = step_stops(settings)
+        stops = step_stops(settings) + self.end_of_turn
+        body = self._body(settings, stops, seed, logprobs)
+        if n == 1 or self.profile.n:
+            return self._answer(prompt, so_far, {**body, "n": n}, stops, n)
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(i: int) -> Completion:
+            each = {**body, "n": 1, **({"seed": seed + i} if seed is not None else {})}
+            return self._answer(prompt, so_far, each, stops, 1)[0]
+
+        with ThreadPoolExecutor(n) as pool:
+            return list(pool.map(one, range(n)))
+
+    def _body(
+        self, settings: DecodeSettings, stops: tuple[str, ...], seed: int | None, logprobs: bool
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
             "max_tokens": settings.max_tokens,
             "temperature": settings.temperature,
             "top_p": settings.top_p,
-            "n": n,
-            # vLLM extension: keep the stop string, so the boundary stays in the step
-            "include_stop_str_in_output": True,
+            **self.profile.extra,
             **self.extra_body,
         }
-        if stop:
-            body["stop"] = list(stop)[:4]  # the OpenAI API takes at most four
+        if self.profile.keep_stop_param:
+            body[self.profile.keep_stop_param] = True
+        if stops:
+            body["stop"] = list(stops)[:4]  # the OpenAI API takes at most four
         if seed is not None:
             body["seed"] = seed
-        if self.api == "completions":
-            body["prompt"] = prompt + so_far
-            if logprobs:
-                body["logprobs"] = 1
-            data = self.http.post("/v1/completions", body)
-        else:
-            messages = [{"role": "user", "content": prompt}]
-            if so_far:
-                messages.append({"role": "assistant", "content": so_far})
-                # vLLM extension: continue the assistant turn instead of starting a new one
-                body.update(continue_final_message=True, add_generation_prompt=False)
-            body["messages"] = messages
-            if logprobs:
-                body["logprobs"] = True
-            data = self.http.post("/v1/chat/completions", body)
-        return self._read(data, stop, n)
+        if logprobs:
+            body["logprobs"] = True if self._chat else 1
+            if self._chat:
+                body["top_logprobs"] = 0  # some engines return none without it
+        return body
 
-    def _read(self, data: dict[str, Any], stop: tuple[str, ...], n: int) -> list[Completion]:
+    @property
+    def _chat(self) -> bool:
+        """Whether requests go to /v1/chat/completions (else the text is continued as is)."""
+        return self.api == "chat" and self.chat_template is None
+
+    def _post(self, prompt: str, so_far: str, body: dict[str, Any]) -> dict[str, Any]:
+        if not self._chat:
+            if self.api == "chat":  # rendered here: the turn is continued as text
+                prompt = self._rendered(prompt)
+            return self.http.post("/v1/completions", {**body, "prompt": prompt + so_far})
+        messages = [{"role": "user", "content": prompt}]
+        if so_far:
+            messages.append({"role": "assistant", "content": so_far})
+            if self.profile.prefill == "flags":  # vLLM, SGLang: continue instead of a new turn
+                body = {**body, "continue_final_message": True, "add_generation_prompt": False}
+        return self.http.post("/v1/chat/completions", {**body, "messages": messages})
+
+    def _rendered(self, prompt: str) -> str:
+        msgs = [{"role": "user", "content": prompt}]
+        return str(
+            self.chat_template.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        )
+
+    def _answer(
+        self, prompt: str, so_far: str, body: dict[str, Any], stops: tuple[str, ...], n: int
+    ) -> list[Completion]:
+        data = self._post(prompt, so_far, body)
         where = f"{self.http.base_url} ({self.model})"
         try:
             choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
             usage = data.get("usage") or {}
-            out = [self._choice(c, stop, usage, len(choices)) for c in choices]
+            read = [
+                engines.read_choice(c, self._chat, self.profile.stop_field, usage) for c in choices
+            ]
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise EndpointError(f"{where} answered malformed data: {err!r}") from err
-        if len(out) != n:
-            raise EndpointError(f"{where} answered {len(out)} choices, {n} were asked for")
-        return out
+        if len(read) != n:
+            raise EndpointError(f"{where} answered {len(read)} choices, {n} were asked for")
+        return [self._settle(prompt, so_far, c, stops, len(read)) for c in read]
 
-    def _choice(
-        self, c: dict[str, Any], stop: tuple[str, ...], usage: dict[str, Any], count: int
+    def _settle(
+        self, prompt: str, so_far: str, c: engines.Choice, stops: tuple[str, ...], count: int
     ) -> Completion:
-        if self.api == "completions":
-            text = c["text"]
-            lp = c.get("logprobs") or {}
-            offsets = lp.get("text_offset")
-            logprobs = lp.get("token_logprobs")
-        else:
-            text = c["message"]["content"] or ""
-            content = (c.get("logprobs") or {}).get("content")
-            logprobs = [t["logprob"] for t in content] if content else None
-            offsets = None
-            if content:
-                offsets, pos = [], 0
-                for t in content:
-                    offsets.append(pos)
-                    pos += len(t["token"])
-        if not isinstance(text, str):
-            raise TypeError("text is not a string")
-        finish = str(c.get("finish_reason") or "stop")
-        reason = c.get("stop_reason")
-        stopped = isinstance(reason, str) and reason in stop
-        if isinstance(reason, str) and stopped and not text.endswith(reason):
-            text += reason  # the server cut the stop string off: put the boundary back
-        elif finish == "stop" and any(text.endswith(s) for s in stop):
-            stopped = True
-        if offsets is not None:
-            p0 = offsets[0] if offsets else 0
-            offsets = [int(o) - p0 for o in offsets]
+        """The boundary question answered: did the server stop at one of `stops`?"""
+        stop = engines.matched_stop(c, stops, self.profile)
+        if stop is True:  # the engine does not say: ask the model for one more token
+            probe = {"model": self.model, "max_tokens": 1, "temperature": 0.0, **self.profile.extra}
+            nxt = self._post(prompt, so_far + c.text, {**probe, **self.extra_body})
+            choice = nxt["choices"][0]
+            text = choice["message"]["content"] if self._chat else choice["text"]
+            stop = engines.stop_after_probe(text or "", stops)
+        if stop in self.end_of_turn:  # the turn ended: as EOS, nothing to put back
+            stop = None
+        text = c.text
+        if isinstance(stop, str) and not text.endswith(stop):
+            text += stop  # the server cut the boundary off: put it back
+        if c.completion_tokens is not None:
+            tokens = c.completion_tokens // max(count, 1)
+        else:  # usage missing: the tokens' count, else an estimate from the text
+            tokens = len(c.tokens) if c.tokens is not None else math.ceil(len(text) / 4)
         return Completion(
             text=text,
-            finish=finish,
-            stopped_at=stopped,
-            tokens=int(usage.get("completion_tokens", 0)) // max(count, 1),
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
-            offsets=offsets,
-            logprobs=[float(x) for x in logprobs] if logprobs else None,
+            finish=c.finish,
+            stopped_at=isinstance(stop, str),
+            tokens=tokens,
+            prompt_tokens=c.prompt_tokens or 0,
+            offsets=c.offsets,
+            logprobs=c.logprobs,
         )
+
+
+def _end_of_turn(tokenizer: Any) -> tuple[str, ...]:
+    """The marker a chat template writes after an assistant message (``<|im_end|>``,
+    ``<|eot_id|>``, ``<end_of_turn>``), read off a rendering."""
+    mark = "SGTURNMARK"
+    msgs = [{"role": "user", "content": "x"}, {"role": "assistant", "content": mark}]
+    try:
+        text = str(tokenizer.apply_chat_template(msgs, tokenize=False))
+    except Exception:  # a template that cannot render this has no marker to read
+        return ()
+    after = text[text.find(mark) + len(mark) :].split("\n")[0].strip() if mark in text else ""
+    return (after,) if 0 < len(after) <= 32 else ()
+
+
+def _template(spec: Any) -> Any:
+    """A tokenizer whose chat template renders turns here: given, or loaded by id or path."""
+    if spec is None or hasattr(spec, "apply_chat_template"):
+        return spec
+    from .loading import load_tokenizer
+
+    return load_tokenizer(str(spec))
 
 
 def to_candidate(c: Completion, settings: DecodeSettings) -> Candidate:
@@ -218,11 +305,18 @@ class EndpointTarget(_Endpoint):
         model: the served model's name.
         api: ``"completions"`` (the prompt text continued as is) or ``"chat"`` (the prompt as a
             user message and the steps so far continued as the assistant turn).
+        engine: ``"auto"`` (read off the server once, and logged), or ``"vllm"``, ``"sglang"``,
+            ``"tgi"``, ``"llamacpp"``, ``"ollama"``, ``"generic"`` (see `engines`).
+        chat_template: for ``api="chat"`` on an engine that cannot continue an assistant turn
+            (llama.cpp, generic): the target's tokenizer (or its id) renders the turn here and
+            the step continues over ``/v1/completions``.
         api_key: sent as a bearer token; default: the ``api_key_env`` environment variable.
         timeout: seconds per request; max_retries: extra attempts on connection errors, 429, 5xx.
+        extra_body: fields sent with every request (engine-specific sampling options).
     """
 
     def start(self, prompt: str, *, add_special_tokens: bool = True) -> EndpointTargetSession:
+        self.check_chat()
         return EndpointTargetSession(self, check_prompt_text(prompt))
 
 
@@ -268,8 +362,10 @@ class EndpointTargetSession(TextSession):
 class EndpointDraft(_Endpoint):
     """A draft behind an OpenAI-compatible server: confidence-only (no attention over HTTP).
 
-    k candidates come from one request with ``n=k`` and token log-probabilities; the most
-    consistent candidate is the medoid under word-set Jaccard similarity (no hidden states).
+    k candidates come from one request with ``n=k`` where the engine serves several choices,
+    else from k concurrent requests with seeds ``seed, seed + 1, ...``; each with token
+    log-probabilities. The most consistent candidate is the medoid under word-set Jaccard
+    similarity (no hidden states). Same arguments as `EndpointTarget`.
     """
 
     supports_grounding = False
@@ -277,6 +373,7 @@ class EndpointDraft(_Endpoint):
     def start(
         self, prompt: str, signals: SignalSettings, *, add_special_tokens: bool = True
     ) -> EndpointDraftSession:
+        self.check_chat()
         return EndpointDraftSession(self, check_prompt_text(prompt))
 
 

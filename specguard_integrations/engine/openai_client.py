@@ -70,7 +70,8 @@ class OpenAICompatibleClient:
             )
         return self._client
 
-    def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def _send(self, method: str, path: str, payload: dict[str, Any] | None) -> httpx.Response:
+        """The response of a request retried on connection errors, 429 and 5xx."""
         import httpx
 
         url = self.base_url + path
@@ -79,7 +80,7 @@ class OpenAICompatibleClient:
             if attempt:
                 time.sleep(min(4.0, 0.25 * 2 ** (attempt - 1)) * (0.5 + random.random()))
             try:
-                resp = self.client.post(url, json=payload)
+                resp = self.client.request(method, url, json=payload)
             except httpx.TransportError as err:  # refused, reset, timeout, DNS
                 last = err
                 log.warning("request to %s failed (%s), attempt %d", url, err, attempt + 1)
@@ -88,21 +89,42 @@ class OpenAICompatibleClient:
                 last = EndpointError(f"{url} answered {resp.status_code}: {_message(resp)}")
                 log.warning("%s, attempt %d", last, attempt + 1)
                 continue
-            if resp.status_code >= 400:
-                raise EndpointError(f"{url} answered {resp.status_code}: {_message(resp)}")
-            try:
-                data = resp.json()
-            except ValueError as err:
-                raise EndpointError(f"{url} answered malformed data (not JSON): {err}") from err
-            if not isinstance(data, dict):
-                raise EndpointError(f"{url} answered malformed data: a JSON object was expected")
-            return data
+            return resp
         if isinstance(last, EndpointError):
             raise EndpointError(f"{last} (after {self.max_retries + 1} attempts)")
         raise EndpointUnreachable(
             f"cannot reach the server at {self.base_url} after {self.max_retries + 1} attempts:"
             f" {last}"
         )
+
+    def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """A POST's JSON object; `EndpointError` naming the problem otherwise."""
+        resp = self._send("POST", path, payload)
+        url = self.base_url + path
+        if resp.status_code >= 400:
+            raise EndpointError(f"{url} answered {resp.status_code}: {_message(resp)}")
+        try:
+            data = resp.json()
+        except ValueError as err:
+            raise EndpointError(f"{url} answered malformed data (not JSON): {err}") from err
+        if not isinstance(data, dict):
+            raise EndpointError(f"{url} answered malformed data: a JSON object was expected")
+        return data
+
+    def get(self, path: str) -> Any:
+        """A GET's JSON body, or None when the route answers an error or no JSON (a probe)."""
+        try:
+            resp = self._send("GET", path, None)
+        except EndpointUnreachable:
+            raise
+        except EndpointError:
+            return None
+        if resp.status_code >= 400:
+            return None
+        try:
+            return resp.json()
+        except ValueError:
+            return None
 
     def close(self) -> None:
         if self._client is not None:

@@ -1,0 +1,191 @@
+"""What each OpenAI-compatible engine does differently, one profile per engine, and reading a
+choice of any of them into a step.
+
+A step is requested with its boundary as a stop string. The hard part is telling a stop at that
+boundary from the model's own end of generation (EOS): both are ``finish_reason: "stop"``, and
+most engines drop the stop string from the text. Each profile says how its engine tells them
+apart:
+
+| engine     | the stop string | which stop matched | n > 1 | continue an assistant turn |
+|------------|-----------------|--------------------|-------|----------------------------|
+| `vllm`     | kept on request | `stop_reason`      | yes   | `continue_final_message`   |
+| `sglang`   | kept on request | `matched_stop`     | yes   | `continue_final_message`   |
+| `tgi`      | always kept     | `finish_reason: "stop_sequence"` | no | automatically         |
+| `llamacpp` | dropped         | nothing: asked     | no    | no (rendered here instead) |
+| `ollama`   | dropped         | nothing: asked     | no    | automatically              |
+| `generic`  | dropped?        | nothing: asked     | no    | no (rendered here instead) |
+
+"Asked" means: when the answer ends with ``finish_reason: "stop"``, no stop string in its text
+and no field naming one, the model is asked for one more greedy token at that point (the server
+reuses its prefix cache). An empty answer means it ended there (EOS); anything else means it
+stopped at our boundary, which is put back. With token logprobs (a remote draft) the tokens
+tell it directly: a stop match leaves tokens past the text.
+
+`detect` reads the engine off the server once (``/v1/models``, ``/info``, ``/api/version``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .openai_client import OpenAICompatibleClient
+
+log = logging.getLogger(__name__)
+
+Engine = Literal["auto", "vllm", "sglang", "tgi", "llamacpp", "ollama", "generic"]
+Prefill = Literal["flags", "auto", "none"]
+
+
+@dataclass(frozen=True)
+class EngineProfile:
+    """How one engine speaks the OpenAI API, as far as a step-by-step client cares."""
+
+    name: str
+    keep_stop_param: str | None = None  # request field that keeps the stop string in the text
+    stop_field: str | None = None  # choice field naming the matched stop string
+    stop_sequence_finish: bool = False  # finish_reason "stop_sequence" for a stop string (TGI)
+    stop_in_text: bool = False  # the stop string always stays in the text (TGI)
+    n: bool = False  # serves n > 1 choices per request
+    prefill: Prefill = "none"  # how a chat request continues a trailing assistant message
+    extra: dict[str, Any] = field(default_factory=dict)  # sent with every request
+
+    @property
+    def asks(self) -> bool:
+        """An ambiguous "stop" is resolved by asking for one more token."""
+        return not (self.stop_field or self.stop_sequence_finish or self.stop_in_text)
+
+
+PROFILES: dict[str, EngineProfile] = {
+    "vllm": EngineProfile(
+        "vllm", "include_stop_str_in_output", "stop_reason", n=True, prefill="flags"
+    ),
+    "sglang": EngineProfile("sglang", "no_stop_trim", "matched_stop", n=True, prefill="flags"),
+    "tgi": EngineProfile("tgi", stop_sequence_finish=True, stop_in_text=True, prefill="auto"),
+    # llama-cpp-python's defaults (repeat penalty 1.1, top-k 40, min-p 0.05) change greedy and
+    # sampled tokens: a step's distribution is the model's own only without them
+    "llamacpp": EngineProfile("llamacpp", extra={"repeat_penalty": 1.0, "top_k": 0, "min_p": 0.0}),
+    "ollama": EngineProfile("ollama", prefill="auto"),
+    "generic": EngineProfile("generic"),
+}
+# `specguard serve --mode plain` answers as vLLM does
+PROFILES["specguard"] = PROFILES["vllm"]
+
+
+def profile(name: str) -> EngineProfile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        known = ", ".join(k for k in PROFILES if k != "specguard")
+        raise ValueError(f"engine: unknown value {name!r}; use auto or one of {known}") from None
+
+
+def detect(http: OpenAICompatibleClient) -> tuple[EngineProfile, str]:
+    """The engine behind `http`, and what showed it. Unknown engines get `generic`."""
+    models = http.get("/v1/models")
+    data = (models or {}).get("data") or [{}]
+    owner = str(data[0].get("owned_by", "")) if isinstance(data[0], dict) else ""
+    by_owner = {"vllm": "vllm", "sglang": "sglang", "specguard": "vllm", "me": "llamacpp"}
+    if owner in by_owner:
+        return PROFILES[by_owner[owner]], f"/v1/models owned_by={owner!r}"
+    if owner == "llamacpp":
+        return PROFILES["llamacpp"], "/v1/models owned_by='llamacpp'"
+    info = http.get("/info")
+    if isinstance(info, dict) and "model_id" in info and "max_input_tokens" in info:
+        return PROFILES["tgi"], "/info (text-generation-inference)"
+    version = http.get("/api/version")
+    if isinstance(version, dict) and "version" in version:
+        return PROFILES["ollama"], "/api/version (Ollama)"
+    return PROFILES["generic"], f"no engine recognised (/v1/models owned_by={owner!r})"
+
+
+@dataclass
+class Choice:
+    """A choice as the engine wrote it, before the boundary question is settled."""
+
+    text: str
+    finish: str
+    reason: Any  # the engine's field naming the matched stop, if it has one
+    tokens: list[str] | None  # token texts, with logprobs
+    logprobs: list[float] | None
+    offsets: list[int] | None
+    completion_tokens: int | None
+    prompt_tokens: int | None
+
+
+def read_choice(
+    c: dict[str, Any], chat: bool, stop_field: str | None, usage: dict[str, Any]
+) -> Choice:
+    """One choice of a completions or chat answer, logprobs in either shape."""
+    offsets: list[int] | None = None
+    if chat:
+        text = c["message"]["content"] or ""
+        content = (c.get("logprobs") or {}).get("content")
+        tokens = [str(t["token"]) for t in content] if content else None
+        logprobs = [float(t["logprob"]) for t in content] if content else None
+        if tokens is not None:
+            offsets, pos = [], 0
+            for t in tokens:
+                offsets.append(pos)
+                pos += len(t)
+    else:
+        text = c["text"]
+        lp = c.get("logprobs") or {}
+        tokens = lp.get("tokens")
+        logprobs = [float(x) for x in lp["token_logprobs"]] if lp.get("token_logprobs") else None
+        if lp.get("text_offset"):  # some engines count from the start of the prompt
+            first = int(lp["text_offset"][0])
+            offsets = [int(o) - first for o in lp["text_offset"]]
+    if not isinstance(text, str):
+        raise TypeError("text is not a string")
+    return Choice(
+        text=text,
+        finish=str(c.get("finish_reason") or "stop"),
+        reason=c.get(stop_field) if stop_field else None,
+        tokens=tokens,
+        logprobs=logprobs,
+        offsets=offsets,
+        completion_tokens=_int(usage.get("completion_tokens")),
+        prompt_tokens=_int(usage.get("prompt_tokens")),
+    )
+
+
+def _int(x: Any) -> int | None:
+    return int(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+def matched_stop(c: Choice, stops: tuple[str, ...], engine: EngineProfile) -> str | bool | None:
+    """The stop string the answer stopped at; None when it ended by itself (EOS or length);
+    True when the engine does not say (the caller asks the model)."""
+    if c.finish == "length":
+        return None
+    if engine.stop_field:
+        return c.reason if isinstance(c.reason, str) and c.reason in stops else None
+    if engine.stop_sequence_finish:
+        if c.finish != "stop_sequence":
+            return None
+        return next((s for s in stops if c.text.endswith(s)), stops[0] if stops else None)
+    kept = next((s for s in stops if c.text.endswith(s)), None)
+    if kept is not None:
+        return kept
+    if c.tokens is not None:  # a stop match leaves token text past the returned text
+        joined = "".join(c.tokens)
+        if joined.startswith(c.text) and len(joined) > len(c.text):
+            return _stop_starting(joined[len(c.text) :], stops)
+        return None
+    return True if stops else None
+
+
+def _stop_starting(rest: str, stops: tuple[str, ...]) -> str:
+    """The stop string that `rest` (what the model wrote after the kept text) begins with."""
+    for s in stops:
+        if rest.startswith(s) or s.startswith(rest):
+            return s
+    return stops[0]
+
+
+def stop_after_probe(next_text: str, stops: tuple[str, ...]) -> str | None:
+    """What one more greedy token says: empty, the model ended (None); else the stop it wrote."""
+    return _stop_starting(next_text, stops) if next_text else None
