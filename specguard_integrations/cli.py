@@ -51,7 +51,9 @@ def _pair_args(p: argparse.ArgumentParser, device: str = "auto") -> None:
 
 
 def _suite_args(p: argparse.ArgumentParser, offset: int = 0) -> None:
-    p.add_argument("--suite", default="bundled", help="bundled[:fam,...], gsm8k:PATH, jsonl:PATH")
+    p.add_argument(
+        "--suite", default="bundled", help="bundled[:fam,...], words, gsm8k:PATH, jsonl:PATH"
+    )
     p.add_argument("--limit", type=int, default=15, help="items per bundled family / in a file")
     p.add_argument("--offset", type=int, default=offset, help="items skipped first")
     p.add_argument("--prompt-template", default="Question: {question}\n")
@@ -94,6 +96,19 @@ def _build_parser() -> argparse.ArgumentParser:
     view.add_argument("--out", help="output folder (default: FILE without .jsonl + _report)")
     view.set_defaults(func=_trace_view)
 
+    _add_study_commands(sub)
+
+    from .server.run import add_serve_args
+
+    srv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server running SpecGuard")
+    _pair_args(srv)
+    add_serve_args(srv)
+    srv.set_defaults(func=_serve)
+    return p
+
+
+def _add_study_commands(sub: Any) -> None:
+    """bench, calibrate and signals: the commands that run a suite."""
     from .baselines import METHOD_NAMES
 
     bench = sub.add_parser("bench", help="SpecGuard against its baselines on the same prompts")
@@ -123,13 +138,13 @@ def _build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--out", required=True, help="config file to write")
     cal.set_defaults(func=_calibrate)
 
-    from .server.run import add_serve_args
-
-    srv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server running SpecGuard")
-    _pair_args(srv)
-    add_serve_args(srv)
-    srv.set_defaults(func=_serve)
-    return p
+    sig = sub.add_parser("signals", help="the signal study: AUROC of every draft-signal variant")
+    _suite_args(sig, offset=200)
+    sig.add_argument("--k", default="4,16", help="candidate counts for selection accuracy")
+    sig.add_argument("--selection-limit", type=int, default=40, help="contexts sampled per k")
+    sig.add_argument("--boots", type=int, default=1000, help="bootstrap resamples")
+    sig.add_argument("--out", default="signals_out", help="folder for signals.md and .json")
+    sig.set_defaults(func=_signals)
 
 
 def _show_warnings() -> None:
@@ -259,6 +274,13 @@ def _calibrate(args: argparse.Namespace) -> int:
     engine, cfg = load(args)
     items = None if args.prompts else _suite(args)
     return calibrate(console(), args, engine, cfg, items)
+
+
+def _signals(args: argparse.Namespace) -> int:
+    from .cli_report import signal_study
+
+    engine, cfg = load(args)
+    return signal_study(console(), args, _suite(args), engine, cfg)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ calibration reports. Only the command line prints; these functions take its cons
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -224,4 +225,62 @@ def calibrate(
             f"target-call rate {c.target_call_rate:.2f} (predicted {c.predicted_target_rate:.2f})"
         )
     console.print(f"wrote {args.out}")
+    return 0
+
+
+def signal_study(
+    console: Console,
+    args: argparse.Namespace,
+    items: list[Any],
+    engine: SpecGuard,
+    cfg: SpecGuardConfig,
+) -> int:
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from .bench.signal_report import as_json, markdown
+    from .bench.signal_study import run_study
+
+    if getattr(engine.draft, "lm", None) is None:
+        raise ValueError("the signal study needs a local draft model")
+    ks = tuple(int(k) for k in args.k.split(",") if k.strip())
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"recording {len(items)} items", total=len(items))
+        study = run_study(
+            engine,
+            items,
+            cfg,
+            ks=ks,
+            selection_limit=args.selection_limit,
+            boots=args.boots,
+            progress=lambda what: bar.advance(task) if what == "record" else None,
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = (
+        f"specguard signals --suite {args.suite} --limit {args.limit} --offset {args.offset}"
+        f" --k {args.k} --selection-limit {args.selection_limit} --boots {args.boots}"
+        + "".join(
+            f" --{k} {getattr(args, k)}" for k in ("draft", "target", "config") if getattr(args, k)
+        )
+        + "".join(
+            f" --{k.replace('_', '-')} '{json.dumps(getattr(args, k))}'"
+            for k in ("draft_kwargs", "target_kwargs")
+            if getattr(args, k)
+        )
+    )
+    text = (
+        f"`{command}`: {len(items)} items, {len(study.rows)} labelled draft steps, heads chosen"
+        f" on dev: {list(study.heads)}\n\n" + markdown(study.cells, study.fusions, study.selections)
+    )
+    (out / "signals.md").write_text(text, encoding="utf-8")
+    data = as_json(study.cells, study.fusions, study.selections) | {
+        "heads": list(study.heads),
+        "steps": len(study.rows),
+        "items": len(items),
+    }
+    (out / "signals.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
+    console.print(text)
+    console.print(f"written to {out}/signals.md and signals.json")
     return 0

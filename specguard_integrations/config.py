@@ -79,13 +79,47 @@ class SpecGuardConfig(BaseModel):
         description="A step containing one of these ends generation after the marker's line.",
     )
     # 2. select
-    selector: Literal["hidden_mean"] = Field(
+    selector: Literal["hidden_mean", "attention"] = Field(
         "hidden_mean",
-        description="Consistency-selector embedding: the draft's mean-pooled last hidden state.",
+        description=(
+            "Consistency-selector embedding: 'hidden_mean' (the draft's mean-pooled last hidden"
+            " state, the default) or 'attention' (each candidate's last-layer attention over the"
+            " context, one extra forward of the k candidates)."
+        ),
     )
     # 3. score
     rollout_layers: StrictInt = Field(
-        3, ge=1, description="Last layers multiplied in attention rollout."
+        3,
+        ge=1,
+        description="Last layers multiplied in attention rollout (more than the model"
+        " has: all of them).",
+    )
+    attention_heads: Literal["mean", "max"] | tuple[StrictInt, ...] = Field(
+        "mean",
+        description=(
+            "How A_l joins the heads: 'mean' (the paper), 'max', or the mean of these head"
+            " indices (chosen on a dev set by `specguard signals`)."
+        ),
+    )
+    grounding_aggregate: Literal["min", "mean", "quantile", "content_min"] = Field(
+        "min",
+        description=(
+            "g from G(t) over the step's tokens: 'min' (the paper), 'mean', 'quantile'"
+            " (grounding_quantile), or 'content_min' (the min over tokens that carry content:"
+            " numbers and capitalised words, read off the tokenizer)."
+        ),
+    )
+    grounding_quantile: StrictFloat = Field(
+        0.1, ge=0.0, le=1.0, description="The quantile of G(t) for grounding_aggregate='quantile'."
+    )
+    grounding_target: Literal["context", "prompt"] = Field(
+        "context",
+        description="What counts as grounding: the prompt and accepted steps (the paper), or the"
+        " prompt alone.",
+    )
+    confidence_aggregate: Literal["min", "mean"] = Field(
+        "min",
+        description="l from the step's token log-probabilities: 'min' (the paper) or 'mean'.",
     )
     attention_cut: StrictFloat = Field(
         0.01, ge=0.0, lt=1.0, description="Attention probabilities below this are zeroed."

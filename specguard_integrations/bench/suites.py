@@ -5,6 +5,8 @@ file with question/answer fields and an answer extractor.
     bundled:arithmetic,tools      some of them
     gsm8k:PATH                    {"question": ..., "answer": "... #### 42"} per line
     jsonl:PATH                    {"question": ..., "answer": ...}; `extractor` picks the answer
+    words                         generated arithmetic word problems, free-form steps checked
+                                  equation by equation (`tasks.freeform`); offset is the seed
 
 External items have no step checker: they count for accuracy, not for signal AUROC.
 """
@@ -104,14 +106,39 @@ def load_suite(
         if bad:
             raise ValueError(f"unknown bundled families {bad}; choose from {list(FAMILIES)}")
         return [it for f in fams for it in make_split(f, "test", offset + limit)[offset:]]
+    if kind == "words" and not arg:
+        from ..tasks.freeform import word_problems
+
+        return list(word_problems(limit, seed=offset))
     if kind not in ("gsm8k", "jsonl") or not arg:
-        raise ValueError(f"suite: use bundled[:families], gsm8k:PATH or jsonl:PATH, got {spec!r}")
+        raise ValueError(
+            f"suite: use bundled[:families], words, gsm8k:PATH or jsonl:PATH, got {spec!r}"
+        )
     if "{question}" not in prompt_template:
         raise ValueError("prompt_template must contain {question}")
     extract("", extractor)  # validate the extractor name now
     path = Path(arg)
     if not path.is_file():
         raise FileNotFoundError(f"suite file {path} does not exist")
+    items = _read_items(
+        kind, path, limit, offset, prompt_template, question_field, answer_field, extractor
+    )
+    if not items:
+        raise ValueError(f"{path} holds no items")
+    return items
+
+
+def _read_items(
+    kind: str,
+    path: Path,
+    limit: int,
+    offset: int,
+    prompt_template: str,
+    question_field: str,
+    answer_field: str,
+    extractor: str,
+) -> list[Item]:
+    """Up to `limit` items of a gsm8k/jsonl file after `offset` non-blank lines."""
     items: list[Item] = []
     skipped = 0
     with path.open(encoding="utf-8") as f:
@@ -143,6 +170,4 @@ def load_suite(
             )
             if len(items) >= limit:
                 break
-    if not items:
-        raise ValueError(f"{path} holds no items")
     return items

@@ -56,6 +56,12 @@ class SignalSettings:
     rollout_residual: bool = False
     rollout_renormalize: bool = False
     exclude_sink_positions: int = 0
+    attention_heads: str | tuple[int, ...] = "mean"
+    grounding_aggregate: str = "min"
+    grounding_quantile: float = 0.1
+    grounding_target: str = "context"
+    confidence_aggregate: str = "min"
+    selector: str = "hidden_mean"
 
     @classmethod
     def from_config(cls, config: SpecGuardConfig) -> SignalSettings:

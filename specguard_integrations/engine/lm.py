@@ -317,31 +317,8 @@ class LocalCausalLM:
 
     def forward(self, ids: torch.Tensor, cache: Any, rollout_layers: int, hidden: bool) -> FeedOut:
         """One forward of `ids` `(B, T)` with the cache; logits `(B*T, V)` when B == 1."""
-        captured: list[torch.Tensor | None] = []
-        handles = []
-        if rollout_layers:
-            for mod in self._attn_modules[-rollout_layers:]:
-                handles.append(
-                    mod.register_forward_hook(
-                        lambda _m, _i, out: captured.append(
-                            out[1] if isinstance(out, tuple) and len(out) > 1 else None
-                        )
-                    )
-                )
-        try:
-            ctx = self._eager() if rollout_layers else contextlib.nullcontext()
-            with ctx:
-                out = self.model(
-                    input_ids=ids, cache=cache, use_cache=True, output_hidden_states=hidden
-                )
-        finally:
-            for h in handles:
-                h.remove()
-        rows = None
-        if rollout_layers:
-            if len(captured) != rollout_layers or any(c is None for c in captured):
-                raise AttentionUnavailable(self.name)
-            rows = [[c[0] for c in captured if c is not None]]  # [[(H, T, Tk) per layer]]
+        out, attn = self._run(ids, cache, rollout_layers, hidden)
+        rows = [[a[0] for a in attn]] if rollout_layers else None  # [[(H, T, Tk) per layer]]
         hid = out.hidden_states[-1] if hidden else None
         if ids.shape[0] == 1:
             return FeedOut(
@@ -352,6 +329,43 @@ class LocalCausalLM:
         return FeedOut(
             logits=out.logits[:, -1].float(), hidden=None if hid is None else hid[:, -1].float()
         )
+
+    def attend(
+        self, ids: torch.Tensor, cache: Any, layers: int = 1
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits `(B, T, V)` and the attention probabilities `(B, H, T, Tk)` of the last
+        `layers` layers (lowest first) for a batch `ids` `(B, T)` over `cache` (which grows)."""
+        import torch
+
+        with self.lock, torch.inference_mode():
+            out, attn = self._run(ids, cache, layers, False)
+        return out.logits, attn
+
+    def _run(
+        self, ids: torch.Tensor, cache: Any, layers: int, hidden: bool
+    ) -> tuple[Any, list[torch.Tensor]]:
+        """The model's output, with the attention of the last `layers` layers captured by hooks
+        (eager attention for this pass only)."""
+        captured: list[torch.Tensor | None] = []
+        handles = [
+            mod.register_forward_hook(
+                lambda _m, _i, out: captured.append(
+                    out[1] if isinstance(out, tuple) and len(out) > 1 else None
+                )
+            )
+            for mod in (self._attn_modules[-layers:] if layers else [])
+        ]
+        try:
+            with self._eager() if layers else contextlib.nullcontext():
+                out = self.model(
+                    input_ids=ids, cache=cache, use_cache=True, output_hidden_states=hidden
+                )
+        finally:
+            for h in handles:
+                h.remove()
+        if layers and (len(captured) != layers or any(c is None for c in captured)):
+            raise AttentionUnavailable(self.name)
+        return out, [c for c in captured if c is not None]
 
     def step_batch(
         self, tokens: torch.Tensor, cache: Any, *, hidden: bool

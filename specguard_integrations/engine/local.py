@@ -135,6 +135,7 @@ class LocalDraftSession:
             cut=self.cfg.attention_cut,
             renormalize=self.cfg.rollout_renormalize,
             residual=self.cfg.rollout_residual,
+            heads=self.cfg.attention_heads,
         )
 
     def _context_indicator(self, start: int, n: int, *, committed: bool) -> torch.Tensor:
@@ -145,6 +146,8 @@ class LocalDraftSession:
         sinks = self.cfg.exclude_sink_positions
         if committed and start < sinks:
             ctx[: min(n, sinks - start)] = 0.0
+        if committed and self.cfg.grounding_target == "prompt":  # accepted steps do not count
+            ctx[max(0, self.prompt_tokens - start) :] = 0.0
         return ctx
 
     def _prev_mass(self, upto: int) -> list[torch.Tensor]:
@@ -168,7 +171,26 @@ class LocalDraftSession:
 
     # 2. select
     def select(self, candidates: list[Candidate]) -> int:
+        if self.cfg.selector == "attention" and len(candidates) > 1 and self.lm.supports_grounding:
+            return select(self._attention_embeddings(candidates))
         return _medoid(candidates)
+
+    def _attention_embeddings(self, candidates: list[Candidate]) -> torch.Tensor:
+        """`(k, ctx)`: each candidate's last-layer attention over the context, averaged over
+        heads and its tokens (one forward of the k candidates, right-padded: causal rows never
+        see the padding)."""
+        import torch
+
+        rows = [c.scored_ids or [0] for c in candidates]
+        width = max(len(r) for r in rows)
+        fill = min(self.lm.eos_ids) if self.lm.eos_ids else 0
+        ids = torch.tensor([r + [fill] * (width - len(r)) for r in rows], device=self.lm.device)
+        cache = self.lm.repeat_cache(self.state.cache, len(rows))
+        _, (attn,) = self.lm.attend(ids, cache, 1)  # (k, H, T, ctx + T)
+        ctx = self.state.fed
+        return torch.stack(
+            [attn[i, :, : len(r), :ctx].float().mean(dim=(0, 1)) for i, r in enumerate(rows)]
+        )  # (k, ctx)
 
     # 3. score
     def score(self, candidate: Candidate) -> StepSignals:
@@ -196,23 +218,32 @@ class LocalDraftSession:
         # logits predicting token t: the context's last logits, then the step's own positions
         pred = torch.cat([before_logits.unsqueeze(0), out.logits[:-1]])  # (T, V)
         logprobs = signals.token_logprobs(pred, torch.tensor(tokens, device=pred.device))  # (T,)
-        g, committed = self._grounding(out, base, len(tokens))
+        g, committed = self._grounding(out, base, tokens)
         self._tentative = _Tentative(base, before_logits, before_hidden, committed)
-        return StepSignals(confidence=signals.confidence(logprobs), grounding=g)
+        conf = signals.confidence(logprobs, self.cfg.confidence_aggregate)
+        return StepSignals(confidence=conf, grounding=g)
 
     def _grounding(
-        self, out: FeedOut, base: int, n: int
+        self, out: FeedOut, base: int, tokens: list[int]
     ) -> tuple[float | None, list[torch.Tensor]]:
         """g of the step just fed, and its positions' mass as committed context."""
+        import torch
+
         if out.rows is None:
             return None, []
+        n = len(tokens)
         rows = [self._process(a, base + n) for a in out.rows[0]]  # (T, base + T) each
         prev = self._prev_mass(base)
         step = signals.propagate_mass(rows, prev, self._context_indicator(base, n, committed=False))
         committed = signals.propagate_mass(
             rows, prev, self._context_indicator(base, n, committed=True)
         )
-        return signals.grounding(step), committed
+        content = None
+        if self.cfg.grounding_aggregate == "content_min":
+            pieces = [self.lm.decode([t]) for t in tokens]
+            content = torch.tensor(signals.content_tokens(pieces), device=step[-1].device)
+        how, q = self.cfg.grounding_aggregate, self.cfg.grounding_quantile
+        return signals.grounding(step, how, q=q, content=content), committed
 
     def accept(self) -> None:
         if self._tentative is None:

@@ -42,11 +42,25 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return logp.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)  # (T,)
 
 
-def confidence(logprobs: torch.Tensor) -> float:
-    """l = min_t log p(s_t): the weakest token decides (no mean, no length normalisation)."""
+def confidence(logprobs: torch.Tensor, how: str = "min") -> float:
+    """l = min_t log p(s_t): the weakest token decides (the paper: no mean, no length
+    normalisation). ``how="mean"``: l = mean_t log p(s_t), the variant of the method's summary."""
     if logprobs.numel() == 0:
         raise ValueError("confidence of an empty step is undefined")
-    return float(logprobs.min())
+    return float(logprobs.mean() if how == "mean" else logprobs.min())
+
+
+def join_heads(attn: torch.Tensor, heads: str | tuple[int, ...] = "mean") -> torch.Tensor:
+    """`(H, Tq, Tk)` -> `(Tq, Tk)`: the mean of the heads (the paper), their max, or the mean of
+    the given head indices."""
+    if heads == "mean":
+        return attn.mean(dim=0)
+    if heads == "max":
+        return attn.max(dim=0).values
+    idx = [h for h in heads if 0 <= h < attn.shape[0]] if isinstance(heads, tuple) else []
+    if not idx:
+        raise ValueError(f"attention_heads: no head of {heads!r} among {attn.shape[0]} heads")
+    return attn[idx].mean(dim=0)
 
 
 def process_attention(
@@ -55,13 +69,15 @@ def process_attention(
     cut: float = 0.01,
     renormalize: bool = False,
     residual: bool = False,
+    heads: str | tuple[int, ...] = "mean",
 ) -> torch.Tensor:
-    """One layer's attention, sparsified and head-averaged: the paper's `A_l` (some rows of it).
+    """One layer's attention, sparsified and head-joined: the paper's `A_l` (some rows of it).
 
     Args:
         attn: `(H, Tq, Tk)` attention probabilities of the last `Tq` query positions over all `Tk`
             key positions (query row r sits at absolute position `Tk - Tq + r`).
-        cut: entries below it are zeroed before averaging heads.
+        cut: entries below it are zeroed before joining heads.
+        heads: how heads are joined (`join_heads`).
         renormalize: rescale each row to sum 1 after the cut (off in the paper).
         residual: return `0.5 * A + 0.5 * I` (off in the paper).
     Returns:
@@ -71,7 +87,7 @@ def process_attention(
 
     a = attn.float()
     a = torch.where(a >= cut, a, torch.zeros_like(a))  # (H, Tq, Tk)
-    a = a.mean(dim=0)  # (Tq, Tk)
+    a = join_heads(a, heads)  # (Tq, Tk)
     if renormalize:
         a = a / a.sum(dim=-1, keepdim=True).clamp_min(1e-12)
     if residual:
@@ -104,12 +120,41 @@ def propagate_mass(
     return mass
 
 
-def grounding(mass: list[torch.Tensor]) -> float:
-    """g = min_t G(t) over the step tokens, from `propagate_mass` with the step as non-context."""
-    g = mass[-1]
+def grounding(
+    mass: list[torch.Tensor],
+    how: str = "min",
+    *,
+    q: float = 0.1,
+    content: torch.Tensor | None = None,
+) -> float:
+    """g from G(t) over the step tokens (`mass[-1]`, from `propagate_mass` with the step as
+    non-context): ``min`` (the paper), ``mean``, the ``quantile`` q, or ``content_min``, the min
+    over the tokens where `content` `(T,)` is true (all tokens when none is)."""
+    g = mass[-1]  # (T,) G(t)
     if g.numel() == 0:
         raise ValueError("grounding of an empty step is undefined")
+    if how == "mean":
+        return float(g.mean())
+    if how == "quantile":
+        import torch
+
+        return float(torch.quantile(g.float(), q))
+    if how == "content_min" and content is not None and bool(content.any()):
+        return float(g[content].min())
     return float(g.min())
+
+
+def content_tokens(pieces: list[str]) -> list[bool]:
+    """Which tokens carry content, read off their text alone (no task knowledge): a digit, or a
+    capitalised word of two letters or more (a name)."""
+    out = []
+    for piece in pieces:
+        word = piece.strip()
+        out.append(
+            any(c.isdigit() for c in word)
+            or (len(word) >= 2 and word[0].isupper() and word.isalpha())
+        )
+    return out
 
 
 def rollout(layers: list[torch.Tensor]) -> torch.Tensor:

@@ -110,3 +110,59 @@ def test_incremental_mass_matches_reference_on_random_causal_attention():
         [signals.process_attention(a[:, ctx_len:, :]) for a in raw], prev, torch.zeros(t - ctx_len)
     )
     assert step[-1].tolist() == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+# ---------------------------------------------------------------- variants (signal study)
+def test_heads_joined_by_mean_max_or_chosen_indices():
+    rows = _two_head_rows()
+    # max over heads: row 0 = [0.995, 0.3, 0.0], row 1 = [0.6, 0.395, 0.791]
+    assert signals.join_heads(rows, "max")[0].tolist() == pytest.approx([0.995, 0.3, 0.0])
+    assert signals.join_heads(rows, "max")[1].tolist() == pytest.approx([0.6, 0.395, 0.791])
+    # chosen heads (1,): head 1 alone
+    assert signals.join_heads(rows, (1,))[1].tolist() == pytest.approx([0.2, 0.009, 0.791])
+    assert signals.join_heads(rows, "mean")[0].tolist() == pytest.approx([0.8475, 0.1525, 0.0])
+    with pytest.raises(ValueError, match="no head"):
+        signals.join_heads(rows, (5,))
+    cut = signals.process_attention(rows, cut=0.01, heads="max")
+    assert cut[1].tolist() == pytest.approx([0.6, 0.395, 0.791])  # the cut comes first
+
+
+def test_grounding_aggregates_over_the_step_tokens():
+    mass = [torch.zeros(4), torch.tensor([0.9, 0.2, 0.6, 0.5])]  # G(t) of a 4-token step
+    assert signals.grounding(mass) == pytest.approx(0.2)  # min: the paper
+    assert signals.grounding(mass, "mean") == pytest.approx(0.55)  # (0.9+0.2+0.6+0.5)/4
+    # quantile 0.25, linear: sorted [0.2, 0.5, 0.6, 0.9], position 0.75 -> 0.2 + 0.75 * 0.3
+    assert signals.grounding(mass, "quantile", q=0.25) == pytest.approx(0.425)
+    content = torch.tensor([True, False, True, False])  # tokens 0 and 2 carry content
+    assert signals.grounding(mass, "content_min", content=content) == pytest.approx(0.6)
+    nothing = torch.zeros(4, dtype=torch.bool)  # no content token: all tokens count
+    assert signals.grounding(mass, "content_min", content=nothing) == pytest.approx(0.2)
+
+
+def test_content_tokens_are_numbers_and_names():
+    pieces = [" The", " 12", " apples", " Tom", "'s", ",", " x3", " I", "\n", " Eve"]
+    assert signals.content_tokens(pieces) == [
+        True,
+        True,
+        False,
+        True,
+        False,
+        False,
+        True,
+        False,
+        False,
+        True,
+    ]
+
+
+def test_confidence_mean_variant():
+    lp = torch.tensor([-0.1, -2.0, -0.3])
+    assert signals.confidence(lp, "mean") == pytest.approx(-0.8)
+    assert signals.confidence(lp, "min") == pytest.approx(-2.0)
+
+
+def test_prompt_only_target_set_from_the_matrices():
+    # context = the prompt (position 0); position 1 was an accepted step, position 2 the step:
+    # with the prompt-only target set, G(2) = R[2, 0] = 0.31 instead of 0.31 + 0.29
+    g = signals.grounding_from_matrices([A1, A2], torch.tensor([1.0, 0.0, 0.0]))
+    assert float(g[2]) == pytest.approx(0.31)
