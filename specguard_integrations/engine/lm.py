@@ -20,15 +20,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .special import eos_ids, special_texts, turn_ids
+
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from .scheduler import Batcher
 
 log = logging.getLogger(__name__)
 
 # Prompt positions fed per forward when attention rows are collected: bounds the memory of the
 # `(H, chunk, T)` attention tensors.
 ATTENTION_CHUNK = 512
+# Single-sequence forwards of at most this many tokens go through the model's batcher (decode
+# steps, scoring a step, speculation checks); longer ones (prefills) run alone.
+GROUPED_TOKENS = 96
 
 
 @dataclass
@@ -86,14 +93,15 @@ class LocalCausalLM:
                 f"tokenizer of {self.name} has {len(tokenizer)} tokens but the model embeds only"
                 f" {emb}: the tokenizer does not belong to this model"
             )
-        self.special_texts = self._special_texts()
+        self.special_texts = special_texts(tokenizer)
         # generation ends at EOS and at any token that opens or closes a chat turn: content
         # never runs into a new turn the model starts writing
-        self.eos_ids = self._eos_ids() | self._turn_ids()
+        self.eos_ids = eos_ids(model, tokenizer) | turn_ids(tokenizer)
         self.context_window = self._context_window()
         self.num_layers = int(model.config.get_text_config().num_hidden_layers)
         self._base_attn = str(getattr(model.config, "_attn_implementation", None) or "eager")
         self._attn_modules = self._find_attention_modules()
+        self._checked_attn: set[str] = set()
         self.supports_grounding = attention and self._can_use_eager()
 
     # ---------------------------------------------------------------- loading
@@ -136,50 +144,6 @@ class LocalCausalLM:
             model.to(dev)  # type: ignore[arg-type]
         return cls(model, tok, name=name or str(name_or_path))
 
-    def _eos_ids(self) -> frozenset[int]:
-        ids: set[int] = set()
-        gen = getattr(self.model, "generation_config", None)
-        for src in (getattr(gen, "eos_token_id", None), self.tokenizer.eos_token_id):
-            if isinstance(src, int):
-                ids.add(src)
-            elif isinstance(src, (list, tuple)):
-                ids.update(int(i) for i in src)
-        return frozenset(ids)
-
-    def _special_texts(self) -> tuple[str, ...]:
-        """Texts of the special tokens and of the tokens the chat template writes around turns
-        (some families, DeepSeek-V3 among them, mark role tokens as not special), longest
-        first: what content must never carry."""
-        added = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
-        texts = {str(t.content) for t in added.values() if getattr(t, "special", False)}
-        texts |= {str(t) for t in getattr(self.tokenizer, "all_special_tokens", [])}
-        texts |= self._turn_texts(_markers(added))
-        return tuple(sorted((t for t in texts if t), key=len, reverse=True))
-
-    def _turn_texts(self, added: set[str]) -> set[str]:
-        """Added tokens the chat template writes in a plain conversation (role markers, end of
-        turn), read off a rendering once."""
-        if not getattr(self.tokenizer, "chat_template", None):
-            return set()
-        convo = [
-            {"role": "user", "content": "a"},
-            {"role": "assistant", "content": "b"},
-            {"role": "user", "content": "c"},
-        ]
-        try:
-            text = str(self.tokenizer.apply_chat_template(convo, tokenize=False))
-        except Exception:  # a template that rejects this conversation gives no turn tokens
-            return set()
-        return {tok for tok in added if tok and tok in text}
-
-    def _turn_ids(self) -> frozenset[int]:
-        """Ids of the turn tokens (BOS excepted): generation ends at any of them."""
-        bos = getattr(self.tokenizer, "bos_token", None)
-        added = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
-        turn = self._turn_texts(_markers(added)) - {bos}
-        ids = {self.tokenizer.convert_tokens_to_ids(tok) for tok in turn}
-        return frozenset(i for i in ids if isinstance(i, int) and i >= 0)
-
     def _context_window(self) -> int:
         cfg = self.model.config.get_text_config()
         for attr in ("max_position_embeddings", "n_positions", "seq_length"):
@@ -209,17 +173,66 @@ class LocalCausalLM:
         except Exception:  # a model that cannot switch attention at run time
             return False
 
-    @contextlib.contextmanager
-    def _eager(self) -> Iterator[None]:
+    def _eager(self) -> contextlib.AbstractContextManager[None]:
         """Eager attention for one pass (attention probabilities), fast attention otherwise."""
-        if self._base_attn == "eager":
+        return self.implementation("eager")
+
+    @contextlib.contextmanager
+    def implementation(self, name: str) -> Iterator[None]:
+        """The model's attention implementation set to `name` for one pass (hold `lock`).
+
+        The first switch to a name goes through `set_attn_implementation` (which checks it);
+        later ones set the configs it changed directly (it walks every module, per call)."""
+        if self._base_attn == name:
             yield
             return
-        self.model.set_attn_implementation("eager")
+        if name not in self._checked_attn:
+            self.model.set_attn_implementation(name)
+            self.model.set_attn_implementation(self._base_attn)
+            self._checked_attn.add(name)
+        configs = self._attn_configs
+        saved = [c._attn_implementation_internal for c in configs]
+        for c in configs:
+            c._attn_implementation_internal = name
         try:
             yield
         finally:
-            self.model.set_attn_implementation(self._base_attn)
+            for c, value in zip(configs, saved, strict=True):
+                c._attn_implementation_internal = value
+
+    @functools.cached_property
+    def _attn_configs(self) -> list[Any]:
+        """Every config object that holds an attention implementation (model, sub-models and
+        sub-configs)."""
+        from transformers import PreTrainedModel
+
+        found: dict[int, Any] = {}
+        todo = [m.config for m in self.model.modules() if isinstance(m, PreTrainedModel)]
+        while todo:
+            cfg = todo.pop()
+            if id(cfg) in found or not hasattr(cfg, "_attn_implementation_internal"):
+                continue
+            found[id(cfg)] = cfg
+            todo += [
+                getattr(cfg, k) for k in getattr(cfg, "sub_configs", {}) if getattr(cfg, k, None)
+            ]
+        return list(found.values())
+
+    # ---------------------------------------------------------------- grouped calls
+    @functools.cached_property
+    def grouping(self) -> bool:
+        """True when concurrent calls on this model run as grouped calls (`grouped.py`); set
+        it False to run every call plain."""
+        from .grouped import supports_grouping
+
+        with self.lock:
+            return supports_grouping(self)
+
+    @functools.cached_property
+    def batcher(self) -> Batcher:
+        from .scheduler import Batcher
+
+        return Batcher(self)
 
     # ---------------------------------------------------------------- text
     def encode_prompt(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
@@ -293,7 +306,7 @@ class LocalCausalLM:
         chunk = ATTENTION_CHUNK if rollout_layers else max(len(new), 1)
         logits, hiddens, rows = [], [], []
         try:
-            with self.lock, torch.inference_mode():
+            with torch.inference_mode():
                 for lo in range(0, len(new), chunk):
                     piece = torch.tensor([new[lo : lo + chunk]], device=self.device)
                     out = self.forward(piece, state.cache, rollout_layers, hidden)
@@ -316,7 +329,14 @@ class LocalCausalLM:
         return result
 
     def forward(self, ids: torch.Tensor, cache: Any, rollout_layers: int, hidden: bool) -> FeedOut:
-        """One forward of `ids` `(B, T)` with the cache; logits `(B*T, V)` when B == 1."""
+        """One forward of `ids` `(B, T)` with the cache; logits `(B*T, V)` when B == 1.
+
+        A single short sequence over a plain cache goes through the batcher: alone it runs at
+        once, with other generations waiting it runs in their grouped forward."""
+        if ids.shape[0] == 1 and ids.shape[1] <= GROUPED_TOKENS and self._groupable(cache):
+            from .grouped import ForwardJob
+
+            return self.batcher.forward(ForwardJob(cache, ids[0].tolist(), rollout_layers, hidden))
         out, attn = self._run(ids, cache, rollout_layers, hidden)
         rows = [[a[0] for a in attn]] if rollout_layers else None  # [[(H, T, Tk) per layer]]
         hid = out.hidden_states[-1] if hidden else None
@@ -337,15 +357,32 @@ class LocalCausalLM:
         `layers` layers (lowest first) for a batch `ids` `(B, T)` over `cache` (which grows)."""
         import torch
 
-        with self.lock, torch.inference_mode():
+        with torch.inference_mode():
             out, attn = self._run(ids, cache, layers, False)
         return out.logits, attn
+
+    def _groupable(self, cache: Any) -> bool:
+        """A cache of batch one whose every layer keeps all its positions, on a model that
+        groups."""
+        layers = getattr(cache, "layers", None)
+        if not layers or not self.grouping:
+            return False
+        keys = getattr(layers[0], "keys", None)
+        return all(not getattr(la, "is_sliding", False) for la in layers) and (
+            keys is None or keys.shape[0] == 1
+        )
 
     def _run(
         self, ids: torch.Tensor, cache: Any, layers: int, hidden: bool
     ) -> tuple[Any, list[torch.Tensor]]:
         """The model's output, with the attention of the last `layers` layers captured by hooks
         (eager attention for this pass only)."""
+        with self.lock:
+            return self._run_locked(ids, cache, layers, hidden)
+
+    def _run_locked(
+        self, ids: torch.Tensor, cache: Any, layers: int, hidden: bool
+    ) -> tuple[Any, list[torch.Tensor]]:
         captured: list[torch.Tensor | None] = []
         handles = [
             mod.register_forward_hook(
@@ -373,7 +410,7 @@ class LocalCausalLM:
         """Decode one token per row: `(B,)` tokens -> logits `(B, V)`, hidden `(B, d)` or None."""
         import torch
 
-        with self.lock, torch.inference_mode():
+        with torch.inference_mode():
             out = self.forward(tokens.view(-1, 1), cache, 0, hidden)
         if tokens.numel() == 1:
             return out.logits[-1:], None if out.hidden is None else out.hidden[-1:]
@@ -406,22 +443,6 @@ class LocalCausalLM:
         twin.layers = [copy.copy(layer) for layer in cache.layers]
         twin.batch_repeat_interleave(k)
         return twin
-
-
-def _markers(added: dict[int, Any]) -> set[str]:
-    """Added tokens shaped like markup (``<|im_end|>``, ``<｜User｜>``, ``[INST]``), special or not;
-    whitespace and word pieces that vocabularies also add (Gemma's ``\\n`` runs) are not."""
-    out = set()
-    for tok in added.values():
-        text = str(tok.content)
-        if getattr(tok, "special", False) or (
-            len(text) >= 3
-            and not any(c.isspace() for c in text)
-            and text[0] in "<["
-            and text[-1] in ">]"
-        ):
-            out.add(text)
-    return out
 
 
 class AttentionUnavailable(RuntimeError):

@@ -15,9 +15,10 @@ verdict only by its `Judge` (`policy.py`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..config import SpecGuardConfig
@@ -44,6 +45,7 @@ from .backends import (
     check_text,
 )
 from .policy import FusionJudge, Judge, Verdict
+from .scheduler import ACTIVITY
 
 if TYPE_CHECKING:
     import torch
@@ -181,6 +183,51 @@ class SpecGuard:
         assert stream.result is not None
         return stream.result
 
+    def generate_batch(
+        self,
+        prompts: Sequence[str],
+        *,
+        configs: SpecGuardConfig | Sequence[SpecGuardConfig | None] | None = None,
+        stop: str | list[str] | tuple[str, ...] | None = None,
+        max_concurrency: int = 32,
+        return_exceptions: bool = False,
+        timeout: float | None = None,
+    ) -> list[GenerationResult | Exception]:
+        """Generate for every prompt at once: the generations run concurrently and their model
+        calls are grouped by the step scheduler (`engine/scheduler.py`), so the draft and the
+        target run one forward for many requests. Results come in the order of `prompts`.
+
+        Args:
+            configs: one config for all, or one per prompt (None: the engine's).
+            max_concurrency: generations running at once.
+            return_exceptions: put a failed prompt's exception in its place instead of raising
+                the first one (after every other prompt has finished either way).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        per = list(configs) if isinstance(configs, Sequence) else [configs] * len(prompts)
+        if len(per) != len(prompts):
+            raise ValueError(f"{len(per)} configs for {len(prompts)} prompts")
+        for prompt in prompts:
+            check_prompt_text(prompt)
+
+        def one(i: int) -> GenerationResult | Exception:
+            try:
+                return self.generate(prompts[i], config=per[i], stop=stop, timeout=timeout)
+            except Exception as err:  # reported in place, or raised below
+                return err
+
+        workers = min(max_concurrency, max(1, len(prompts)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="specguard-batch") as pool:
+            results = list(pool.map(one, range(len(prompts))))
+        if not return_exceptions:
+            for r in results:
+                if isinstance(r, Exception):
+                    raise r
+        return results
+
     def stream(
         self,
         prompt: str,
@@ -211,6 +258,18 @@ class SpecGuard:
         special: bool,
         timeout: float | None,
     ) -> Generator[StepRecord, None, GenerationResult]:
+        with ACTIVITY.generation():  # its model calls may join other generations' (scheduler)
+            result = yield from self._steps(prompt, cfg, stop, special, timeout)
+        return result
+
+    def _steps(
+        self,
+        prompt: str,
+        cfg: SpecGuardConfig,
+        stop: tuple[str, ...],
+        special: bool,
+        timeout: float | None,
+    ) -> Generator[StepRecord, None, GenerationResult]:
         t0 = time.perf_counter()
         draft = self.draft.start(
             prompt, SignalSettings.from_config(cfg), add_special_tokens=special
@@ -232,7 +291,7 @@ class SpecGuard:
             settings = DecodeSettings(
                 cfg.k, cfg.temperature, cfg.top_p, budget, segmenter, stop, done.tail
             )
-            with times.timed("propose"):  # 1. propose
+            with times.timed("propose"), _away(draft):  # 1. propose
                 candidates = draft.propose(settings, gen_d)
             with times.timed("select"):  # 2. select
                 j = draft.select(candidates)
@@ -246,7 +305,8 @@ class SpecGuard:
                 verdict, candidates[j], draft, target, settings, cfg, gen_t, times
             )
             done.add(_record(i, step, source, candidates, j, sig, verdict, cfg, times))
-            yield done.records[-1]
+            with ACTIVITY.paused():  # the consumer has the step; batches need not wait for it
+                yield done.records[-1]
             if step.finish in _ENDS_GENERATION:
                 finish = _ENDS_GENERATION[step.finish]
                 break
@@ -297,12 +357,18 @@ class SpecGuard:
             stop_tail=settings.stop_tail,
             target_speculation=speculate,
         )
-        with times.timed("target"):
+        with times.timed("target"), _away(target):
             step = target.write_step(fallback, gen_t, draft.assist() if speculate else None)
         if step.finish not in _ENDS_GENERATION:
             with times.timed("commit"):
                 draft.append(step.text, step.ids if shared else None)
         return step, "target"
+
+
+def _away(session: DraftSession | TargetSession) -> contextlib.AbstractContextManager[None]:
+    """A remote session's call waits on its server, not on a batcher: the generation does not
+    hold other generations' grouped calls back meanwhile."""
+    return contextlib.nullcontext() if hasattr(session, "lm") else ACTIVITY.paused()
 
 
 def _generators(

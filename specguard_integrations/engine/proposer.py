@@ -205,6 +205,10 @@ def sample_steps(
     want_hidden = k > 1
     if want_hidden and state.next_hidden is None:
         raise ValueError("embedding candidates needs the last hidden state of the context")
+    if lm._groupable(state.cache):  # rows share the prefix in place, with other requests'
+        from .grouped import DecodeJob
+
+        return list(lm.batcher.decode(DecodeJob(state, settings, generator, keep_cache)))
     base = state.fed
     cache = state.cache if k == 1 else lm.repeat_cache(state.cache, k)
     logits = state.next_logits.unsqueeze(0).expand(k, -1)  # (k, V)
@@ -344,7 +348,7 @@ def _draft_read(draft: LocalCausalLM, dstate: SeqState, ids: list[int]) -> torch
     """Feed `ids` into the draft's cache; its logits `(V,)` after the last."""
     import torch
 
-    with draft.lock, torch.inference_mode():
+    with torch.inference_mode():
         out = draft.forward(torch.tensor([ids], device=draft.device), dstate.cache, 0, False)
     return out.logits[-1]
 
@@ -356,7 +360,7 @@ def _target_check(
     greedy choice (n), and the target's own token after them."""
     import torch
 
-    with target.lock, torch.inference_mode():
+    with torch.inference_mode():
         out = target.forward(
             torch.tensor([unfed + prop], device=target.device), tstate.cache, 0, False
         )

@@ -26,11 +26,18 @@ def consistency_scores(embeddings: torch.Tensor) -> torch.Tensor:
     return w.sum(dim=-1) - torch.diagonal(w)  # (k,)
 
 
+# scores this close to the best tie; the first in sampling order wins, so float noise (a grouped
+# forward's batch shape moves hidden states by ~1e-6) never flips a pick between equal steps
+TIE = 1e-4
+
+
 def select(embeddings: torch.Tensor) -> int:
-    """j*, the index of the candidate most similar to the others (0 when k = 1)."""
+    """j*, the index of the candidate most similar to the others (0 when k = 1); ties within
+    `TIE` keep sampling order."""
     if embeddings.shape[0] <= 1:
         return 0
-    return int(consistency_scores(embeddings).argmax())
+    scores = consistency_scores(embeddings)
+    return int((scores >= scores.max() - TIE).nonzero()[0, 0])
 
 
 def jaccard_medoid(texts: list[str]) -> int:

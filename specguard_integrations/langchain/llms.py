@@ -6,6 +6,7 @@ Completion text is the continuation as written (whitespace kept, so chunks join 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -77,11 +78,15 @@ class SpecGuardLLM(SpecGuardParams, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        generations = []
-        for prompt in prompts:
+        def one(prompt: str) -> list[Generation]:
             start = self._start(prompt, stop, dict(kwargs))
             result = run_call(start, lambda r: _common.emit_step(run_manager, r), self.max_retries)
-            generations.append(self._generation(result))
+            return self._generation(result)
+
+        # several prompts run at once: the step scheduler groups their model calls
+        generations = (
+            [one(p) for p in prompts] if len(prompts) == 1 else _concurrently(one, prompts)
+        )
         return LLMResult(generations=generations, llm_output={"model_name": self.model_names()[1]})
 
     async def _agenerate(
@@ -91,12 +96,12 @@ class SpecGuardLLM(SpecGuardParams, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        generations = []
-        for prompt in prompts:
+        async def one(prompt: str) -> list[Generation]:
             start = self._start(prompt, stop, dict(kwargs))
             emit = lambda r: _common.aemit_step(run_manager, r)  # noqa: E731
-            result = await arun_call(start, emit, self.max_retries)
-            generations.append(self._generation(result))
+            return self._generation(await arun_call(start, emit, self.max_retries))
+
+        generations = list(await asyncio.gather(*(one(p) for p in prompts)))
         return LLMResult(generations=generations, llm_output={"model_name": self.model_names()[1]})
 
     def _stream(
@@ -135,3 +140,11 @@ class SpecGuardLLM(SpecGuardParams, BaseLLM):
 
 
 LangChainSpecGuardLLM = SpecGuardLLM  # an unambiguous name beside LlamaIndex code
+
+
+def _concurrently(fn: Callable[[str], list[Generation]], prompts: list[str]) -> list[Any]:
+    """`fn` over `prompts` in threads, results in order (the first error is raised)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(len(prompts), 32), thread_name_prefix="specguard-lc") as pool:
+        return list(pool.map(fn, prompts))

@@ -55,8 +55,14 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help=f"require this bearer token on /v1 routes (default: ${API_KEY_ENV} if set)",
     )
-    p.add_argument("--workers", type=int, default=1, help="generations run at once")
-    p.add_argument("--max-queue", type=int, default=32, help="requests waiting beyond workers")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=16,
+        help="generations run at once; their model calls share grouped forwards (the step"
+        " scheduler), so this is the largest batch",
+    )
+    p.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond workers")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000)
     p.add_argument("--body-timeout", type=float, default=30.0, help="seconds to receive a body")
     p.add_argument("--grace", type=float, default=30.0, help="seconds to finish on shutdown")

@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 class Limits:
     """What the server admits. Every field is a `specguard serve` flag."""
 
-    workers: int = 1  # generations run at once
-    max_queue: int = 32  # admitted requests waiting beyond the workers (then 503)
+    workers: int = 16  # generations run at once (their model calls share grouped forwards)
+    max_queue: int = 64  # admitted requests waiting beyond the workers (then 503)
     max_body_bytes: int = 1_000_000  # larger bodies get 413
     max_json_depth: int = 64  # deeper nesting gets 400
     body_timeout: float = 30.0  # seconds to receive a whole body (then 408)
