@@ -191,3 +191,37 @@ def test_models_that_cannot_group_run_plain():
         "Tom has 3 apples.\n"
     )
     assert r.text and sliding.batcher.batches == 0
+
+
+def test_framework_batches_go_through_the_scheduler():
+    """LangChain `batch`/`abatch` and LlamaIndex async calls run concurrently, so their model
+    calls are grouped, and each answer is the one a single call gives."""
+    import asyncio
+
+    from specguard_integrations.langchain import ChatSpecGuard, SpecGuardLLM
+    from specguard_integrations.llama_index import SpecGuardLLM as IndexLLM
+
+    engine = load_pair(None, None, None, device="cpu")
+    prompts = [it.prompt for it in make_split("arithmetic", "test", 6)]
+    batcher = engine.draft.lm.batcher
+    chat, llm, index = (
+        ChatSpecGuard(engine=engine),
+        SpecGuardLLM(engine=engine),
+        IndexLLM(engine=engine),
+    )
+    single = [llm.invoke(p).strip() for p in prompts]
+
+    async def index_all():
+        return await asyncio.gather(*(index.acomplete(p) for p in prompts))
+
+    runs = {
+        "chat.batch": lambda: [m.content for m in chat.batch(prompts)],
+        "chat.abatch": lambda: [m.content for m in asyncio.run(chat.abatch(prompts))],
+        "llm.batch": lambda: llm.batch(prompts),
+        "llm.abatch": lambda: asyncio.run(llm.abatch(prompts)),
+        "llama_index acomplete": lambda: [r.text for r in asyncio.run(index_all())],
+    }
+    for name, run in runs.items():
+        batcher.largest = 0
+        assert [str(t).strip() for t in run()] == single, name
+        assert batcher.largest >= 2, name

@@ -292,3 +292,31 @@ def test_an_internal_error_is_a_generic_500(served, wire):
     assert r.status_code == 500
     assert "secret" not in r.text and "RuntimeError" not in r.text
     assert r.json()["error"]["type"] == "server_error"
+
+
+def test_concurrent_requests_share_grouped_forwards_and_answer_as_alone(served, wire):
+    """The default server runs 16 generations at once; their model calls are grouped by the
+    step scheduler, and every greedy answer is the one the request gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from specguard_integrations.tasks import make_split
+
+    url = wire(served)  # default limits: 16 workers
+    prompts = [it.prompt for f in ("arithmetic", "multihop") for it in make_split(f, "test", 6)]
+
+    def ask(prompt, stream=False):
+        body = {"model": "specguard", "prompt": prompt, "max_tokens": 120, "stream": stream}
+        r = httpx.post(url + "/v1/completions", json=body, timeout=120)
+        assert r.status_code == 200, r.text
+        if not stream:
+            return r.json()["choices"][0]["text"]
+        chunks = [json.loads(x[6:]) for x in r.text.splitlines() if x[6:].startswith("{")]
+        return "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+
+    alone = [ask(p) for p in prompts]
+    batcher = served.engine.draft.lm.batcher
+    batcher.largest = 0
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        together = list(pool.map(ask, prompts, [i % 2 == 1 for i in range(len(prompts))]))
+    assert together == alone
+    assert batcher.largest >= 2

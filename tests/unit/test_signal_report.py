@@ -85,7 +85,9 @@ def test_word_problems_are_deterministic_and_their_answers_follow_the_text():
         assert item.check_step(0, f"So x = {item.answer}.").well_formed is False
         assert item.correct(f"...\n\nAnswer: {item.answer}")
         assert item.check_step(2, f" Answer: {item.answer}\n") == StepVerdict(True, True)
-        assert item.check_step(2, f"2 + 2 = 4. Answer: {int(item.answer) + 1}") == StepVerdict(False, True)
+        assert item.check_step(2, f"2 + 2 = 4. Answer: {int(item.answer) + 1}") == StepVerdict(
+            False, True
+        )
         assert item.check_step(2, f"2 + 2 = 5. Answer: {item.answer}") == StepVerdict(False, True)
         assert not item.correct(f"Answer: {int(item.answer) + 1}")
     assert {i.family for i in load_suite("words", limit=5, offset=4)} == {"wordproblem"}
