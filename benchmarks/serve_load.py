@@ -158,7 +158,7 @@ def main() -> None:
     p.add_argument("--url")
     p.add_argument("--model", default="specguard")
     p.add_argument("--spawn", choices=("specguard", "plain"))
-    p.add_argument("--workers", type=int, default=1, help="server workers (with --spawn)")
+    p.add_argument("--workers", type=int, default=16, help="server workers (with --spawn)")
     p.add_argument("--max-queue", type=int, default=64, help="server queue (with --spawn)")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--duration", type=float, default=30.0, help="seconds per concurrency level")

@@ -281,6 +281,23 @@ def signal_study(
         "items": len(items),
     }
     (out / "signals.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
+    with (out / "steps.jsonl").open("w", encoding="utf-8") as f:  # every step, to re-analyse
+        for row in study.rows:
+            keep = {k: v for k, v in row.values.items() if not k.startswith("head:")}
+            f.write(
+                json.dumps(
+                    {
+                        "family": row.family,
+                        "item": row.item,
+                        "index": row.index,
+                        "split": row.split,
+                        "label": row.label,
+                        "text": row.text,
+                        "values": keep,
+                    }
+                )
+                + "\n"
+            )
     console.print(text)
-    console.print(f"written to {out}/signals.md and signals.json")
+    console.print(f"written to {out}/signals.md, signals.json and steps.jsonl")
     return 0

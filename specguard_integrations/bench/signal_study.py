@@ -121,10 +121,12 @@ def record_steps(
                 prompt_ids = lm.encode_prompt(item.prompt)
                 ctx_ids = prompt_ids + lm.encode_continuation(ctx[len(item.prompt) :])
                 step_ids = lm.encode_continuation(step)
+                kind = getattr(item, "step_kind", None)
+                family = f"{item.family}:{kind(step)}" if kind else item.family
                 if step_ids:
                     rows.append(
                         StepRow(
-                            item.family,
+                            family,
                             n,
                             i,
                             ctx_ids,

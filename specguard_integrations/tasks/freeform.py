@@ -70,6 +70,10 @@ class WordProblem(Item):
         known = [c for c in checks if c is not None]
         return StepVerdict(bool(known) and all(known), bool(known))
 
+    def step_kind(self, text: str) -> str:
+        """Which check labels the step: ``answer`` (an Answer line) or ``equation``."""
+        return "answer" if "Answer:" in text else "equation"
+
     def correct(self, completion: str) -> bool:
         numbers = re.findall(r"-?\d+(?:\.\d+)?", completion.replace(",", ""))
         return bool(numbers) and numbers[-1].rstrip("0").rstrip(".") == self.answer

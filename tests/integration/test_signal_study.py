@@ -108,5 +108,7 @@ def test_signals_command_end_to_end_on_the_bundled_pair(tmp_path):
     assert {s["k"] for s in data["selections"]} == {2, 4}
     for s in data["selections"]:
         assert s["random"] <= s["best"] and s["chosen_hidden"] <= s["best"]
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    assert len(steps) == data["steps"] and {"conf_min", "g_paper"} <= set(steps[0]["values"])
     md = (out / "signals.md").read_text()
     assert "specguard signals" in md and "| g_paper |" in md and "attention medoid" in md
