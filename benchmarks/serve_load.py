@@ -34,7 +34,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def spawn(mode: str, workers: int, max_queue: int) -> tuple[subprocess.Popen[bytes], str]:
+def spawn(mode: str, workers: int | None, max_queue: int) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     cmd = [
         sys.executable,
@@ -45,8 +45,7 @@ def spawn(mode: str, workers: int, max_queue: int) -> tuple[subprocess.Popen[byt
         mode,
         "--port",
         str(port),
-        "--workers",
-        str(workers),
+        *(["--workers", str(workers)] if workers is not None else []),
         "--max-queue",
         str(max_queue),
         "--log-level",
@@ -158,7 +157,9 @@ def main() -> None:
     p.add_argument("--url")
     p.add_argument("--model", default="specguard")
     p.add_argument("--spawn", choices=("specguard", "plain"))
-    p.add_argument("--workers", type=int, default=16, help="server workers (with --spawn)")
+    p.add_argument(
+        "--workers", type=int, default=None, help="server workers (with --spawn; default: its own)"
+    )
     p.add_argument("--max-queue", type=int, default=64, help="server queue (with --spawn)")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--duration", type=float, default=30.0, help="seconds per concurrency level")

@@ -11,11 +11,11 @@ so k candidates attend over one copy of their prefix, and requests with prefixes
 lengths need no padding of their caches. Positions are each row's own, so every row computes what
 it would compute alone (up to float summation order).
 
-Two uses:
+The cache layout and the attention function are in `grouped_cache.py`. Two uses here:
 
-- `GroupedDecode`: sampling loops, one token per row per forward; step keys stay in per-row
+- `decode_jobs`: sampling loops, one token per row per forward; step keys stay in per-row
   buffers and are dropped (or, for a kept greedy step, appended to the prefix) at the end;
-- `grouped_feed`: one forward of several sequences' pending tokens (right-padded to the
+- `forward_jobs`: one forward of several sequences' pending tokens (right-padded to the
   longest); each sequence's valid keys are appended to its own cache, with its attention rows
   when asked.
 
@@ -26,174 +26,13 @@ grouped forward with a plain one once; such a model runs row by row as before.
 
 from __future__ import annotations
 
-import contextvars
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .grouped_cache import Group, GroupedCache, run
+
 if TYPE_CHECKING:
-    import torch
-
     from .lm import LocalCausalLM
-
-IMPLEMENTATION = "specguard_grouped"
-_ACTIVE: contextvars.ContextVar[GroupedCache | None] = contextvars.ContextVar(
-    "specguard_grouped_cache", default=None
-)
-
-
-@dataclass
-class Group:
-    """One prefix cache and the rows continuing it."""
-
-    prefix: Any  # a DynamicCache of batch 1 (read; extended by `commit`)
-    rows: int
-    tokens: int = 1  # valid new tokens per row in a feed (right padding beyond)
-    keys: list[torch.Tensor | None] = field(default_factory=list)  # per layer (n, Hkv, t, d)
-    values: list[torch.Tensor | None] = field(default_factory=list)
-    attn: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (n, H, T, L + t)
-
-
-class GroupedCache:
-    """What the model sees as its cache during a grouped forward: `update` stores each layer's
-    new keys per group and `grouped_attention` reads prefixes and step keys from here."""
-
-    is_compileable = False
-
-    def __init__(self, groups: list[Group], num_layers: int, capture: tuple[int, ...] = ()):
-        self.groups = groups
-        self.num_layers = num_layers
-        self.capture = set(capture)  # layers whose attention probabilities are kept
-        for g in groups:
-            g.keys = [None] * num_layers
-            g.values = [None] * num_layers
-        self.is_sliding = [False] * num_layers
-        self.is_linear = [False] * num_layers
-        self.is_dummy = [False] * num_layers
-        self.step = 0  # step tokens per row already in the buffers
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.step
-
-    def update(
-        self,
-        key_states: torch.Tensor,
-        value_states: torch.Tensor,
-        layer_idx: int,
-        *a: Any,
-        **k: Any,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Split `(B, Hkv, T, d)` new keys by group and append them to the groups' step keys."""
-        import torch
-
-        lo = 0
-        for g in self.groups:
-            hi = lo + g.rows
-            kn, vn = key_states[lo:hi], value_states[lo:hi]
-            old_k, old_v = g.keys[layer_idx], g.values[layer_idx]
-            g.keys[layer_idx] = kn if old_k is None else torch.cat([old_k, kn], dim=2)
-            g.values[layer_idx] = vn if old_v is None else torch.cat([old_v, vn], dim=2)
-            lo = hi
-        return key_states, value_states
-
-    def __len__(self) -> int:
-        return self.num_layers
-
-
-def grouped_attention(
-    module: Any,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    """Attention of `(B, Hq, T, d)` queries, per group, over [prefix | own step keys].
-
-    Within the step part, query i (step position s0 + i) sees step positions <= s0 + i; the
-    prefix is seen whole. Key heads are shared by Hq / Hkv query heads without repeating them.
-    Returns `(B, T, Hq, d)` as the attention interface expects.
-    """
-    import torch
-
-    cache = _ACTIVE.get()
-    if cache is None:
-        raise RuntimeError("grouped attention outside a grouped forward")
-    layer = int(module.layer_idx)
-    _, hq, t, d = query.shape
-    scale = scaling if scaling is not None else d**-0.5
-    outs = []
-    lo = 0
-    for g in cache.groups:
-        q = query[lo : lo + g.rows]  # (n, Hq, T, d)
-        lo += g.rows
-        ks, vs = g.keys[layer], g.values[layer]  # (n, Hkv, s, d)
-        assert ks is not None and vs is not None
-        hkv = ks.shape[1]
-        q5 = q.reshape(g.rows, hkv, hq // hkv, t, d)
-        s = ks.shape[2]
-        scores = [torch.einsum("nhrtd,nhsd->nhrts", q5, ks)]
-        pk = _prefix_layer(g.prefix, layer)
-        if pk is not None:
-            scores.insert(0, torch.einsum("nhrtd,hLd->nhrtL", q5, pk[0][0]))
-        x = torch.cat(scores, dim=-1) * scale  # (n, Hkv, rep, T, L + s)
-        # causal within the step: query i sits at step position s - t + i
-        qpos = torch.arange(s - t, s, device=q.device).unsqueeze(-1)
-        kpos = torch.arange(s, device=q.device).unsqueeze(0)
-        blocked = kpos > qpos  # (T, s)
-        x[..., x.shape[-1] - s :] = x[..., x.shape[-1] - s :].masked_fill(blocked, float("-inf"))
-        w = torch.softmax(x, dim=-1, dtype=torch.float32).to(q.dtype)
-        out = torch.einsum("nhrts,nhsd->nhrtd", w[..., x.shape[-1] - s :], vs)
-        if pk is not None:
-            n_prefix = pk[0].shape[2]
-            out = out + torch.einsum("nhrtL,hLd->nhrtd", w[..., :n_prefix], pk[1][0])
-        if layer in cache.capture:
-            g.attn[layer] = w.reshape(g.rows, hq, t, -1)
-        outs.append(out.reshape(g.rows, hq, t, d))
-    return torch.cat(outs).transpose(1, 2).contiguous(), None
-
-
-def _prefix_layer(cache: Any, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(keys, values) `(1, Hkv, L, d)` of a prefix cache's layer, or None when empty."""
-    if cache is None or layer >= len(cache.layers):
-        return None
-    lay = cache.layers[layer]
-    keys = getattr(lay, "keys", None)
-    if keys is None or keys.numel() == 0 or keys.shape[-2] == 0:
-        return None
-    return keys, lay.values
-
-
-def _register() -> None:
-    from transformers import AttentionInterface
-
-    if IMPLEMENTATION not in AttentionInterface._global_mapping:
-        AttentionInterface.register(IMPLEMENTATION, grouped_attention)
-
-
-def run(
-    lm: LocalCausalLM,
-    ids: torch.Tensor,
-    positions: torch.Tensor,
-    cache: GroupedCache,
-    *,
-    hidden: bool = False,
-) -> Any:
-    """One grouped forward of `ids` `(B, T)` at `positions` `(B, T)`; the model's output."""
-    _register()
-    token = _ACTIVE.set(cache)
-    try:
-        with lm.implementation(IMPLEMENTATION):
-            return lm.model(
-                input_ids=ids,
-                position_ids=positions,
-                cache=cache,
-                use_cache=True,
-                output_hidden_states=hidden,
-            )
-    finally:
-        _ACTIVE.reset(token)
 
 
 # ---------------------------------------------------------------- feeds: one forward, many caches
@@ -228,20 +67,24 @@ def forward_jobs(lm: LocalCausalLM, jobs: list[ForwardJob]) -> None:
     positions = start.unsqueeze(1) + steps  # (B, T)
     layers = min(max(j.layers for j in jobs), lm.num_layers)
     capture = tuple(range(lm.num_layers - layers, lm.num_layers))
-    groups = [Group(j.cache, 1, len(j.tokens)) for j in jobs]
-    cache = GroupedCache(groups, lm.num_layers, capture)
-    hidden = any(j.hidden for j in jobs)
-    out = run(lm, ids, positions, cache, hidden=hidden)
-    for b, (job, g) in enumerate(zip(jobs, groups, strict=True)):
-        n = len(job.tokens)
+    cache = GroupedCache([Group(j.cache, 1, len(j.tokens)) for j in jobs], lm.num_layers, capture)
+    out = run(lm, ids, positions, cache, hidden=any(j.hidden for j in jobs))
+    lmax = int(cache.buckets[0].lengths.max())
+    for b, job in enumerate(jobs):
+        n, total = len(job.tokens), int(start[b])
         for layer in range(lm.num_layers):
-            k, v = g.keys[layer], g.values[layer]
+            k, v = cache.keys[layer], cache.values[layer]
             assert k is not None and v is not None
-            job.cache.update(k[:, :, :n], v[:, :, :n], layer)
-        total = int(start[b]) + n
+            job.cache.update(k[b : b + 1, :, :n], v[b : b + 1, :, :n], layer)
         rows = None
         if job.layers:
-            rows = [[g.attn[la][0, :, :n, :total] for la in capture[len(capture) - job.layers :]]]
+            picked = capture[len(capture) - job.layers :]
+            rows = [
+                [
+                    torch.cat([w[:, :n, :total], w[:, :n, lmax : lmax + n]], dim=-1)
+                    for w in (cache.attn[la][b] for la in picked)
+                ]
+            ]
         job.out = FeedOut(
             logits=out.logits[b, :n].float(),
             hidden=out.hidden_states[-1][b, :n].float() if job.hidden else None,
@@ -249,7 +92,6 @@ def forward_jobs(lm: LocalCausalLM, jobs: list[ForwardJob]) -> None:
         )
 
 
-# ---------------------------------------------------------------- decode: sampling loops
 @dataclass
 class DecodeJob:
     """One request's candidate sampling (`proposer.sample_steps`' arguments)."""
@@ -265,70 +107,86 @@ class DecodeJob:
 def decode_jobs(lm: LocalCausalLM, jobs: list[DecodeJob]) -> None:
     """Sample every job's k candidate steps together, one token per row per forward: each job
     with its own temperature, top-p, generator, boundary and budget, as `sample_steps` would
-    alone. Rows of a job share its prefix cache; a job that ends leaves the batch."""
+    alone. Rows of a job share its prefix cache. A job that ends stays in the batch (feeding
+    padding) until half the rows have ended; then the batch is compacted."""
     import torch
 
-    from .proposer import _Rows, cut_step, sample_next
+    from .proposer import cut_step, sample_next
 
-    live: list[tuple[DecodeJob, Group, Any]] = []
-    logits: dict[int, torch.Tensor] = {}
-    for job in jobs:
-        st, s = job.state, job.settings
-        want_hidden = s.k > 1
-
-        def cut(ids: list[int], s: Any = s) -> Any:
-            return cut_step(lm, ids, s.segmenter, s.stop, s.stop_tail)
-
-        rows = _Rows(lm, s.k, cut, st.next_hidden if want_hidden else None)
-        live.append((job, Group(st.cache, s.k), rows))
-        logits[id(job)] = st.next_logits.unsqueeze(0).expand(s.k, -1)
-    cache = GroupedCache([g for _, g, _ in live], lm.num_layers)
-    fed = {id(job): 0 for job in jobs}
+    batch = [_Decoding(lm, job, cut_step) for job in sorted(jobs, key=lambda j: j.settings.k)]
+    cache = GroupedCache([Group(d.job.state.cache, d.job.settings.k) for d in batch], lm.num_layers)
+    fill = min(lm.eos_ids) if lm.eos_ids else 0
     t = 0
-    while live:
-        still = []
-        for job, g, rows in live:
-            s = job.settings
-            try:
-                rows.take(sample_next(logits[id(job)], s.temperature, s.top_p, job.generator))
-            except Exception as err:  # this job's own failure; its batch-mates go on
-                job.error = err
-                continue
-            if t == s.max_tokens - 1 or rows.done:
-                _finish(job, g, rows, fed[id(job)])
-            else:
-                still.append((job, g, rows))
-        live = still
+    while True:
+        for i, d in enumerate(batch):
+            if d.open:
+                d.sample(sample_next, t, cache, i)
+        live = [i for i, d in enumerate(batch) if d.open]
         if not live:
-            break
-        cache.groups = [g for _, g, _ in live]
-        feed = torch.tensor([tok for _, _, r in live for tok in r.last_tokens()], device=lm.device)
-        pos = torch.tensor(
-            [j.state.fed + t for j, g, _ in live for _ in range(g.rows)], device=lm.device
+            return
+        open_rows = sum(batch[i].job.settings.k for i in live)
+        if open_rows * 2 <= sum(d.job.settings.k for d in batch):  # compact
+            cache.keep(live)
+            batch = [batch[i] for i in live]
+        feed = [tok for d in batch for tok in (d.rows.last_tokens() if d.open else [fill] * d.k)]
+        pos = [d.job.state.fed + t for d in batch for _ in range(d.k)]
+        want = any(d.k > 1 and d.open for d in batch)
+        out = run(
+            lm,
+            torch.tensor(feed, device=lm.device).view(-1, 1),
+            torch.tensor(pos, device=lm.device).view(-1, 1),
+            cache,
+            hidden=want,
         )
-        want = any(j.settings.k > 1 for j, _, _ in live)
-        out = run(lm, feed.view(-1, 1), pos.view(-1, 1), cache, hidden=want)
         cache.step += 1
         lo = 0
-        for job, g, rows in live:
-            logits[id(job)] = out.logits[lo : lo + g.rows, -1].float()
-            if job.settings.k > 1:
-                rows.add_hidden(out.hidden_states[-1][lo : lo + g.rows, -1].float())
-            fed[id(job)] += 1
-            lo += g.rows
+        for d in batch:
+            if d.open:
+                d.logits = out.logits[lo : lo + d.k, -1].float()
+                if d.k > 1:
+                    d.rows.add_hidden(out.hidden_states[-1][lo : lo + d.k, -1].float())
+                d.fed += 1
+            lo += d.k
         t += 1
 
 
-def _finish(job: DecodeJob, g: Group, rows: Any, fed_rows: int) -> None:
-    out = rows.candidates()
-    if job.settings.k == 1:
-        keep = max(0, min(fed_rows, len(out[0].ids) - 1)) if job.keep_cache else 0
-        out[0].fed = keep
-        if keep:
-            for layer, (k, v) in enumerate(zip(g.keys, g.values, strict=True)):
-                assert k is not None and v is not None
+class _Decoding:
+    """One job inside `decode_jobs`: its rows, next logits and tokens fed."""
+
+    def __init__(self, lm: LocalCausalLM, job: DecodeJob, cut_step: Any) -> None:
+        from .proposer import _Rows
+
+        st, s = job.state, job.settings
+        self.job, self.k, self.open, self.fed = job, s.k, True, 0
+
+        def cut(ids: list[int]) -> Any:
+            return cut_step(lm, ids, s.segmenter, s.stop, s.stop_tail)
+
+        self.rows = _Rows(lm, s.k, cut, st.next_hidden if s.k > 1 else None)
+        self.logits = st.next_logits.unsqueeze(0).expand(s.k, -1)
+
+    def sample(self, sample_next: Any, t: int, cache: GroupedCache, group: int) -> None:
+        """Take this step's tokens; close the job at its budget or when every row has ended."""
+        s = self.job.settings
+        try:
+            self.rows.take(sample_next(self.logits, s.temperature, s.top_p, self.job.generator))
+        except Exception as err:  # this job's own failure; its batch-mates go on
+            self.job.error, self.open = err, False
+            return
+        if t == s.max_tokens - 1 or self.rows.done:
+            self.open = False
+            self._finish(cache, group)
+
+    def _finish(self, cache: GroupedCache, group: int) -> None:
+        out = self.rows.candidates()
+        job = self.job
+        if job.settings.k == 1:
+            keep = max(0, min(self.fed, len(out[0].ids) - 1)) if job.keep_cache else 0
+            out[0].fed = keep
+            for layer in range(cache.num_layers) if keep else ():
+                k, v = cache.row_keys(group, layer)
                 job.state.cache.update(k[:, :, :keep], v[:, :, :keep], layer)
-    job.out = out
+        job.out = out
 
 
 # ---------------------------------------------------------------- which models can group

@@ -202,21 +202,9 @@ class LocalCausalLM:
 
     @functools.cached_property
     def _attn_configs(self) -> list[Any]:
-        """Every config object that holds an attention implementation (model, sub-models and
-        sub-configs)."""
-        from transformers import PreTrainedModel
+        from .loading import attention_configs
 
-        found: dict[int, Any] = {}
-        todo = [m.config for m in self.model.modules() if isinstance(m, PreTrainedModel)]
-        while todo:
-            cfg = todo.pop()
-            if id(cfg) in found or not hasattr(cfg, "_attn_implementation_internal"):
-                continue
-            found[id(cfg)] = cfg
-            todo += [
-                getattr(cfg, k) for k in getattr(cfg, "sub_configs", {}) if getattr(cfg, k, None)
-            ]
-        return list(found.values())
+        return attention_configs(self.model)
 
     # ---------------------------------------------------------------- grouped calls
     @functools.cached_property
@@ -224,9 +212,9 @@ class LocalCausalLM:
         """True when concurrent calls on this model run as grouped calls (`grouped.py`); set
         it False to run every call plain."""
         from .grouped import supports_grouping
+        from .scheduler import DEVICE
 
-        with self.lock:
-            return supports_grouping(self)
+        return DEVICE.call(supports_grouping, self)
 
     @functools.cached_property
     def batcher(self) -> Batcher:
@@ -364,8 +352,10 @@ class LocalCausalLM:
     def _groupable(self, cache: Any) -> bool:
         """A cache of batch one whose every layer keeps all its positions, on a model that
         groups."""
+        from .scheduler import PLAIN
+
         layers = getattr(cache, "layers", None)
-        if not layers or not self.grouping:
+        if not layers or PLAIN.get() or not self.grouping:
             return False
         keys = getattr(layers[0], "keys", None)
         return all(not getattr(la, "is_sliding", False) for la in layers) and (
@@ -377,6 +367,13 @@ class LocalCausalLM:
     ) -> tuple[Any, list[torch.Tensor]]:
         """The model's output, with the attention of the last `layers` layers captured by hooks
         (eager attention for this pass only)."""
+        from .scheduler import DEVICE
+
+        return DEVICE.call(self._run_held, ids, cache, layers, hidden)
+
+    def _run_held(
+        self, ids: torch.Tensor, cache: Any, layers: int, hidden: bool
+    ) -> tuple[Any, list[torch.Tensor]]:
         with self.lock:
             return self._run_locked(ids, cache, layers, hidden)
 

@@ -77,3 +77,19 @@ def load_error(path: str, err: BaseException) -> ValueError:
         )
         return ValueError(f"cannot load causal LM from {path!r}: {hint}")
     return ValueError(f"cannot load causal LM from {path!r}: {reason(err)}")
+
+
+def attention_configs(model: Any) -> list[Any]:
+    """Every config object of `model` that holds an attention implementation (the model's,
+    its sub-models' and their sub-configs)."""
+    from transformers import PreTrainedModel
+
+    found: dict[int, Any] = {}
+    todo = [m.config for m in model.modules() if isinstance(m, PreTrainedModel)]
+    while todo:
+        cfg = todo.pop()
+        if id(cfg) in found or not hasattr(cfg, "_attn_implementation_internal"):
+            continue
+        found[id(cfg)] = cfg
+        todo += [getattr(cfg, k) for k in getattr(cfg, "sub_configs", {}) if getattr(cfg, k, None)]
+    return list(found.values())

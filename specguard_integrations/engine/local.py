@@ -10,6 +10,7 @@ from . import signals
 from .backends import DecodeSettings, DraftAssist, SignalSettings, StepSignals, TargetSession
 from .lm import AttentionUnavailable, FeedOut, LocalCausalLM, SeqState
 from .proposer import Candidate, sample_steps, speculative_step
+from .scheduler import DEVICE
 from .selection import select
 
 if TYPE_CHECKING:
@@ -112,8 +113,13 @@ class LocalDraftSession:
 
     def _feed_committed(self) -> None:
         """Feed pending context ids; with grounding, extend the cached rollout mass vectors."""
-        pos = self.state.fed
-        for chunk in self._feed().rows or []:
+        out = self._feed()
+        if out.rows:
+            DEVICE.call(self._extend_committed, out.rows, self.state.fed - out.logits.shape[0])
+
+    def _extend_committed(self, chunks: list[list[torch.Tensor]], pos: int) -> None:
+        """The rollout mass of fed context positions from their attention rows."""
+        for chunk in chunks:
             rows = [self._process(a, pos + a.shape[-2]) for a in chunk]
             n = rows[0].shape[0]
             ctx = self._context_indicator(pos, n, committed=True)
@@ -173,7 +179,7 @@ class LocalDraftSession:
     def select(self, candidates: list[Candidate]) -> int:
         if self.cfg.selector == "attention" and len(candidates) > 1 and self.lm.supports_grounding:
             return select(self._attention_embeddings(candidates))
-        return _medoid(candidates)
+        return DEVICE.call(_medoid, candidates)
 
     def _attention_embeddings(self, candidates: list[Candidate]) -> torch.Tensor:
         """`(k, ctx)`: each candidate's last-layer attention over the context, averaged over
@@ -199,7 +205,6 @@ class LocalDraftSession:
         ``l = min_t log p(s_t)`` from the logits; ``g = min_t G(t)`` from the rollout of the
         step's attention rows with the step itself not counted as context.
         """
-        import torch
 
         if self._tentative is not None:
             raise RuntimeError("score() called twice without accept() or reject()")
@@ -215,13 +220,21 @@ class LocalDraftSession:
         except BaseException:
             del self.state.ids[base:]
             raise
-        # logits predicting token t: the context's last logits, then the step's own positions
-        pred = torch.cat([before_logits.unsqueeze(0), out.logits[:-1]])  # (T, V)
-        logprobs = signals.token_logprobs(pred, torch.tensor(tokens, device=pred.device))  # (T,)
-        g, committed = self._grounding(out, base, tokens)
+        logprobs, g, committed = DEVICE.call(self._signals, before_logits, out, base, tokens)
         self._tentative = _Tentative(base, before_logits, before_hidden, committed)
         conf = signals.confidence(logprobs, self.cfg.confidence_aggregate)
         return StepSignals(confidence=conf, grounding=g)
+
+    def _signals(
+        self, before: torch.Tensor, out: FeedOut, base: int, tokens: list[int]
+    ) -> tuple[torch.Tensor, float | None, list[torch.Tensor]]:
+        """Token log-probs `(T,)`, g, and the step's mass as committed context."""
+        import torch
+
+        # logits predicting token t: the context's last logits, then the step's own positions
+        pred = torch.cat([before.unsqueeze(0), out.logits[:-1]])  # (T, V)
+        logprobs = signals.token_logprobs(pred, torch.tensor(tokens, device=pred.device))
+        return (logprobs, *self._grounding(out, base, tokens))
 
     def _grounding(
         self, out: FeedOut, base: int, tokens: list[int]

@@ -58,9 +58,10 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers",
         type=int,
-        default=16,
+        default=None,
         help="generations run at once; their model calls share grouped forwards (the step"
-        " scheduler), so this is the largest batch",
+        " scheduler), so this is the largest batch (default: 16 with a GPU or a remote"
+        " model, 1 when every model runs on the CPU)",
     )
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond workers")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000)
@@ -112,15 +113,16 @@ def _json_flag(value: str | None, flag: str) -> dict[str, Any]:
 
 
 def serve_from_args(args: argparse.Namespace) -> int:
+    served = served_from_args(args)
     limits = Limits(
-        workers=args.workers,
+        workers=served.default_workers() if args.workers is None else args.workers,
         max_queue=args.max_queue,
         max_body_bytes=args.max_body_bytes,
         body_timeout=args.body_timeout,
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
     )
     serve(
-        served_from_args(args),
+        served,
         limits,
         host=args.host,
         port=args.port,

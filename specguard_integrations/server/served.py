@@ -82,6 +82,17 @@ class ServedModel:
     def local_models(self) -> list[LocalCausalLM]:
         return [self.lm]
 
+    def default_workers(self) -> int:
+        """Generations to run at once when the operator names none: 1 where every model is
+        local and on the CPU (concurrent generations only split its cores, and grouped
+        forwards save little there: docs/scale-out.md), 16 where a GPU or a remote model
+        lets them overlap."""
+        lms = self.local_models()
+        remote = len(lms) < self.model_count
+        return 1 if not remote and all(lm.device.type == "cpu" for lm in lms) else 16
+
+    model_count = 1  # models a generation uses, local or remote
+
     def check_prompt(self, prompt: str, add_special_tokens: bool) -> None:
         """Raise `ValueError` naming the problem when the prompt cannot be generated from."""
         from ..engine.local import check_prompt
@@ -111,6 +122,8 @@ class SpecGuardServed(ServedModel):
         self.reasoning = reasoning
         self.tool_call_format = tool_call_format
         self.lm = chat_lm(engine)
+
+    model_count = 2
 
     def local_models(self) -> list[LocalCausalLM]:
         found = [getattr(b, "lm", None) for b in (self.engine.draft, self.engine.target)]

@@ -320,3 +320,12 @@ def test_concurrent_requests_share_grouped_forwards_and_answer_as_alone(served, 
         together = list(pool.map(ask, prompts, [i % 2 == 1 for i in range(len(prompts))]))
     assert together == alone
     assert batcher.largest >= 2
+
+
+def test_default_workers_follow_where_the_models_run(served):
+    from specguard_integrations import SpecGuard
+    from specguard_integrations.engine.endpoint import EndpointTarget
+
+    assert served.default_workers() == 1  # both models local, on the CPU
+    remote = SpecGuard(served.engine.draft, EndpointTarget("http://127.0.0.1:9", "t"))
+    assert SpecGuardServed(remote, served.config).default_workers() == 16
