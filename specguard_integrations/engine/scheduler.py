@@ -36,6 +36,10 @@ T = TypeVar("T")
 PLAIN: contextvars.ContextVar[bool] = contextvars.ContextVar("specguard_plain", default=False)
 
 MAX_WAIT = 0.005  # seconds the first waiter gives others to arrive when some are still busy
+# one request's k candidates share their prefix in place (grouped decode) from this prefix
+# length on; below it copying the short prefix k times is cheaper than the grouped attention's
+# own overhead (benchmarks/engine_phases.py: docs/scale-out.md)
+SHARE_FROM = 512
 
 
 class Activity:
@@ -207,7 +211,7 @@ class Batcher:
         for fn, jobs in runs:
             if not jobs:
                 continue
-            alone = len(jobs) == 1 and (fn is forward_jobs or jobs[0].settings.k == 1)
+            alone = len(jobs) == 1 and (fn is forward_jobs or _copy_is_cheaper(jobs[0]))
             try:
                 if alone:
                     DEVICE.call(_plain, self.lm, jobs[0])
@@ -243,6 +247,11 @@ def _plain(lm: LocalCausalLM, job: Any) -> None:
             )
     finally:
         PLAIN.reset(token)
+
+
+def _copy_is_cheaper(job: Any) -> bool:
+    """A lone decode job whose k candidates are better served by copying the prefix."""
+    return bool(job.settings.k == 1 or len(job.state.ids) < SHARE_FROM)
 
 
 def _by_size(jobs: list[Any]) -> list[list[Any]]:
