@@ -4,16 +4,16 @@ Each generation runs its own step loop (in its own thread: a server worker, a `g
 thread, a LangChain batch thread). Every model call it makes on a local model goes to that
 model's `Batcher` and waits there. A batcher runs what is waiting as one grouped call
 (`grouped.py`) when every generation that could add to it is waiting too, or when the oldest
-waiter has waited `max_wait` seconds:
+waiter has waited `MAX_WAIT` seconds:
 
 - sampling jobs (step 1 of several requests, a target's greedy fallback steps) run as one
   decoding loop, each job with its own sampler, boundary and budget, leaving as it ends;
 - single-sequence forwards (step 3's scoring pass, a target catching up, token-level
   speculation's checks) run as one forward over their own caches.
 
-So generations at the same phase move together, and one generation alone runs at once. Each
-job's results are its own: sampling stays per-request seeded, signals stay per row, and a job
-that fails fails alone.
+So generations at the same phase move together, and a job alone runs at once on the model's
+own path. Each job's results are its own: sampling stays per-request seeded, signals stay per
+row, and a job that fails fails alone.
 """
 
 from __future__ import annotations
