@@ -250,16 +250,10 @@ class SpecGuard:
         return StepStream(self._run(prompt, cfg, stops, add_special_tokens, timeout))
 
     # ------------------------------------------------------------------ loop
-    def _run(
-        self,
-        prompt: str,
-        cfg: SpecGuardConfig,
-        stop: tuple[str, ...],
-        special: bool,
-        timeout: float | None,
-    ) -> Generator[StepRecord, None, GenerationResult]:
-        with ACTIVITY.generation():  # its model calls may join other generations' (scheduler)
-            result = yield from self._steps(prompt, cfg, stop, special, timeout)
+    def _run(self, *args: Any) -> Generator[StepRecord, None, GenerationResult]:
+        """`_steps(*args)`, counted as a generation whose model calls may join others'."""
+        with ACTIVITY.generation():
+            result = yield from self._steps(*args)
         return result
 
     def _steps(
