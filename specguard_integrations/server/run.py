@@ -37,6 +37,12 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-endpoint", help="base URL of an OpenAI-compatible target server")
     p.add_argument("--target-model", help="the target's name on --target-endpoint")
     p.add_argument("--target-api", choices=("completions", "chat"), default="completions")
+    p.add_argument(
+        "--target-engine",
+        choices=("auto", "vllm", "sglang", "tgi", "llamacpp", "ollama", "generic"),
+        default="auto",
+        help="the engine behind --target-endpoint (default: read off the server)",
+    )
     p.add_argument("--served-model-name", help="model name clients ask for")
     p.add_argument(
         "--tool-call-format",
@@ -88,7 +94,12 @@ def served_from_args(args: argparse.Namespace) -> ServedModel:
             raise ValueError("--target-endpoint needs --target-model")
         if args.target:
             raise ValueError("give --target or --target-endpoint, not both")
-        args.target = EndpointTarget(args.target_endpoint, args.target_model, api=args.target_api)
+        args.target = EndpointTarget(
+            args.target_endpoint,
+            args.target_model,
+            api=args.target_api,
+            engine=args.target_engine,
+        )
         if args.draft is None:
             args.draft = resolve(None, "draft")
     engine, cfg = load(args)

@@ -329,3 +329,17 @@ def test_default_workers_follow_where_the_models_run(served):
     assert served.default_workers() == 1  # both models local, on the CPU
     remote = SpecGuard(served.engine.draft, EndpointTarget("http://127.0.0.1:9", "t"))
     assert SpecGuardServed(remote, served.config).default_workers() == 16
+
+
+def test_serve_flags_declare_the_remote_targets_engine():
+    from specguard_integrations.cli import _build_parser
+    from specguard_integrations.server.run import served_from_args
+
+    p = _build_parser()
+    base = ["serve", "--device", "cpu", "--target-endpoint", "http://127.0.0.1:9"]
+    args = p.parse_args([*base, "--target-model", "t", "--target-engine", "llamacpp"])
+    served = served_from_args(args)
+    assert served.engine.target.profile.name == "llamacpp"  # declared: the server is not asked
+    assert served.default_workers() == 16  # a remote model: generations overlap its waits
+    with pytest.raises(SystemExit):
+        p.parse_args([*base, "--target-model", "t", "--target-engine", "vllm2"])
