@@ -31,6 +31,7 @@ from ..types import (
     StepRecord,
     StepSource,
 )
+from .arguments import batch_arguments, check_timeout, normalise_stop
 from .backends import (
     DecodeSettings,
     DraftModel,
@@ -42,7 +43,6 @@ from .backends import (
     as_draft,
     as_target,
     check_prompt_text,
-    check_text,
 )
 from .policy import FusionJudge, Judge, Verdict
 from .scheduler import ACTIVITY
@@ -81,22 +81,6 @@ class StepStream(Iterator[StepRecord]):
 
     def close(self) -> None:
         self._gen.close()
-
-
-def normalise_stop(stop: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
-    """Stop sequences as a tuple: one string is one stop (not one per character)."""
-    if stop is None:
-        return ()
-    items = (stop,) if isinstance(stop, str) else stop
-    if not isinstance(items, (list, tuple)):
-        raise TypeError(f"stop must be a string or a list of strings, got {type(stop).__name__}")
-    for i, s in enumerate(items):
-        if not isinstance(s, str):
-            raise TypeError(f"stop[{i}] must be a string, got {type(s).__name__}: {s!r}")
-        if not s:
-            raise ValueError(f"stop[{i}] is empty: stop sequences must be non-empty strings")
-        check_text(s, f"stop[{i}]")
-    return tuple(items)
 
 
 class _Transcript:
@@ -198,30 +182,39 @@ class SpecGuard:
         target run one forward for many requests. Results come in the order of `prompts`.
 
         Args:
+            prompts: a list of prompt strings (not one string).
             configs: one config for all, or one per prompt (None: the engine's).
-            max_concurrency: generations running at once.
-            return_exceptions: put a failed prompt's exception in its place instead of raising
-                the first one (after every other prompt has finished either way).
+            stop: stop sequences, the same for every prompt.
+            max_concurrency: generations running at once. On a CPU, where grouped forwards
+                save little, 1 runs the prompts one after another (docs/scale-out.md).
+            return_exceptions: put a failed prompt's exception in its place (an empty prompt,
+                one over the context window, a failed model call, a timeout) instead of
+                raising the first one (after every other prompt has finished either way).
+                Arguments of the wrong type raise at once, before anything runs.
+            timeout: seconds each generation may run, counted from its own start (time spent
+                queued behind `max_concurrency` does not count; waiting for a grouped call
+                does).
+
+        Returns:
+            One `GenerationResult` per prompt, in order; with `return_exceptions`, an
+            exception in the place of each prompt that failed.
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        per = list(configs) if isinstance(configs, Sequence) else [configs] * len(prompts)
-        if len(per) != len(prompts):
-            raise ValueError(f"{len(per)} configs for {len(prompts)} prompts")
-        for prompt in prompts:
-            check_prompt_text(prompt)
+        texts, per = batch_arguments(prompts, configs, max_concurrency, stop, timeout)
+        empty = {i for i, t in enumerate(texts) if not t.strip()}
 
         def one(i: int) -> GenerationResult | Exception:
+            if i in empty:
+                return ValueError(f"prompts[{i}] is empty")
             try:
-                return self.generate(prompts[i], config=per[i], stop=stop, timeout=timeout)
+                return self.generate(texts[i], config=per[i], stop=stop, timeout=timeout)
             except Exception as err:  # reported in place, or raised below
                 return err
 
-        workers = min(max_concurrency, max(1, len(prompts)))
+        workers = min(max_concurrency, max(1, len(texts)))
         with ThreadPoolExecutor(workers, thread_name_prefix="specguard-batch") as pool:
-            results = list(pool.map(one, range(len(prompts))))
+            results = list(pool.map(one, range(len(texts))))
         if not return_exceptions:
             for r in results:
                 if isinstance(r, Exception):
@@ -244,8 +237,12 @@ class SpecGuard:
         """
         check_prompt_text(prompt)
         stops = normalise_stop(stop)
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        check_timeout(timeout)
+        if config is not None and not isinstance(config, SpecGuardConfig):
+            raise TypeError(
+                f"config must be a SpecGuardConfig, got {type(config).__name__}"
+                " (for a few changes: engine.config.merged(k=..., tau=...))"
+            )
         cfg = config or self.config
         return StepStream(self._run(prompt, cfg, stops, add_special_tokens, timeout))
 

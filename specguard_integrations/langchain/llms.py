@@ -14,8 +14,9 @@ from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
 )
-from langchain_core.language_models import BaseLLM
+from langchain_core.language_models import BaseLLM, LanguageModelInput
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ConfigDict
 
 from .._adapter import SpecGuardParams, arun_call, reject_unknown, run_call
@@ -70,6 +71,33 @@ class SpecGuardLLM(SpecGuardParams, BaseLLM):
 
     def _generation(self, result: GenerationResult) -> list[Generation]:
         return [Generation(text=self._text(result.text), generation_info=self._info(result))]
+
+    def batch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[str]:
+        """As LangChain's; with `return_exceptions`, a prompt that fails fails alone (an LLM's
+        batch runs as one `generate`, whose first error would fill every place)."""
+        if not return_exceptions:
+            return super().batch(inputs, config, **kwargs)
+        return Runnable.batch(self, inputs, config, return_exceptions=True, **kwargs)
+
+    async def abatch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[str]:
+        """As `batch`, async."""
+        if not return_exceptions:
+            return await super().abatch(inputs, config, **kwargs)
+        return await Runnable.abatch(self, inputs, config, return_exceptions=True, **kwargs)
 
     def _generate(
         self,

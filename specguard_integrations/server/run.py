@@ -124,14 +124,18 @@ def _json_flag(value: str | None, flag: str) -> dict[str, Any]:
 
 
 def serve_from_args(args: argparse.Namespace) -> int:
-    served = served_from_args(args)
-    limits = Limits(
-        workers=served.default_workers() if args.workers is None else args.workers,
+    import dataclasses
+
+    limits = Limits(  # checked before the models load
+        workers=1 if args.workers is None else args.workers,
         max_queue=args.max_queue,
         max_body_bytes=args.max_body_bytes,
         body_timeout=args.body_timeout,
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
     )
+    served = served_from_args(args)
+    if args.workers is None:
+        limits = dataclasses.replace(limits, workers=served.default_workers())
     serve(
         served,
         limits,

@@ -34,10 +34,13 @@ class Limits:
     api_key: str | None = None  # required as a bearer token on /v1 routes when set
 
     def __post_init__(self) -> None:
-        if self.workers < 1 or self.max_queue < 0 or self.max_body_bytes < 1:
-            raise ValueError("workers >= 1, max_queue >= 0 and max_body_bytes >= 1 are required")
-        if self.body_timeout <= 0 or self.max_json_depth < 2:
-            raise ValueError("body_timeout > 0 and max_json_depth >= 2 are required")
+        least = {"workers": 1, "max_queue": 0, "max_body_bytes": 1, "max_json_depth": 2}
+        for name, low in least.items():
+            if getattr(self, name) < low:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{name} ({flag}) must be >= {low}, got {getattr(self, name)}")
+        if not self.body_timeout > 0:
+            raise ValueError(f"body_timeout (--body-timeout) must be > 0, got {self.body_timeout}")
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The step scheduler: concurrent generations share grouped forwards and each gets what it gets
 alone; the k candidates of a request share their prefix; models that cannot group run plain."""
 
+import asyncio
 import threading
 
 import pytest
@@ -127,6 +128,54 @@ def test_generate_batch_keeps_order_and_reports_a_failure_in_place():
         engine.generate_batch(prompts)
     with pytest.raises(ValueError, match="2 configs for 6 prompts"):
         engine.generate_batch(prompts, configs=configs[:2])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"prompts": "Question: 1?"}, TypeError, "prompts must be a list of strings, got str"),
+        ({"prompts": ["Q: 1?", 5]}, TypeError, r"prompts\[1\] must be a string, got int"),
+        ({"configs": [None, {"k": 2}]}, TypeError, r"configs\[1\] must be a SpecGuardConfig"),
+        ({"configs": "greedy"}, TypeError, "configs must be a SpecGuardConfig or a list"),
+        ({"max_concurrency": None}, TypeError, "max_concurrency must be an int"),
+        ({"max_concurrency": 0}, ValueError, "max_concurrency must be >= 1, got 0"),
+        ({"timeout": -1}, ValueError, "timeout must be > 0 seconds, got -1"),
+        ({"stop": 5}, TypeError, "stop must be a string or a list of strings"),
+    ],
+)
+def test_generate_batch_refuses_bad_arguments_before_running_anything(kwargs, error, message):
+    engine = load_pair(None, None, None, device="cpu")
+    call = {"prompts": ["Question: What is 3 + 4?\n", "Question: What is 5 + 6?\n"], **kwargs}
+    batcher = engine.draft.lm.batcher
+    before = batcher.jobs
+    with pytest.raises(error, match=message):
+        engine.generate_batch(call.pop("prompts"), return_exceptions=True, **call)
+    assert batcher.jobs == before  # nothing ran
+
+
+def test_an_empty_prompt_fails_in_its_place_and_a_dict_config_is_refused_by_generate():
+    engine = load_pair(None, None, None, device="cpu")
+    good = "Question: What is 3 + 4?\n"
+    out = engine.generate_batch([good, " ", good], return_exceptions=True)
+    assert isinstance(out[1], ValueError) and str(out[1]) == "prompts[1] is empty"
+    assert out[0].text == out[2].text == engine.generate(good).text
+    with pytest.raises(ValueError, match=r"prompts\[1\] is empty"):
+        engine.generate_batch([good, ""])
+    with pytest.raises(TypeError, match="config must be a SpecGuardConfig, got dict"):
+        engine.generate(good, config={})
+
+
+def test_a_langchain_llm_batch_keeps_a_failure_in_its_place():
+    from specguard_integrations.langchain import SpecGuardLLM
+
+    llm = SpecGuardLLM()
+    prompts = ["Question: What is 3 + 4?\n", "", "Question: What is 5 + 6?\n"]
+    for out in (
+        llm.batch(prompts, return_exceptions=True),
+        asyncio.run(llm.abatch(prompts, return_exceptions=True)),
+    ):
+        assert isinstance(out[1], ValueError)
+        assert out[0] == llm.invoke(prompts[0]) and out[2] == llm.invoke(prompts[2])
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen3"])

@@ -343,3 +343,16 @@ def test_serve_flags_declare_the_remote_targets_engine():
     assert served.default_workers() == 16  # a remote model: generations overlap its waits
     with pytest.raises(SystemExit):
         p.parse_args([*base, "--target-model", "t", "--target-engine", "vllm2"])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("workers", 0, r"workers \(--workers\) must be >= 1, got 0"),
+        ("max_queue", -1, r"max_queue \(--max-queue\) must be >= 0, got -1"),
+        ("body_timeout", 0.0, r"body_timeout \(--body-timeout\) must be > 0, got 0.0"),
+    ],
+)
+def test_limits_name_the_flag_that_is_wrong(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        Limits(**{field: value})
