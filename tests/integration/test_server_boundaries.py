@@ -33,9 +33,14 @@ def served():
     return SpecGuardServed(engine, engine.config)
 
 
+_FIRST: dict = {}
+
+
 @pytest.fixture(scope="module")
 def client(served):
-    return TestClient(create_app(served))
+    c = TestClient(create_app(served))
+    _FIRST["message"] = post(c, BASE).json()["choices"][0]["message"]  # before any bad request
+    return c
 
 
 def post(client, body, path="/v1/chat/completions", **headers):
@@ -45,10 +50,12 @@ def post(client, body, path="/v1/chat/completions", **headers):
 
 
 def good(client):
-    """A good request answered in full after a bad one."""
+    """A good request answered in full after a bad one, exactly as the first time (greedy)."""
     r = post(client, BASE)
     assert r.status_code == 200, r.text
-    assert r.json()["choices"][0]["message"]["role"] == "assistant"
+    message = r.json()["choices"][0]["message"]
+    assert message["role"] == "assistant"
+    assert message == _FIRST["message"]
     return r.json()
 
 
