@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from specguard_integrations.chat import CHAT_TEMPLATE
 from specguard_integrations.tasks import FAMILIES, make_split
+from specguard_integrations.testing import bundled_style
 
 SPECIALS = [
     "<pad>",
@@ -79,7 +79,6 @@ SIZES = {
 
 def build_tokenizer(out: Path, vocab: int = 512) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
 
     corpus = []
     for fam in FAMILIES:
@@ -99,14 +98,7 @@ def build_tokenizer(out: Path, vocab: int = 512) -> None:
     )
     tok.train_from_iterator(corpus, trainer)
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-    )
-    fast.chat_template = CHAT_TEMPLATE
+    fast = bundled_style(tok)
     fast.save_pretrained(out / "tokenizer")
 
 

@@ -8,7 +8,7 @@ exercises every code path of the engine exactly like a real pair.
 from __future__ import annotations
 
 import string
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .chat import CHAT_TEMPLATE
 
@@ -23,7 +23,6 @@ SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 def char_tokenizer(extra_chars: str = "") -> PreTrainedTokenizerFast:
     """A character-level fast tokenizer over printable ASCII and newline, with BOS/EOS/PAD."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
 
     chars = list(dict.fromkeys([*string.printable[:95], "\n", *extra_chars]))
     vocab = {tok: i for i, tok in enumerate(SPECIALS)}
@@ -34,6 +33,14 @@ def char_tokenizer(extra_chars: str = "") -> PreTrainedTokenizerFast:
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
     )
+    return bundled_style(tok)
+
+
+def bundled_style(tok: Any) -> PreTrainedTokenizerFast:
+    """A `tokenizers.Tokenizer` as a transformers tokenizer with the bundled pair's special
+    tokens and chat template (tool calls included)."""
+    from transformers import PreTrainedTokenizerFast
+
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",
@@ -41,7 +48,7 @@ def char_tokenizer(extra_chars: str = "") -> PreTrainedTokenizerFast:
         pad_token="<pad>",
         unk_token="<unk>",
     )
-    fast.chat_template = CHAT_TEMPLATE  # the bundled pair's template, tool calls included
+    fast.chat_template = CHAT_TEMPLATE
     return fast
 
 
