@@ -161,7 +161,7 @@ def main() -> None:
         "--workers", type=int, default=None, help="server workers (with --spawn; default: its own)"
     )
     p.add_argument("--max-queue", type=int, default=64, help="server queue (with --spawn)")
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 32])
     p.add_argument("--duration", type=float, default=30.0, help="seconds per concurrency level")
     p.add_argument("--max-tokens", type=int, default=160)
     p.add_argument("--json", help="write the results here")
