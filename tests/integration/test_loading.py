@@ -92,6 +92,19 @@ def test_loaded_objects_are_accepted(dirs):
     assert chat.invoke("hi").response_metadata["specguard_steps"]
     assert chat.engine.target.lm.model is model
 
+    from specguard_integrations.llama_index import SpecGuardLLM
+
+    llm = SpecGuardLLM(
+        draft_model=model,
+        draft_tokenizer=tok,
+        target_model=model,
+        target_tokenizer=tok,
+        max_tokens=6,
+    )
+    out = llm.complete("hi")
+    assert out.additional_kwargs["specguard_steps"]
+    assert llm.engine.draft.lm.model is model and llm.engine.target.lm.model is model
+
 
 def test_label_free_calibration_hits_the_target_rate_on_other_prompts(tmp_path):
     from specguard_integrations.bench.calibrate import calibrate_unlabelled
