@@ -268,8 +268,14 @@ def create_app(served: ServedModel, limits: Limits | None = None, **kwargs: Any)
     (`run.serve` does)."""
     from contextlib import asynccontextmanager
 
-    from starlette.applications import Starlette
-    from starlette.routing import Route
+    try:
+        from starlette.applications import Starlette
+        from starlette.routing import Route
+    except ImportError as err:
+        raise ImportError(
+            "create_app needs the [serve] extra (starlette is not installed):"
+            " pip install 'specguard-integrations[serve]'"
+        ) from err
 
     state = ServerState(served, limits or Limits(**kwargs))
 
