@@ -103,8 +103,7 @@ def test_each_framework_works_without_the_other():
     out = _run(code)
     assert out.returncode != 0 and "needs the [langchain] extra" in out.stderr
     code = BLOCK.format(blocked="starlette") + (
-        "from specguard_integrations.server import create_app\n"
-        "create_app(None)\n"
+        "from specguard_integrations.server import create_app\ncreate_app(None)\n"
     )
     out = _run(code)
     assert out.returncode != 0 and "create_app needs the [serve] extra" in out.stderr
