@@ -82,25 +82,20 @@ def test_loaded_objects_are_accepted(dirs):
 
     model = AutoModelForCausalLM.from_pretrained(dirs[1])
     tok = AutoTokenizer.from_pretrained(dirs[1])
-    chat = ChatSpecGuard(
-        draft_model=model,
-        draft_tokenizer=tok,
-        target_model=model,
-        target_tokenizer=tok,
-        max_tokens=6,
-    )
+    objects = {
+        "draft_model": model,
+        "draft_tokenizer": tok,
+        "target_model": model,
+        "target_tokenizer": tok,
+        "max_tokens": 6,
+    }
+    chat = ChatSpecGuard(**objects)
     assert chat.invoke("hi").response_metadata["specguard_steps"]
     assert chat.engine.target.lm.model is model
 
     from specguard_integrations.llama_index import SpecGuardLLM
 
-    llm = SpecGuardLLM(
-        draft_model=model,
-        draft_tokenizer=tok,
-        target_model=model,
-        target_tokenizer=tok,
-        max_tokens=6,
-    )
+    llm = SpecGuardLLM(**objects)
     out = llm.complete("hi")
     assert out.additional_kwargs["specguard_steps"]
     assert llm.engine.draft.lm.model is model and llm.engine.target.lm.model is model
