@@ -187,7 +187,7 @@ class SpecGuardParams(BaseModel):
     @field_validator("stop", mode="before")
     @classmethod
     def _stops(cls, value: Any) -> list[str] | None:
-        from .engine.loop import normalise_stop
+        from .engine.arguments import normalise_stop
 
         try:
             return None if value is None else list(normalise_stop(value))
@@ -250,7 +250,7 @@ class SpecGuardParams(BaseModel):
         )
 
     def call_stop(self, stop: Any) -> tuple[str, ...]:
-        from .engine.loop import normalise_stop
+        from .engine.arguments import normalise_stop
 
         return normalise_stop(stop if stop is not None else self.stop)
 
