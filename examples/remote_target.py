@@ -17,7 +17,7 @@ import httpx
 
 from specguard_integrations import LocalCausalLM, SpecGuard, SpecGuardConfig
 from specguard_integrations.assets import DEFAULT_CONFIG, bundled_pair
-from specguard_integrations.engine import EndpointTarget
+from specguard_integrations import EndpointTarget
 
 
 def start(*args: str) -> tuple[subprocess.Popen, str]:

@@ -13,12 +13,19 @@ from .config import SpecGuardConfig
 from .types import GenerationResult, PhaseTimes, StepRecord
 
 if TYPE_CHECKING:
-    from .engine.lm import LocalCausalLM
-    from .engine.loop import SpecGuard, StepStream
+    from .backends.local.model import LocalCausalLM
+    from .backends.remote.client import EndpointError, EndpointUnreachable
+    from .backends.remote.endpoint import EndpointDraft, EndpointTarget
+    from .engine.loop import StepStream
+    from .registry import SpecGuard
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EndpointDraft",
+    "EndpointError",
+    "EndpointTarget",
+    "EndpointUnreachable",
     "GenerationResult",
     "LocalCausalLM",
     "PhaseTimes",
@@ -30,8 +37,12 @@ __all__ = [
 ]
 
 _LAZY = {
-    "LocalCausalLM": "specguard_integrations.engine.lm",
-    "SpecGuard": "specguard_integrations.engine.loop",
+    "EndpointDraft": "specguard_integrations.backends.remote.endpoint",
+    "EndpointTarget": "specguard_integrations.backends.remote.endpoint",
+    "EndpointError": "specguard_integrations.backends.remote.client",
+    "EndpointUnreachable": "specguard_integrations.backends.remote.client",
+    "LocalCausalLM": "specguard_integrations.backends.local.model",
+    "SpecGuard": "specguard_integrations.registry",
     "StepStream": "specguard_integrations.engine.loop",
 }
 

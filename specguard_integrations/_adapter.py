@@ -295,7 +295,7 @@ class _Attempt:
     def __exit__(
         self, kind: type[BaseException] | None, err: BaseException | None, tb: Any
     ) -> bool:
-        from .engine.openai_client import EndpointUnreachable
+        from .backends.remote.client import EndpointUnreachable
 
         return isinstance(err, EndpointUnreachable) and not self.seen and not self.last
 

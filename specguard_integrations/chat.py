@@ -147,15 +147,6 @@ def strip_special(text: str, special: tuple[str, ...]) -> str:
     return text
 
 
-def chat_lm(engine: Any) -> Any:
-    """The local model whose chat template renders prompts: the target's, else the draft's."""
-    for backend in (engine.target, engine.draft):
-        lm = getattr(backend, "lm", None)
-        if lm is not None and getattr(lm.tokenizer, "chat_template", None):
-            return lm
-    raise ValueError("neither model has a tokenizer with a chat template")
-
-
 def tool_call_format(lm: Any, name: str | None = None) -> AnyFormat:
     """The tool-call format of `lm`'s template (or `name`), read once per model and name."""
     cache: dict[str | None, AnyFormat] = lm.__dict__.setdefault("_tool_call_formats", {})

@@ -1,9 +1,12 @@
-"""Loaded models shared across the process, and the one place a draft/target pair is loaded.
+"""The package's `SpecGuard`, loaded models shared across the process, and the one place a
+draft/target pair is built.
 
-LangChain and LlamaIndex objects, the CLI and the server that point at the same models share one
-`LocalCausalLM` per (path, device, dtype, loading options), so constructing adapters stays cheap
-and weights load once, on first use. `load_pair` owns the bundled default: no models named means
-the bundled pair with its own calibrated config.
+This layer sits above the method (`engine`), the backends and the runtime, and joins them: the
+`SpecGuard` here is the engine's with `from_pretrained`, and with the step scheduler plugged into
+its local models. LangChain and LlamaIndex objects, the CLI and the server that point at the same
+models share one `LocalCausalLM` per (path, device, dtype, loading options), so constructing
+adapters stays cheap and weights load once, on first use. `load_pair` owns the bundled default:
+no models named means the bundled pair with its own calibrated config.
 """
 
 from __future__ import annotations
@@ -12,10 +15,59 @@ import json
 import threading
 from typing import TYPE_CHECKING, Any
 
+from .engine import loop
+
 if TYPE_CHECKING:
+    from .backends.local.model import LocalCausalLM
     from .config import SpecGuardConfig
-    from .engine.lm import LocalCausalLM
-    from .engine.loop import SpecGuard
+    from .engine.backends import DraftModel, Runtime, TargetModel
+    from .engine.policy import Judge
+
+
+class SpecGuard(loop.SpecGuard):
+    """Step-level speculative decoding (`engine.loop.SpecGuard`), with the process's step
+    scheduler as its runtime: concurrent generations on the same local models share grouped
+    forwards (`runtime/scheduler.py`). Same arguments, and `draft` / `target` may be a
+    `LocalCausalLM`; `runtime` replaces the scheduler."""
+
+    def __init__(
+        self,
+        draft: DraftModel | LocalCausalLM,
+        target: TargetModel | LocalCausalLM,
+        config: SpecGuardConfig | None = None,
+        *,
+        judge: Judge | None = None,
+        runtime: Runtime | None = None,
+    ) -> None:
+        from .backends.local.model import LocalCausalLM
+        from .backends.local.sessions import LocalDraft, LocalTarget
+        from .runtime.scheduler import SCHEDULER, StepScheduler
+
+        runtime = runtime or SCHEDULER
+        for m in (draft, target):
+            if isinstance(m, LocalCausalLM) and isinstance(runtime, StepScheduler):
+                runtime.attach(m)
+        super().__init__(
+            LocalDraft(draft) if isinstance(draft, LocalCausalLM) else draft,
+            LocalTarget(target) if isinstance(target, LocalCausalLM) else target,
+            config,
+            judge=judge,
+            runtime=runtime,
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls, draft: str, target: str, config: SpecGuardConfig | None = None, **options: Any
+    ) -> SpecGuard:
+        """Load both models from Hugging Face ids or local directories.
+
+        `options`: ``device``, ``dtype``, and ``draft_kwargs`` / ``target_kwargs`` for
+        `from_pretrained` of each model and tokenizer (``revision``, ``trust_remote_code``,
+        ``gguf_file``, ``device_map``, ``quantization_config``, ``attn_implementation``, ...);
+        see `load_pair`.
+        """
+        return load_pair(draft, target, config, **options)
+
 
 _LOCK = threading.Lock()
 _MODELS: dict[tuple[str, str, str, str], LocalCausalLM] = {}
@@ -61,7 +113,7 @@ def load_lm(
 
     `kwargs` are `from_pretrained` options (see `LocalCausalLM.from_pretrained`).
     """
-    from .engine.lm import LocalCausalLM
+    from .backends.local.model import LocalCausalLM
 
     key = (name, str(device), str(dtype), _key(kwargs))
     with _LOCK:
@@ -97,8 +149,6 @@ def load_pair(
     `(model, tokenizer)` pair of transformers objects, any draft/target backend, or None for
     the bundled pair's model. Without `config` the pair's default applies (`default_config`).
     """
-    from .engine.loop import SpecGuard
-
     if (draft is None) != (target is None):
         raise ValueError("give both draft and target, or neither (the bundled pair)")
     d = _model(draft, "draft", device, dtype, draft_kwargs or {})
@@ -109,8 +159,36 @@ def load_pair(
     return SpecGuard(d, t, config)
 
 
+def build_pair(
+    draft: Any = None,
+    target: Any = None,
+    *,
+    config_file: str | None = None,
+    device: str | None = "auto",
+    draft_kwargs: dict[str, Any] | None = None,
+    target_kwargs: dict[str, Any] | None = None,
+) -> SpecGuard:
+    """The pair the command line names, for the CLI and the server alike: `load_pair` with the
+    config read from `config_file` (None: the pair's default). A remote target (an
+    `EndpointTarget` the server built from its flags) comes in as `target`; the draft then
+    defaults to the bundled one."""
+    from .config import SpecGuardConfig
+
+    cfg = SpecGuardConfig.from_file(config_file) if config_file else None
+    if target is not None and not isinstance(target, str) and draft is None:
+        draft = resolve(None, "draft")
+    return load_pair(
+        draft,
+        target,
+        cfg,
+        device=device,
+        draft_kwargs=draft_kwargs,
+        target_kwargs=target_kwargs,
+    )
+
+
 def _model(spec: Any, role: str, device: str | None, dtype: Any, kwargs: dict[str, Any]) -> Any:
-    from .engine.lm import LocalCausalLM
+    from .backends.local.model import LocalCausalLM
 
     if spec is None or isinstance(spec, str):
         return load_lm(resolve(spec, role), device=device, dtype=dtype, **kwargs)

@@ -15,7 +15,7 @@ from .chat import CHAT_TEMPLATE
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-    from .engine.lm import LocalCausalLM
+    from .backends.local.model import LocalCausalLM
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 
@@ -179,7 +179,7 @@ def tiny_lm(
     **kwargs: int,
 ) -> LocalCausalLM:
     """`tiny_model` with the character tokenizer, wrapped for the engine."""
-    from .engine.lm import LocalCausalLM
+    from .backends.local.model import LocalCausalLM
 
     tok = char_tokenizer()
     model = tiny_model(arch, vocab_size=len(tok), seed=seed, **kwargs)

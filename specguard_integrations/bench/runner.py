@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..baselines import Method
+    from ..baselines.methods import Method
     from ..tasks.base import Item
     from ..types import StepRecord
 

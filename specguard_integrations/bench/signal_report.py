@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .runner import auroc, percentile
 
 if TYPE_CHECKING:
-    from .signal_study import Selection, StepRow
+    from .signal_rows import Selection, StepRow
 
 BETAS = tuple(i / 10 for i in range(11))
 

@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..engine import signals
+from .signal_rows import Selection, StepRow
 
 if TYPE_CHECKING:
     import torch
 
+    from ..backends.local.model import LocalCausalLM
     from ..config import SpecGuardConfig
-    from ..engine.lm import LocalCausalLM
     from ..engine.loop import SpecGuard
     from ..tasks.base import Item
 
@@ -60,20 +61,14 @@ GROUNDING: dict[str, Grounding] = {
 }
 
 
-@dataclass
-class StepRow:
-    """One recorded draft step."""
+def draft_model(engine: SpecGuard) -> LocalCausalLM:
+    """The pair's draft, which the study reads tensors from: a local Hugging Face model."""
+    from ..backends.local.model import LocalCausalLM
 
-    family: str
-    item: int  # index of its item
-    index: int  # step index in its generation
-    ctx_ids: list[int]  # prompt + committed steps, draft tokens
-    prompt_len: int
-    step_ids: list[int]
-    text: str
-    label: bool
-    split: str = "test"
-    values: dict[str, float] = field(default_factory=dict)
+    model = engine.draft.local_model
+    if not isinstance(model, LocalCausalLM):
+        raise ValueError("the signal study needs a local draft model")
+    return model
 
 
 class _Recorder:
@@ -100,7 +95,7 @@ def record_steps(
     from ..engine.policy import FusionJudge
     from ..tasks.runner import solve_specguard
 
-    lm = engine.draft.lm  # type: ignore[attr-defined]
+    lm = draft_model(engine)
     rows: list[StepRow] = []
     recorder = _Recorder(engine.judge or FusionJudge())
 
@@ -207,17 +202,6 @@ def add_chosen_heads(lm: LocalCausalLM, rows: list[StepRow], heads: tuple[int, .
 
 
 # ---------------------------------------------------------------- selection accuracy
-@dataclass
-class Selection:
-    family: str
-    k: int
-    contexts: int
-    chosen_hidden: float  # share of contexts whose hidden-medoid pick is correct
-    chosen_attention: float
-    random: float  # mean correctness of a candidate
-    best: float  # share of contexts with at least one correct candidate
-
-
 def selection_accuracy(
     engine: SpecGuard, rows: list[StepRow], items: list[Item], k: int, limit: int, seed: int = 0
 ) -> list[Selection]:
@@ -226,11 +210,11 @@ def selection_accuracy(
     candidate."""
     import torch
 
+    from ..backends.local.sessions import LocalDraftSession
     from ..engine.backends import DecodeSettings, SignalSettings
-    from ..engine.local import LocalDraftSession
     from ..segmentation import make_segmenter
 
-    lm = engine.draft.lm  # type: ignore[attr-defined]
+    lm = draft_model(engine)
     out: dict[str, list[tuple[bool, bool, float, bool]]] = {}
     rng = random.Random(seed)
     for row in rng.sample(rows, min(limit, len(rows))):
@@ -288,7 +272,7 @@ def run_study(
     scored on test) and selection accuracy at each k."""
     from . import signal_report as report
 
-    lm = engine.draft.lm  # type: ignore[attr-defined]
+    lm = draft_model(engine)
     rows = record_steps(engine, items, config, progress=progress)
     if not rows:
         raise ValueError("signals: no labelled draft step was recorded (are the items checkable?)")

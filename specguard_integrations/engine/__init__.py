@@ -1,5 +1,6 @@
-"""The SpecGuard step loop and its parts: proposer, selector, signals, policy, backends
-(local models, and remote ones behind an OpenAI-compatible server)."""
+"""The SpecGuard method: the step loop and its parts (selection, signals, judges), the
+protocols of the backends it runs on, and argument checks. No model code and no threads: local
+models are in `backends.local`, servers in `backends.remote`, grouping in `runtime`."""
 
 from __future__ import annotations
 
@@ -9,24 +10,13 @@ from .._lazy import lazy
 
 if TYPE_CHECKING:
     from .backends import DraftModel, TargetModel
-    from .endpoint import EndpointDraft, EndpointTarget
-    from .lm import LocalCausalLM
-    from .local import LocalDraft, LocalTarget
     from .loop import SpecGuard, StepStream
-    from .openai_client import EndpointError, EndpointUnreachable
     from .policy import FusionJudge, Judge, RewardModelJudge
 
 __all__ = [
     "DraftModel",
-    "EndpointDraft",
-    "EndpointError",
-    "EndpointTarget",
-    "EndpointUnreachable",
     "FusionJudge",
     "Judge",
-    "LocalCausalLM",
-    "LocalDraft",
-    "LocalTarget",
     "RewardModelJudge",
     "SpecGuard",
     "StepStream",
@@ -36,16 +26,9 @@ __all__ = [
 _LAZY = {
     "DraftModel": ".backends",
     "TargetModel": ".backends",
-    "EndpointDraft": ".endpoint",
-    "EndpointTarget": ".endpoint",
-    "EndpointError": ".openai_client",
-    "EndpointUnreachable": ".openai_client",
     "FusionJudge": ".policy",
     "Judge": ".policy",
     "RewardModelJudge": ".policy",
-    "LocalCausalLM": ".lm",
-    "LocalDraft": ".local",
-    "LocalTarget": ".local",
     "SpecGuard": ".loop",
     "StepStream": ".loop",
 }

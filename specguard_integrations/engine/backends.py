@@ -10,15 +10,23 @@ share a vocabulary).
 - `TargetSession`: take accepted draft text, and write a fallback step (5).
 
 Both answer `tokens_left` (room before the context window), `device` (where their sampling
-generator lives) and `vocab_id` (equal ids: token ids can be exchanged).
+generator lives), `vocab_id` (equal ids: token ids can be exchanged) and `local` (whether their
+calls run in this process, where a runtime may group them, or wait on a server).
 
-Implementations: `local.LocalDraft` / `local.LocalTarget` run a Hugging Face model in process;
-`endpoint.EndpointDraft` / `endpoint.EndpointTarget` reach an OpenAI-compatible server;
-`specguard_integrations.langchain.LangChainTarget` wraps any LangChain model.
+A model declares `local_model`: the `TextModel` that runs in this process (its tokenizer, chat
+template, context window and device), or None for a remote one. Adapters, the server and the
+CLI read a pair's text conventions from there, never from a concrete backend.
+
+Implementations: `backends.local` (`LocalDraft` / `LocalTarget`) runs a Hugging Face model in
+process; `backends.remote` (`EndpointDraft` / `EndpointTarget`) reaches an OpenAI-compatible
+server; `specguard_integrations.langchain.LangChainTarget` wraps any LangChain model. The loop
+imports none of them.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,7 +37,7 @@ if TYPE_CHECKING:
 
     from ..config import SpecGuardConfig
     from ..segmentation import StepSegmenter
-    from .proposer import Candidate
+    from .candidate import Candidate
 
     Rng: TypeAlias = torch.Generator | None  # a generation's sampling generator
 
@@ -83,21 +91,36 @@ class DecodeSettings:
     target_speculation: int = 0  # greedy target step: draft tokens proposed per target forward
 
 
-@dataclass(frozen=True)
 class DraftAssist:
-    """What a draft lends the target's greedy fallback to speculate with (local, shared
-    vocabulary): the draft model, its sequence state at the same context, and the step it just
-    rejected there (proposed first)."""
+    """What a draft lends the target's greedy fallback to speculate with. The loop passes it
+    from the draft's session to the target's without looking inside; a target that cannot use
+    the kind it gets ignores it."""
 
-    lm: Any  # LocalCausalLM
-    state: Any  # SeqState
-    rejected: list[int]
+
+class TextModel(Protocol):
+    """A model that runs in this process, seen from its text side."""
+
+    name: str
+    tokenizer: Any
+    special_texts: tuple[str, ...]  # role markers, end of turn: never part of content
+    context_window: int
+    device: Any
+
+    @property
+    def has_chat_template(self) -> bool: ...
+
+    def render_chat(self, messages: list[dict[str, Any]], *, tools: list[Any] | None = None) -> str:
+        """The chat template applied to messages, with the assistant turn opened."""
+        ...
+
+    def encode_prompt(self, text: str, *, add_special_tokens: bool = True) -> list[int]: ...
 
 
 class DraftSession(Protocol):
     prompt_tokens: int
     device: Any  # where the sampling generator lives (str or torch.device)
     vocab_id: str | None
+    local: bool  # calls run in this process (a runtime may group them), not on a server
 
     @property
     def tokens_left(self) -> int: ...
@@ -125,6 +148,7 @@ class TargetSession(Protocol):
     prompt_tokens: int
     device: Any
     vocab_id: str | None
+    local: bool
 
     @property
     def tokens_left(self) -> int: ...
@@ -145,6 +169,11 @@ class DraftModel(Protocol):
     @property
     def supports_grounding(self) -> bool: ...
 
+    @property
+    def local_model(self) -> TextModel | None:
+        """The model when it runs in this process, else None."""
+        ...
+
     def start(
         self, prompt: str, signals: SignalSettings, *, add_special_tokens: bool = True
     ) -> DraftSession: ...
@@ -153,23 +182,36 @@ class DraftModel(Protocol):
 class TargetModel(Protocol):
     name: str
 
+    @property
+    def local_model(self) -> TextModel | None: ...
+
     def start(self, prompt: str, *, add_special_tokens: bool = True) -> TargetSession: ...
 
 
-def as_draft(model: Any) -> DraftModel:
-    """A `DraftModel`: the object itself, or a local Hugging Face model wrapped for the loop."""
-    from .lm import LocalCausalLM
-    from .local import LocalDraft
+class Runtime(Protocol):
+    """What runs a pair's model calls for many generations at once (`specguard_integrations
+    .runtime`): it counts the generations that may add to a grouped call."""
 
-    return LocalDraft(model) if isinstance(model, LocalCausalLM) else model
+    def generation(self) -> contextlib.AbstractContextManager[None]:
+        """Held while a generation runs."""
+        ...
+
+    def paused(self) -> contextlib.AbstractContextManager[None]:
+        """Held while a running generation adds nothing (its consumer has a step, or it waits
+        on a server)."""
+        ...
 
 
-def as_target(model: Any) -> TargetModel:
-    """A `TargetModel`: the object itself, or a local Hugging Face model wrapped for the loop."""
-    from .lm import LocalCausalLM
-    from .local import LocalTarget
+class NoRuntime:
+    """Each generation's calls run as they come (no grouping to wait for)."""
 
-    return LocalTarget(model) if isinstance(model, LocalCausalLM) else model
+    @contextlib.contextmanager
+    def generation(self) -> Iterator[None]:
+        yield
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        yield
 
 
 def check_text(text: object, what: str = "prompt") -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..config import SpecGuardConfig
@@ -36,21 +36,22 @@ from .backends import (
     DecodeSettings,
     DraftModel,
     DraftSession,
+    NoRuntime,
+    Runtime,
     SignalSettings,
     StepSignals,
     TargetModel,
     TargetSession,
-    as_draft,
-    as_target,
+    TextModel,
     check_prompt_text,
 )
 from .policy import FusionJudge, Judge, Verdict
-from .scheduler import ACTIVITY
+from .transcript import StepStream, Transcript
 
 if TYPE_CHECKING:
     import torch
 
-    from .proposer import Candidate
+    from .candidate import Candidate
 
 log = logging.getLogger(__name__)
 
@@ -62,98 +63,63 @@ _ENDS_GENERATION: dict[StepFinish, FinishReason] = {
 }
 
 
-class StepStream(Iterator[StepRecord]):
-    """Iterator over step records as they are decided; `result` is set once it is exhausted."""
-
-    def __init__(self, gen: Generator[StepRecord, None, GenerationResult]) -> None:
-        self._gen = gen
-        self.result: GenerationResult | None = None
-
-    def __iter__(self) -> StepStream:
-        return self
-
-    def __next__(self) -> StepRecord:
-        try:
-            return next(self._gen)
-        except StopIteration as stop:
-            self.result = stop.value
-            raise
-
-    def close(self) -> None:
-        self._gen.close()
-
-
-class _Transcript:
-    """The committed steps: text, token count, records, and the tail a stop may span."""
-
-    def __init__(self, stop: tuple[str, ...]) -> None:
-        self.stop = stop
-        self.pieces: list[str] = []
-        self.records: list[StepRecord] = []
-        self.tokens = 0
-
-    @property
-    def tail(self) -> str:
-        if not self.stop:
-            return ""
-        return "".join(self.pieces)[-max(len(s) for s in self.stop) + 1 :]
-
-    def add(self, record: StepRecord) -> None:
-        self.records.append(record)
-        self.pieces.append(record.text)
-        self.tokens += record.num_tokens
-
-    def text(self, finish: FinishReason) -> str:
-        text = "".join(self.pieces)
-        if finish == "stop":
-            # a stop sequence may begin in an earlier step: cut the whole text before it
-            hits = [i for i in (text.find(s) for s in self.stop) if i >= 0]
-            text = text[: min(hits)] if hits else text
-        return text
-
-
 class SpecGuard:
     """Step-level speculative decoding with a draft verified by its own attention and confidence.
 
     Args:
-        draft: the small model (`LocalCausalLM` or any `DraftModel`).
-        target: the large model (`LocalCausalLM` or any `TargetModel`).
+        draft: the small model (any `DraftModel`; the package's `SpecGuard` also takes a
+            `LocalCausalLM`).
+        target: the large model (any `TargetModel`, likewise).
         config: defaults for every call; a call may pass its own.
         judge: step 4. None (default) is SpecGuard's fused signals against tau
             (`FusionJudge`); `RewardModelJudge(prm)` is reward-guided speculative decoding.
+        runtime: what groups concurrent generations' model calls (None: nothing does; the
+            package's `SpecGuard` passes the step scheduler).
     """
 
     def __init__(
         self,
-        draft: DraftModel | Any,
-        target: TargetModel | Any,
+        draft: DraftModel,
+        target: TargetModel,
         config: SpecGuardConfig | None = None,
         *,
         judge: Judge | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
-        self.draft: DraftModel = as_draft(draft)
-        self.target: TargetModel = as_target(target)
+        self.draft = draft
+        self.target = target
         self.config = config or SpecGuardConfig()
         self.judge: Judge = judge or FusionJudge()
+        self.runtime: Runtime = runtime or NoRuntime()
         if not self.draft.supports_grounding:
             log.warning(
                 "draft %s gives no attention: SpecGuard runs confidence-only", self.draft.name
             )
 
-    @classmethod
-    def from_pretrained(
-        cls, draft: str, target: str, config: SpecGuardConfig | None = None, **options: Any
-    ) -> SpecGuard:
-        """Load both models from Hugging Face ids or local directories.
+    # ------------------------------------------------------------------ the pair
+    def local_models(self) -> list[TextModel]:
+        """The pair's models that run in this process, target first."""
+        found = (self.target.local_model, self.draft.local_model)
+        return [m for i, m in enumerate(found) if m is not None and m not in found[:i]]
 
-        `options`: ``device``, ``dtype``, and ``draft_kwargs`` / ``target_kwargs`` for
-        `from_pretrained` of each model and tokenizer (``revision``, ``trust_remote_code``,
-        ``gguf_file``, ``device_map``, ``quantization_config``, ``attn_implementation``, ...);
-        see `registry.load_pair`.
-        """
-        from ..registry import load_pair
+    def chat_model(self) -> TextModel:
+        """The model whose chat template renders prompts: the target's, else the draft's."""
+        for m in self.local_models():
+            if m.has_chat_template:
+                return m
+        raise ValueError("neither model has a tokenizer with a chat template")
 
-        return load_pair(draft, target, config, **options)
+    @property
+    def special_texts(self) -> tuple[str, ...]:
+        """Special-token texts (role markers, end of turn) that never belong in content."""
+        models = self.local_models()
+        return models[0].special_texts if models else ()
+
+    @property
+    def context_window(self) -> int | None:
+        """The smallest context window of the pair's local models (None: none is local)."""
+        windows = [m.context_window for m in self.local_models()]
+        return min(windows) if windows else None
 
     # ------------------------------------------------------------------ public
     def generate(self, prompt: str, **options: Any) -> GenerationResult:
@@ -249,7 +215,7 @@ class SpecGuard:
     # ------------------------------------------------------------------ loop
     def _run(self, *args: Any) -> Generator[StepRecord, None, GenerationResult]:
         """`_steps(*args)`, counted as a generation whose model calls may join others'."""
-        with ACTIVITY.generation():
+        with self.runtime.generation():
             result = yield from self._steps(*args)
         return result
 
@@ -268,7 +234,7 @@ class SpecGuard:
         target = self.target.start(prompt, add_special_tokens=special)
         gen_d, gen_t = _generators(cfg.seed, draft.device, target.device)
         segmenter = make_segmenter(cfg.segmenter, cfg.final_answer_markers, cfg.tool_call_format)
-        done = _Transcript(stop)
+        done = Transcript(stop)
         finish: FinishReason = "max_steps"
         for i in range(cfg.max_steps):
             if timeout is not None and time.perf_counter() - t0 > timeout:
@@ -282,7 +248,7 @@ class SpecGuard:
             settings = DecodeSettings(
                 cfg.k, cfg.temperature, cfg.top_p, budget, segmenter, stop, done.tail
             )
-            with times.timed("propose"), _away(draft):  # 1. propose
+            with times.timed("propose"), self._away(draft):  # 1. propose
                 candidates = draft.propose(settings, gen_d)
             with times.timed("select"):  # 2. select
                 j = draft.select(candidates)
@@ -296,7 +262,7 @@ class SpecGuard:
                 verdict, candidates[j], draft, target, settings, cfg, gen_t, times
             )
             done.add(_record(i, step, source, candidates, j, sig, verdict, cfg, times))
-            with ACTIVITY.paused():  # the consumer has the step; batches need not wait for it
+            with self.runtime.paused():  # the consumer has the step; batches need not wait for it
                 yield done.records[-1]
             if step.finish in _ENDS_GENERATION:
                 finish = _ENDS_GENERATION[step.finish]
@@ -348,18 +314,19 @@ class SpecGuard:
             stop_tail=settings.stop_tail,
             target_speculation=speculate,
         )
-        with times.timed("target"), _away(target):
+        with times.timed("target"), self._away(target):
             step = target.write_step(fallback, gen_t, draft.assist() if speculate else None)
         if step.finish not in _ENDS_GENERATION:
             with times.timed("commit"):
                 draft.append(step.text, step.ids if shared else None)
         return step, "target"
 
-
-def _away(session: DraftSession | TargetSession) -> contextlib.AbstractContextManager[None]:
-    """A remote session's call waits on its server, not on a batcher: the generation does not
-    hold other generations' grouped calls back meanwhile."""
-    return contextlib.nullcontext() if hasattr(session, "lm") else ACTIVITY.paused()
+    def _away(
+        self, session: DraftSession | TargetSession
+    ) -> contextlib.AbstractContextManager[None]:
+        """A remote session's call waits on its server, not on a batcher: the generation does
+        not hold other generations' grouped calls back meanwhile."""
+        return contextlib.nullcontext() if session.local else self.runtime.paused()
 
 
 def _generators(

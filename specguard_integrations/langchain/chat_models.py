@@ -29,7 +29,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field
 
 from .._adapter import SpecGuardParams, arun_call, reject_unknown, run_call
-from ..chat import ChatCall, ReplyStream, chat_lm, check_tools, prepare_chat, reasoning_split
+from ..chat import ChatCall, ReplyStream, check_tools, prepare_chat, reasoning_split
 from . import _common
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
         stops = self.call_stop(kwargs.pop("stop", stop))
         reject_unknown(kwargs, "ChatSpecGuard")
         call = prepare_chat(
-            chat_lm(self.engine),
+            self.engine.chat_model(),
             _common.to_chat_dicts(messages),
             cfg,
             tools=tools,

@@ -55,8 +55,7 @@ class SpecGuardLLM(SpecGuardParams, BaseLLM):
         return strip_special(text, self._special())
 
     def _special(self) -> tuple[str, ...]:
-        lm = getattr(self.engine.target, "lm", None) or getattr(self.engine.draft, "lm", None)
-        return tuple(getattr(lm, "special_texts", ()))
+        return self.engine.special_texts
 
     def _info(self, result: GenerationResult) -> dict[str, Any]:
         meta = _common.response_metadata(result, self, has_tool_calls=False)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..backends.remote.client import EndpointError
+from ..backends.remote.replies import Completion, step_stops
+from ..backends.remote.sessions import TextSession
 from ..engine.backends import check_prompt_text
-from ..engine.endpoint import Completion, TextSession, step_stops
-from ..engine.openai_client import EndpointError
 
 if TYPE_CHECKING:
     from ..engine.backends import DecodeSettings, Rng
@@ -23,6 +24,8 @@ class LangChainTarget:
     accept an assistant prefill, e.g. Anthropic or vLLM's ``continue_final_message``). The step
     boundary goes in as ``stop``; the answer is cut again by the segmenter.
     """
+
+    local_model = None  # the model runs wherever LangChain reaches it
 
     def __init__(self, model: Any, *, name: str | None = None) -> None:
         from langchain_core.language_models import BaseChatModel, BaseLLM

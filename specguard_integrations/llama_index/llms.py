@@ -34,7 +34,7 @@ from llama_index.core.llms.llm import ToolSelection
 from pydantic import ConfigDict, Field
 
 from .._adapter import SpecGuardParams, arun_call, reject_unknown, run_call
-from ..chat import ChatCall, ReplyStream, chat_lm, prepare_chat, reasoning_split, strip_special
+from ..chat import ChatCall, ReplyStream, prepare_chat, reasoning_split, strip_special
 from ..chat import tool_call_dict as _tool_call
 
 if TYPE_CHECKING:
@@ -115,8 +115,7 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
         if self.context_window is not None:
             window = self.context_window
         else:
-            lm = getattr(self.engine.target, "lm", None) or getattr(self.engine.draft, "lm", None)
-            window = int(getattr(lm, "context_window", 2048))
+            window = self.engine.context_window or 2048
         return LLMMetadata(
             context_window=window,
             num_output=self.call_config({}).max_new_tokens,
@@ -146,7 +145,7 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
             choice = "required"
         cfg = self.call_config(kwargs)
         return prepare_chat(
-            chat_lm(self.engine),
+            self.engine.chat_model(),
             _dicts(messages),
             cfg,
             tools=tools,
@@ -184,8 +183,7 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
 
     def _text(self, text: str) -> str:
         """Completion text as written, without special tokens."""
-        lm = getattr(self.engine.target, "lm", None) or getattr(self.engine.draft, "lm", None)
-        return strip_special(text, tuple(getattr(lm, "special_texts", ())))
+        return strip_special(text, self.engine.special_texts)
 
     def _chat_response(self, call: ChatCall, result: GenerationResult) -> ChatResponse:
         parsed = call.parse(result.text)

@@ -78,31 +78,36 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
 
 def served_from_args(args: argparse.Namespace) -> ServedModel:
     """The served model the flags name."""
-    from ..registry import load_lm, resolve
+    from ..registry import build_pair, load_lm, resolve
     from .served import PlainServed, SpecGuardServed
 
     if args.mode == "plain":
         kwargs = _json_flag(args.model_kwargs, "--model-kwargs")
         lm = load_lm(resolve(args.model, "target"), device=args.device, **kwargs)
         return PlainServed(lm, args.served_model_name)
-    from ..cli import load
-
+    target = args.target
     if args.target_endpoint:
-        from ..engine.endpoint import EndpointTarget
+        from ..backends.remote.endpoint import EndpointTarget
 
         if not args.target_model:
             raise ValueError("--target-endpoint needs --target-model")
         if args.target:
             raise ValueError("give --target or --target-endpoint, not both")
-        args.target = EndpointTarget(
+        target = EndpointTarget(
             args.target_endpoint,
             args.target_model,
             api=args.target_api,
             engine=args.target_engine,
         )
-        if args.draft is None:
-            args.draft = resolve(None, "draft")
-    engine, cfg = load(args)
+    engine = build_pair(
+        args.draft,
+        target,
+        config_file=args.config,
+        device=args.device,
+        draft_kwargs=args.draft_kwargs,
+        target_kwargs=args.target_kwargs,
+    )
+    cfg = engine.config
     name = args.served_model_name or "specguard"
     return SpecGuardServed(
         engine, cfg, name, reasoning=args.reasoning, tool_call_format=args.tool_call_format

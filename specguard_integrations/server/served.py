@@ -14,8 +14,9 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..backends.local.model import LocalCausalLM
     from ..config import SpecGuardConfig
-    from ..engine.lm import LocalCausalLM
+    from ..engine.backends import TextModel
     from ..engine.loop import SpecGuard
     from ..types import StepRecord
 
@@ -70,7 +71,7 @@ class ServedModel:
     """What the server runs: a name, a chat template (`lm`), and `generate`."""
 
     name: str
-    lm: LocalCausalLM  # whose tokenizer renders chat prompts
+    lm: TextModel  # whose tokenizer renders chat prompts
     supports_logprobs: bool = False
     max_n: int = 1
     reasoning: bool = False  # chat replies: steps before the answer as reasoning_content
@@ -79,7 +80,7 @@ class ServedModel:
     def generate(self, req: GenRequest, on_delta: OnDelta, cancelled: threading.Event) -> GenOutput:
         raise NotImplementedError
 
-    def local_models(self) -> list[LocalCausalLM]:
+    def local_models(self) -> list[TextModel]:
         return [self.lm]
 
     def default_workers(self) -> int:
@@ -95,7 +96,7 @@ class ServedModel:
 
     def check_prompt(self, prompt: str, add_special_tokens: bool) -> None:
         """Raise `ValueError` naming the problem when the prompt cannot be generated from."""
-        from ..engine.local import check_prompt
+        from ..backends.local.sessions import check_prompt
 
         for lm in self.local_models():
             ids = lm.encode_prompt(prompt, add_special_tokens=add_special_tokens)
@@ -114,20 +115,17 @@ class SpecGuardServed(ServedModel):
         reasoning: bool = False,
         tool_call_format: str | None = None,
     ) -> None:
-        from ..chat import chat_lm
-
         self.engine = engine
         self.config = config
         self.name = name
         self.reasoning = reasoning
         self.tool_call_format = tool_call_format
-        self.lm = chat_lm(engine)
+        self.lm = engine.chat_model()
 
     model_count = 2
 
-    def local_models(self) -> list[LocalCausalLM]:
-        found = [getattr(b, "lm", None) for b in (self.engine.draft, self.engine.target)]
-        return [lm for lm in found if lm is not None]
+    def local_models(self) -> list[TextModel]:
+        return self.engine.local_models()
 
     def generate(self, req: GenRequest, on_delta: OnDelta, cancelled: threading.Event) -> GenOutput:
         from .._adapter import config_for_call
@@ -163,7 +161,7 @@ class PlainServed(ServedModel):
     max_n = 16
 
     def __init__(self, lm: LocalCausalLM, name: str | None = None) -> None:
-        self.lm = lm
+        self.lm = self.model = lm
         self.name = name or lm.name
 
     def generate(self, req: GenRequest, on_delta: OnDelta, cancelled: threading.Event) -> GenOutput:
@@ -171,7 +169,7 @@ class PlainServed(ServedModel):
 
         gen = None
         if req.seed is not None:
-            gen = torch.Generator(device=self.lm.device).manual_seed(req.seed)
+            gen = torch.Generator(device=self.model.device).manual_seed(req.seed)
         choices, prompt_tokens = [], 0
         for _ in range(req.n):
             choice, prompt_tokens = self._one(req, gen, on_delta if req.n == 1 else None, cancelled)
@@ -185,10 +183,10 @@ class PlainServed(ServedModel):
         on_delta: OnDelta | None,
         cancelled: threading.Event,
     ) -> tuple[Choice, int]:
-        from ..engine.plain import GenerationCancelled, plain_stream
+        from ..baselines.plain import GenerationCancelled, plain_stream
 
         stream = plain_stream(
-            self.lm,
+            self.model,
             req.prompt,
             max_tokens=req.max_tokens or 256,
             temperature=req.temperature if req.temperature is not None else 1.0,

@@ -131,7 +131,7 @@ class HTTPError(Exception):
 def to_http(err: BaseException) -> HTTPError:
     """The HTTP answer for an error. Unexpected ones are logged with their traceback and
     answered with a generic 500: internal text never reaches the client."""
-    from ..engine.openai_client import EndpointError
+    from ..backends.remote.client import EndpointError
 
     if isinstance(err, HTTPError):
         return err

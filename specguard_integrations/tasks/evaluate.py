@@ -17,7 +17,7 @@ from .base import FAMILIES, make_split
 from .runner import solve_plain
 
 if TYPE_CHECKING:
-    from ..engine.lm import LocalCausalLM
+    from ..backends.local.model import LocalCausalLM
 
 
 @dataclass

@@ -15,8 +15,8 @@ from ..segmentation import make_segmenter
 from .base import Item, StepVerdict, calculator
 
 if TYPE_CHECKING:
+    from ..backends.local.model import LocalCausalLM
     from ..config import SpecGuardConfig
-    from ..engine.lm import LocalCausalLM
     from ..engine.loop import SpecGuard
     from ..types import StepRecord
 

@@ -50,7 +50,7 @@ def build(family: Family):
     from transformers import AutoTokenizer
 
     from specguard_integrations import SpecGuard, SpecGuardConfig
-    from specguard_integrations.engine.lm import LocalCausalLM
+    from specguard_integrations.backends.local.model import LocalCausalLM
     from specguard_integrations.registry import load_pair
     from specguard_integrations.testing import tiny_family_model
 

@@ -16,7 +16,7 @@ import pytest
 from fetch_assets import gemma3_gguf, llamacpp_python, smollm2_gguf
 
 from specguard_integrations import SpecGuard, SpecGuardConfig
-from specguard_integrations.engine.endpoint import EndpointDraft, EndpointTarget
+from specguard_integrations.backends.remote.endpoint import EndpointDraft, EndpointTarget
 from specguard_integrations.registry import load_lm
 
 PROMPTS = [

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from specguard_integrations import __version__
-from specguard_integrations.cli import console, main
+from specguard_integrations.cli.main import console, main
 
 
 def test_version(capsys):

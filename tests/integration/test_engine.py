@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from specguard_integrations import SpecGuard, SpecGuardConfig
+from specguard_integrations.backends.local.model import LocalCausalLM
 from specguard_integrations.engine import signals
-from specguard_integrations.engine.lm import LocalCausalLM
 from specguard_integrations.testing import char_tokenizer, tiny_lm, tiny_model
 
 PROMPT = "Tom has 3 apples and buys 4 more. How many apples does he have?\n"

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from specguard_integrations import SpecGuard, SpecGuardConfig
-from specguard_integrations.engine.lm import LocalCausalLM
+from specguard_integrations.backends.local.model import LocalCausalLM
 from specguard_integrations.langchain import ChatSpecGuard
 from specguard_integrations.testing import tiny_lm
 

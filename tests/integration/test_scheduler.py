@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from specguard_integrations import SpecGuard, SpecGuardConfig
-from specguard_integrations.engine.grouped import DecodeJob, decode_jobs
+from specguard_integrations.backends.local.sampling import sample_steps
 from specguard_integrations.engine.policy import FusionJudge
-from specguard_integrations.engine.proposer import sample_steps
 from specguard_integrations.registry import load_pair
+from specguard_integrations.backends.local.state import DecodeJob
+from specguard_integrations.runtime.grouped import decode_jobs
+from specguard_integrations.runtime.scheduler import SCHEDULER
 from specguard_integrations.segmentation import make_segmenter
 from specguard_integrations.tasks import FAMILIES, make_split
 from specguard_integrations.testing import char_tokenizer, tiny_family_model, tiny_lm
@@ -71,7 +73,7 @@ def test_sixteen_concurrent_requests_equal_their_runs_alone():
         except RuntimeError as err:
             alone.append(err)
     assert isinstance(alone[-1], RuntimeError) and not isinstance(alone[0], Exception)
-    batcher = engine.draft.lm.batcher
+    batcher = engine.draft.lm.runner
     before = (batcher.batches, batcher.jobs)
     results: list = [None] * len(requests)
     cancelled: list = []
@@ -146,7 +148,7 @@ def test_generate_batch_keeps_order_and_reports_a_failure_in_place():
 def test_generate_batch_refuses_bad_arguments_before_running_anything(kwargs, error, message):
     engine = load_pair(None, None, None, device="cpu")
     call = {"prompts": ["Question: What is 3 + 4?\n", "Question: What is 5 + 6?\n"], **kwargs}
-    batcher = engine.draft.lm.batcher
+    batcher = engine.draft.lm.runner
     before = batcher.jobs
     with pytest.raises(error, match=message):
         engine.generate_batch(call.pop("prompts"), return_exceptions=True, **call)
@@ -184,19 +186,20 @@ def test_k_candidates_share_the_prefix_and_sample_as_a_copied_prefix_would(arch)
     same seed: same candidates, same hidden-state embeddings."""
     if arch == "qwen3":  # grouped-query attention: 4 query heads over 2 key heads
         tok = char_tokenizer()
-        from specguard_integrations.engine.lm import LocalCausalLM
+        from specguard_integrations.backends.local.model import LocalCausalLM
 
         lm = LocalCausalLM(tiny_family_model("qwen3", tok, seed=4, layers=3), tok)
     else:
         lm = tiny_lm(arch, seed=4, layers=3)
-    assert lm.grouping
+    SCHEDULER.attach(lm)  # the runtime's batcher, which decides grouping, is its runner
+    assert lm.runner.grouping
     seg = make_segmenter("newline", ())
     from specguard_integrations.engine.backends import DecodeSettings
 
     settings = DecodeSettings(8, 0.9, 0.95, 12, seg)
     runs = []
     for grouping in (True, False):
-        lm.grouping = grouping
+        lm.runner.grouping = grouping
         state = lm.new_state(lm.encode_prompt("Tom has 3 apples and 4 pears.\n" * 6))
         lm.feed(state, hidden=True)
         gen = torch.Generator().manual_seed(5)
@@ -231,15 +234,16 @@ def test_jobs_in_one_decode_loop_end_on_their_own_budgets():
 
 def test_models_that_cannot_group_run_plain():
     tok = char_tokenizer()
-    from specguard_integrations.engine.lm import LocalCausalLM
+    from specguard_integrations.backends.local.model import LocalCausalLM
 
     sliding = LocalCausalLM(tiny_family_model("gemma3", tok, seed=1), tok)
-    assert not sliding.grouping  # sliding-window layers
+    SCHEDULER.attach(sliding)
+    assert not sliding.runner.grouping  # sliding-window layers
     target = tiny_lm("llama", seed=2, layers=3)
     r = SpecGuard(sliding, target, SpecGuardConfig(k=2, max_new_tokens=20, seed=1)).generate(
         "Tom has 3 apples.\n"
     )
-    assert r.text and sliding.batcher.batches == 0
+    assert r.text and sliding.runner.batches == 0
 
 
 def test_framework_batches_go_through_the_scheduler():
@@ -252,7 +256,7 @@ def test_framework_batches_go_through_the_scheduler():
 
     engine = load_pair(None, None, None, device="cpu")
     prompts = [it.prompt for it in make_split("arithmetic", "test", 6)]
-    batcher = engine.draft.lm.batcher
+    batcher = engine.draft.lm.runner
     chat, llm, index = (
         ChatSpecGuard(engine=engine),
         SpecGuardLLM(engine=engine),

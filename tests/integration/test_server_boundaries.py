@@ -147,7 +147,7 @@ def test_response_format_is_honoured(client):
 
 
 def test_lone_surrogates_and_file_paths_get_clear_errors_in_python(served, tmp_path):
-    from specguard_integrations.engine.lm import LocalCausalLM
+    from specguard_integrations.backends.local.model import LocalCausalLM
 
     engine = served.engine
     with pytest.raises(ValueError, match=r"prompt cannot be encoded as UTF-8: character 3"):
@@ -321,7 +321,7 @@ def test_concurrent_requests_share_grouped_forwards_and_answer_as_alone(served, 
         return "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
 
     alone = [ask(p) for p in prompts]
-    batcher = served.engine.draft.lm.batcher
+    batcher = served.engine.draft.lm.runner
     batcher.largest = 0
     with ThreadPoolExecutor(len(prompts)) as pool:
         together = list(pool.map(ask, prompts, [i % 2 == 1 for i in range(len(prompts))]))
@@ -331,7 +331,7 @@ def test_concurrent_requests_share_grouped_forwards_and_answer_as_alone(served, 
 
 def test_default_workers_follow_where_the_models_run(served):
     from specguard_integrations import SpecGuard
-    from specguard_integrations.engine.endpoint import EndpointTarget
+    from specguard_integrations.backends.remote.endpoint import EndpointTarget
 
     assert served.default_workers() == 1  # both models local, on the CPU
     remote = SpecGuard(served.engine.draft, EndpointTarget("http://127.0.0.1:9", "t"))
@@ -339,7 +339,7 @@ def test_default_workers_follow_where_the_models_run(served):
 
 
 def test_serve_flags_declare_the_remote_targets_engine():
-    from specguard_integrations.cli import _build_parser
+    from specguard_integrations.cli.main import _build_parser
     from specguard_integrations.server.run import served_from_args
 
     p = _build_parser()

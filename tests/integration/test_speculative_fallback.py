@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from specguard_integrations.backends.local.sampling import sample_steps
+from specguard_integrations.backends.local.speculative import speculative_step
 from specguard_integrations.engine.backends import DecodeSettings
-from specguard_integrations.engine.proposer import sample_steps, speculative_step
 from specguard_integrations.segmentation import make_segmenter
 from specguard_integrations.testing import tiny_lm
 
@@ -99,8 +100,8 @@ def test_rejected_step_is_offered_to_the_fallback_once():
     """The draft session keeps the step it just rejected (what the target's fallback proposes
     first) until the context moves on."""
     from specguard_integrations import SpecGuardConfig
+    from specguard_integrations.backends.local.sessions import LocalDraft
     from specguard_integrations.engine.backends import DecodeSettings, SignalSettings
-    from specguard_integrations.engine.local import LocalDraft
 
     draft = LocalDraft(tiny_lm(seed=3))
     cfg = SpecGuardConfig.greedy(max_step_tokens=8, segmenter="newline")

@@ -9,8 +9,8 @@ import json
 import httpx
 import pytest
 
+from specguard_integrations.backends.remote.endpoint import EndpointDraft, EndpointTarget
 from specguard_integrations.engine.backends import DecodeSettings, SignalSettings
-from specguard_integrations.engine.endpoint import EndpointDraft, EndpointTarget
 from specguard_integrations.segmentation import make_segmenter
 
 STEP, REST = "2 + 3 = 5.", "\n\nAnswer: 5\n"

@@ -7,6 +7,10 @@ import specguard_integrations.engine
 
 def test_public_surface_is_pinned():
     assert sorted(specguard_integrations.__all__) == [
+        "EndpointDraft",
+        "EndpointError",
+        "EndpointTarget",
+        "EndpointUnreachable",
         "GenerationResult",
         "LocalCausalLM",
         "PhaseTimes",
@@ -18,15 +22,8 @@ def test_public_surface_is_pinned():
     ]
     assert sorted(specguard_integrations.engine.__all__) == [
         "DraftModel",
-        "EndpointDraft",
-        "EndpointError",
-        "EndpointTarget",
-        "EndpointUnreachable",
         "FusionJudge",
         "Judge",
-        "LocalCausalLM",
-        "LocalDraft",
-        "LocalTarget",
         "RewardModelJudge",
         "SpecGuard",
         "StepStream",
@@ -35,9 +32,12 @@ def test_public_surface_is_pinned():
     import inspect
 
     from specguard_integrations.engine.loop import SpecGuard
+    from specguard_integrations.registry import SpecGuard as LoadingSpecGuard
 
-    # lazy names resolve to the objects their modules define
-    assert specguard_integrations.SpecGuard is SpecGuard
+    # lazy names resolve to the objects their modules define; the package's SpecGuard is the
+    # method's, with loading and the step scheduler
+    assert specguard_integrations.SpecGuard is LoadingSpecGuard
+    assert issubclass(LoadingSpecGuard, SpecGuard)
     for pkg in (specguard_integrations, specguard_integrations.engine):
         for name in pkg.__all__:
             obj = getattr(pkg, name)

@@ -3,11 +3,12 @@
 import httpx
 import pytest
 
+from specguard_integrations.backends.remote.client import OpenAICompatibleClient
+from specguard_integrations.backends.remote.endpoint import EndpointTarget
+from specguard_integrations.backends.remote.replies import Completion, to_candidate
+from specguard_integrations.baselines.plain import _held_back, plain_stream
 from specguard_integrations.engine.backends import DecodeSettings
-from specguard_integrations.engine.endpoint import Completion, EndpointTarget, to_candidate
-from specguard_integrations.engine.openai_client import OpenAICompatibleClient
-from specguard_integrations.engine.plain import _held_back, plain_stream
-from specguard_integrations.engine.proposer import cut_text
+from specguard_integrations.engine.candidate import cut_text
 from specguard_integrations.engine.selection import jaccard_medoid
 from specguard_integrations.segmentation import make_segmenter
 

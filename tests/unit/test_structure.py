@@ -48,20 +48,168 @@ def test_no_function_over_80_lines():
     assert not long, long
 
 
-def test_loop_imports_no_concrete_backend():
-    concrete = {
-        "LocalCausalLM",
-        "LocalDraft",
-        "LocalTarget",
-        "EndpointDraft",
-        "EndpointTarget",
-        ".lm",
-        ".local",
-        ".endpoint",
-        ".openai_client",
-        "LangChainTarget",
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in _modules()}
+
+
+def _own(name: str) -> str | None:
+    """The package module `name` refers to (a name inside a module counts as the module)."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def _lazy_targets(tree: ast.Module, package: str) -> list[str]:
+    """Modules a package's lazy-attribute map (`_LAZY = {...}` or `lazy(__name__, {...})`)
+    imports on use: they count as imports."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            for v in node.values:
+                if isinstance(v, ast.Constant) and isinstance(v.value, str):
+                    value = v.value
+                    if value.startswith("."):
+                        found.append(package + value)
+                    elif value.startswith("specguard_integrations."):
+                        found.append(value)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> package modules it imports, at any level: top, inside functions, under
+    TYPE_CHECKING, and through lazy-attribute maps."""
+    graph: dict[str, set[str]] = {}
+    for name, path in MODULES.items():
+        is_pkg = path.name == "__init__.py"
+        package = name if is_pkg else name.rpartition(".")[0]
+        tree = ast.parse(path.read_text())
+        targets: list[str] = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package.split(".")
+                if node.level:
+                    base = base[: len(base) - node.level + 1]
+                    mod = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    mod = node.module or ""
+                for a in node.names:  # `from . import x` imports module x, not the package
+                    targets.append(f"{mod}.{a.name}" if f"{mod}.{a.name}" in MODULES else mod)
+        if is_pkg:
+            targets += _lazy_targets(tree, name)
+        graph[name] = {t for t in map(_own, targets) if t and t != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_import_graph_has_no_cycle():
+    assert cycles(import_graph()) == []
+
+
+def test_cycle_finder_finds_a_cycle_hidden_in_a_function():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+
+
+ENGINE = "specguard_integrations.engine"
+CONCRETE = (
+    "specguard_integrations.backends",
+    "specguard_integrations.runtime",
+    "specguard_integrations.baselines",
+    "specguard_integrations.registry",
+    "specguard_integrations.langchain",
+    "specguard_integrations.llama_index",
+    "specguard_integrations.server",
+    "specguard_integrations.cli",
+)
+
+
+def test_engine_imports_no_backend_runtime_or_layer_above():
+    graph = import_graph()
+    bad = {
+        m: sorted(t for t in deps if t.startswith(CONCRETE))
+        for m, deps in graph.items()
+        if m.startswith(ENGINE)
     }
-    assert not _imports(PKG / "engine" / "loop.py") & concrete
+    assert not {m: d for m, d in bad.items() if d}, bad
+
+
+def test_local_backend_never_imports_the_runtime():
+    graph = import_graph()
+    local = "specguard_integrations.backends.local"
+    bad = {
+        m: sorted(t for t in deps if t.startswith("specguard_integrations.runtime"))
+        for m, deps in graph.items()
+        if m.startswith(local)
+    }
+    assert not {m: d for m, d in bad.items() if d}, bad
+
+
+def _probes(path: Path, root: Path = PKG) -> list[str]:
+    """`hasattr(x, "lm")` / `getattr(x, "lm", ...)` and the like: reaching through an engine
+    or a backend for its local model or its runner instead of asking a declared capability."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("hasattr", "getattr")
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and node.args[1].value in ("lm", "batcher", "runner", "grouping", "local_model")
+        ):
+            out.append(f"{path.relative_to(root)}:{node.lineno}")
+    return out
+
+
+def test_no_probe_of_a_concrete_backend():
+    found = [hit for p in _modules() for hit in _probes(p)]
+    assert found == []
+
+
+def test_probe_finder_finds_a_probe(tmp_path):
+    sample = tmp_path / "x.py"
+    sample.write_text('def f(e):\n    return getattr(e.target, "lm", None)\n')
+    assert _probes(sample, tmp_path) == ["x.py:2"]
 
 
 def test_engine_imports_no_framework():

@@ -1,8 +1,9 @@
 """The step scheduler: concurrent generations share their models' forwards.
 
 Each generation runs its own step loop (in its own thread: a server worker, a `generate_batch`
-thread, a LangChain batch thread). Every model call it makes on a local model goes to that
-model's `Batcher` and waits there. A batcher runs what is waiting as one grouped call
+thread, a LangChain batch thread). `StepScheduler.attach` plugs a `Batcher` into a local model
+as its runner (`backends/local/runner.py`), so every call a generation makes on that model goes
+to the batcher and waits there. A batcher runs what is waiting as one grouped call
 (`grouped.py`) when every generation that could add to it is waiting too, or when the oldest
 waiter has waited `MAX_WAIT` seconds:
 
@@ -19,27 +20,31 @@ row, and a job that fails fails alone.
 from __future__ import annotations
 
 import contextlib
-import contextvars
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..backends.local.model import LocalCausalLM
+from ..backends.local.sampling import sample_steps_alone
+from ..backends.local.state import DecodeJob, ForwardJob
+
 if TYPE_CHECKING:
-    from .lm import LocalCausalLM
+    from ..backends.local.state import FeedOut
+    from ..engine.candidate import Candidate
 
 T = TypeVar("T")
-
-# set while a batcher runs a job alone: the job takes the model's own (plain) path, as fast as
-# before grouping existed; grouped calls are for two jobs or more, and for k > 1 candidates
-PLAIN: contextvars.ContextVar[bool] = contextvars.ContextVar("specguard_plain", default=False)
 
 MAX_WAIT = 0.005  # seconds the first waiter gives others to arrive when some are still busy
 # one request's k candidates share their prefix in place (grouped decode) from this prefix
 # length on; below it copying the short prefix k times is cheaper than the grouped attention's
 # own overhead (benchmarks/engine_phases.py: docs/scale-out.md)
 SHARE_FROM = 512
+# single-sequence forwards of at most this many tokens are grouped (decode steps, scoring a
+# step, speculation checks); longer ones (prefills) run alone
+GROUPED_TOKENS = 96
 
 
 class Activity:
@@ -83,9 +88,6 @@ class Activity:
                 b.pending[0].wake.set()
 
 
-ACTIVITY = Activity()
-
-
 class Device:
     """Where model calls and signal computations run: one at a time, in inference mode.
     Concurrent tensor work would split the same cores for no gain; grouping is what lets
@@ -102,24 +104,48 @@ class Device:
             return fn(*args)
 
 
-DEVICE = Device()
+class StepScheduler:
+    """The runtime of a set of local models: one `Activity`, one `Device`, a `Batcher` per
+    model. It is the engine's `Runtime` (`generation`, `paused`)."""
+
+    def __init__(self) -> None:
+        self.activity = Activity()
+        self.device = Device()
+
+    def generation(self) -> contextlib.AbstractContextManager[None]:
+        return self.activity.generation()
+
+    def paused(self) -> contextlib.AbstractContextManager[None]:
+        return self.activity.paused()
+
+    def attach(self, lm: LocalCausalLM) -> None:
+        """Plug a batcher into `lm` as its runner (once)."""
+        runner = lm.runner
+        if not (isinstance(runner, Batcher) and runner.scheduler is self):
+            lm.runner = Batcher(lm, self)
+
+
+# the process's scheduler: every pair built by `SpecGuard` (registry) shares it
+SCHEDULER = StepScheduler()
 
 
 @dataclass
 class _Pending:
     kind: str  # "decode" | "forward"
-    job: Any
+    job: ForwardJob | DecodeJob
     since: float = field(default_factory=time.perf_counter)
     done: bool = False
     wake: threading.Event = field(default_factory=threading.Event)
 
 
 class Batcher:
-    """Grouped calls on one model for every generation using it (see the module doc)."""
+    """Grouped calls on one model for every generation using it (see the module doc): the
+    model's runner once attached."""
 
-    def __init__(self, lm: LocalCausalLM, activity: Activity = ACTIVITY) -> None:
+    def __init__(self, lm: LocalCausalLM, scheduler: StepScheduler) -> None:
         self.lm = lm
-        self.activity = activity
+        self.scheduler = scheduler
+        self.activity = activity = scheduler.activity
         self.pending: list[_Pending] = []
         self.running = False
         self.batches = 0  # grouped calls run, jobs in them, and the most in one (for benchmarks)
@@ -128,19 +154,51 @@ class Batcher:
         with activity.lock:
             activity.batchers.append(self)
 
-    def decode(self, job: Any) -> Any:
-        """Run a `grouped.DecodeJob` with whatever else is waiting; its candidates."""
-        self._submit(_Pending("decode", job))
-        if job.error is not None:
-            raise job.error
-        return job.out
+    @functools.cached_property
+    def grouping(self) -> bool:
+        """True when this model's calls can run grouped (`grouped.supports_grouping`); set it
+        False to run every call plain."""
+        from .grouped import supports_grouping
 
-    def forward(self, job: Any) -> Any:
-        """Run a `grouped.ForwardJob` with whatever else is waiting; its `FeedOut`."""
+        return self.call(supports_grouping, self.lm)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        return self.scheduler.device.call(fn, *args)
+
+    def forward(self, job: ForwardJob) -> FeedOut:
+        """Run a forward with whatever else is waiting; its `FeedOut`. A long one (a prefill)
+        or one over a cache that cannot be grouped runs alone."""
+        if len(job.tokens) > GROUPED_TOKENS or not self._groupable(job.cache):
+            return self.lm.forward_alone(job.tokens, job.cache, job.layers, job.hidden)
         self._submit(_Pending("forward", job))
         if job.error is not None:
             raise job.error
+        assert job.out is not None
         return job.out
+
+    def decode(self, job: DecodeJob) -> list[Candidate]:
+        """Sample a request's candidates with whatever else is waiting (its rows share the
+        prefix in place, with other requests')."""
+        if not self._groupable(job.state.cache):
+            return sample_steps_alone(
+                self.lm, job.state, job.settings, job.generator, keep_cache=job.keep_cache
+            )
+        self._submit(_Pending("decode", job))
+        if job.error is not None:
+            raise job.error
+        assert job.out is not None
+        return list(job.out)
+
+    def _groupable(self, cache: Any) -> bool:
+        """A cache of batch one whose every layer keeps all its positions, on a model that
+        groups."""
+        layers = getattr(cache, "layers", None)
+        if not layers or not self.grouping:
+            return False
+        keys = getattr(layers[0], "keys", None)
+        return all(not getattr(la, "is_sliding", False) for la in layers) and (
+            keys is None or keys.shape[0] == 1
+        )
 
     def ready(self) -> bool:
         """Something waits, nothing runs, and every generation waits or the oldest has waited
@@ -199,24 +257,25 @@ class Batcher:
                 self.activity.kick()
 
     def _run(self, batch: list[_Pending]) -> None:
-
         from .grouped import decode_jobs, forward_jobs
 
         self.batches += 1
         self.jobs += len(batch)
         self.largest = max(self.largest, len(batch))
-        forwards = _by_size([p.job for p in batch if p.kind == "forward"])
-        decodes = [p.job for p in batch if p.kind == "decode"]
-        runs = [(forward_jobs, jobs) for jobs in forwards] + [(decode_jobs, decodes)]
+        forwards = _by_size([p.job for p in batch if isinstance(p.job, ForwardJob)])
+        decodes: list[Any] = [p.job for p in batch if isinstance(p.job, DecodeJob)]
+        runs: list[tuple[Callable[..., None], list[Any]]] = [
+            (forward_jobs, jobs) for jobs in forwards
+        ] + [(decode_jobs, decodes)]
         for fn, jobs in runs:
             if not jobs:
                 continue
             alone = len(jobs) == 1 and (fn is forward_jobs or _copy_is_cheaper(jobs[0]))
             try:
                 if alone:
-                    DEVICE.call(_plain, self.lm, jobs[0])
+                    self.call(_plain, self.lm, jobs[0])
                 else:
-                    DEVICE.call(_locked, fn, self.lm, jobs)
+                    self.call(_locked, fn, self.lm, jobs)
             except BaseException as err:  # the model call itself failed: every job in it
                 for job in jobs:
                     if job.out is None and job.error is None:
@@ -230,34 +289,25 @@ def _locked(fn: Callable[..., None], lm: LocalCausalLM, jobs: list[Any]) -> None
         fn(lm, jobs)
 
 
-def _plain(lm: LocalCausalLM, job: Any) -> None:
-    """One job on the model's own path (no grouping), as `forward` / `sample_steps` alone."""
-    import torch
-
-    from .proposer import sample_steps
-
-    token = PLAIN.set(True)
-    try:
-        if hasattr(job, "tokens"):
-            ids = torch.tensor([job.tokens], device=lm.device)
-            job.out = lm.forward(ids, job.cache, job.layers, job.hidden)
-        else:
-            job.out = sample_steps(
-                lm, job.state, job.settings, job.generator, keep_cache=job.keep_cache
-            )
-    finally:
-        PLAIN.reset(token)
+def _plain(lm: LocalCausalLM, job: ForwardJob | DecodeJob) -> None:
+    """One job on the model's own path (no grouping), as it would run with no runtime."""
+    if isinstance(job, ForwardJob):
+        job.out = lm.forward_alone(job.tokens, job.cache, job.layers, job.hidden)
+    else:
+        job.out = sample_steps_alone(
+            lm, job.state, job.settings, job.generator, keep_cache=job.keep_cache
+        )
 
 
-def _copy_is_cheaper(job: Any) -> bool:
+def _copy_is_cheaper(job: DecodeJob) -> bool:
     """A lone decode job whose k candidates are better served by copying the prefix."""
     return bool(job.settings.k == 1 or len(job.state.ids) < SHARE_FROM)
 
 
-def _by_size(jobs: list[Any]) -> list[list[Any]]:
+def _by_size(jobs: list[ForwardJob]) -> list[list[ForwardJob]]:
     """Forward jobs in groups of similar length (a group is padded to its longest: at most
     twice the shortest, or 8 tokens more)."""
-    out: list[list[Any]] = []
+    out: list[list[ForwardJob]] = []
     for job in sorted(jobs, key=lambda j: len(j.tokens)):
         n = len(job.tokens)
         if out and n <= max(2 * len(out[-1][0].tokens), len(out[-1][0].tokens) + 8):

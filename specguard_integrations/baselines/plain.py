@@ -12,13 +12,13 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from .local import check_prompt
-from .proposer import sample_next
+from ..backends.local.sampling import sample_next
+from ..backends.local.sessions import check_prompt
 
 if TYPE_CHECKING:
     import torch
 
-    from .lm import LocalCausalLM
+    from ..backends.local.model import LocalCausalLM
 
 
 @dataclass

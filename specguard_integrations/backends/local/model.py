@@ -7,6 +7,9 @@ The step loop never branches on a model family.
 `SeqState` holds one generation's token ids and KV cache. Tokens are appended to `ids` and fed
 lazily (`feed`), in one forward over everything not yet in the cache, so accepted text is
 never re-encoded and a model that sat idle catches up in one batched prefill.
+
+Single-sequence forwards and candidate sampling go through the model's `runner` (`runner.py`);
+the model does not know whether a runtime groups them with other generations' calls.
 """
 
 from __future__ import annotations
@@ -16,51 +19,24 @@ import functools
 import hashlib
 import logging
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .special import eos_ids, special_texts, turn_ids
+from .state import FeedOut, ForwardJob, SeqState
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from .scheduler import Batcher
+    from .runner import Runner
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Prompt positions fed per forward when attention rows are collected: bounds the memory of the
 # `(H, chunk, T)` attention tensors.
 ATTENTION_CHUNK = 512
-# Single-sequence forwards of at most this many tokens go through the model's batcher (decode
-# steps, scoring a step, speculation checks); longer ones (prefills) run alone.
-GROUPED_TOKENS = 96
-
-
-@dataclass
-class SeqState:
-    """Token ids of prompt + committed steps, and the KV cache covering `ids[:fed]`."""
-
-    ids: list[int]
-    cache: Any
-    fed: int = 0
-    next_logits: torch.Tensor | None = None  # (V,) after ids[fed - 1]; valid when fed == len(ids)
-    next_hidden: torch.Tensor | None = None  # (d,) last hidden state at ids[fed - 1]
-    # rollout mass vectors m_0..m_n of every fed position (see signals.propagate_mass)
-    mass: list[torch.Tensor] | None = None
-
-    @property
-    def pending(self) -> int:
-        return len(self.ids) - self.fed
-
-
-@dataclass
-class FeedOut:
-    logits: torch.Tensor  # (T, V) at the fed positions
-    hidden: torch.Tensor | None = None  # (T, d) last hidden state
-    # per fed chunk, per rollout layer (lowest first): attention (H, Tc, Tk) of the chunk's rows
-    rows: list[list[torch.Tensor]] | None = None
 
 
 class LocalCausalLM:
@@ -103,6 +79,9 @@ class LocalCausalLM:
         self._attn_modules = self._find_attention_modules()
         self._checked_attn: set[str] = set()
         self.supports_grounding = attention and self._can_use_eager()
+        # where single-sequence forwards and sampling jobs run: None, at once on the model's
+        # own path; a runtime may plug in its own (`runner.py`)
+        self.runner: Runner | None = None
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -206,21 +185,15 @@ class LocalCausalLM:
 
         return attention_configs(self.model)
 
-    # ---------------------------------------------------------------- grouped calls
-    @functools.cached_property
-    def grouping(self) -> bool:
-        """True when concurrent calls on this model run as grouped calls (`grouped.py`); set
-        it False to run every call plain."""
-        from .grouped import supports_grouping
-        from .scheduler import DEVICE
+    # ---------------------------------------------------------------- text
+    @property
+    def pad_id(self) -> int:
+        """The token fed as padding by rows that have ended (ignored): the lowest EOS id."""
+        return min(self.eos_ids) if self.eos_ids else 0
 
-        return DEVICE.call(supports_grouping, self)
-
-    @functools.cached_property
-    def batcher(self) -> Batcher:
-        from .scheduler import Batcher
-
-        return Batcher(self)
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
 
     # ---------------------------------------------------------------- text
     def encode_prompt(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
@@ -296,8 +269,7 @@ class LocalCausalLM:
         try:
             with torch.inference_mode():
                 for lo in range(0, len(new), chunk):
-                    piece = torch.tensor([new[lo : lo + chunk]], device=self.device)
-                    out = self.forward(piece, state.cache, rollout_layers, hidden)
+                    out = self.forward(new[lo : lo + chunk], state.cache, rollout_layers, hidden)
                     logits.append(out.logits)
                     if out.hidden is not None:
                         hiddens.append(out.hidden)
@@ -316,27 +288,26 @@ class LocalCausalLM:
         state.next_logits = result.logits[-1]
         return result
 
-    def forward(self, ids: torch.Tensor, cache: Any, rollout_layers: int, hidden: bool) -> FeedOut:
-        """One forward of `ids` `(B, T)` with the cache; logits `(B*T, V)` when B == 1.
+    def forward(
+        self, ids: list[int], cache: Any, rollout_layers: int = 0, hidden: bool = False
+    ) -> FeedOut:
+        """One sequence's forward of `ids` `(T,)` over its cache (which grows): logits `(T, V)`,
+        through the model's runner."""
+        if self.runner is None:
+            return self.forward_alone(ids, cache, rollout_layers, hidden)
+        return self.runner.forward(ForwardJob(cache, ids, rollout_layers, hidden))
 
-        A single short sequence over a plain cache goes through the batcher: alone it runs at
-        once, with other generations waiting it runs in their grouped forward."""
-        if ids.shape[0] == 1 and ids.shape[1] <= GROUPED_TOKENS and self._groupable(cache):
-            from .grouped import ForwardJob
+    def forward_alone(
+        self, ids: list[int], cache: Any, rollout_layers: int = 0, hidden: bool = False
+    ) -> FeedOut:
+        """`forward` on the model's own path (what a runner runs for a job alone)."""
+        import torch
 
-            return self.batcher.forward(ForwardJob(cache, ids[0].tolist(), rollout_layers, hidden))
-        out, attn = self._run(ids, cache, rollout_layers, hidden)
+        batch = torch.tensor([ids], device=self.device)  # (1, T)
+        out, attn = self._run(batch, cache, rollout_layers, hidden)
         rows = [[a[0] for a in attn]] if rollout_layers else None  # [[(H, T, Tk) per layer]]
-        hid = out.hidden_states[-1] if hidden else None
-        if ids.shape[0] == 1:
-            return FeedOut(
-                logits=out.logits[0].float(),
-                hidden=None if hid is None else hid[0].float(),
-                rows=rows,
-            )
-        return FeedOut(
-            logits=out.logits[:, -1].float(), hidden=None if hid is None else hid[:, -1].float()
-        )
+        hid = out.hidden_states[-1][0].float() if hidden else None  # (T, d)
+        return FeedOut(logits=out.logits[0].float(), hidden=hid, rows=rows)
 
     def attend(
         self, ids: torch.Tensor, cache: Any, layers: int = 1
@@ -349,27 +320,22 @@ class LocalCausalLM:
             out, attn = self._run(ids, cache, layers, False)
         return out.logits, attn
 
-    def _groupable(self, cache: Any) -> bool:
-        """A cache of batch one whose every layer keeps all its positions, on a model that
-        groups."""
-        from .scheduler import PLAIN
-
-        layers = getattr(cache, "layers", None)
-        if not layers or PLAIN.get() or not self.grouping:
-            return False
-        keys = getattr(layers[0], "keys", None)
-        return all(not getattr(la, "is_sliding", False) for la in layers) and (
-            keys is None or keys.shape[0] == 1
-        )
-
     def _run(
         self, ids: torch.Tensor, cache: Any, layers: int, hidden: bool
     ) -> tuple[Any, list[torch.Tensor]]:
         """The model's output, with the attention of the last `layers` layers captured by hooks
         (eager attention for this pass only)."""
-        from .scheduler import DEVICE
+        return self.call(self._run_held, ids, cache, layers, hidden)
 
-        return DEVICE.call(self._run_held, ids, cache, layers, hidden)
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` as tensor work on this model's device (through the runner), in inference
+        mode."""
+        if self.runner is not None:
+            return self.runner.call(fn, *args)
+        import torch
+
+        with torch.inference_mode():
+            return fn(*args)
 
     def _run_held(
         self, ids: torch.Tensor, cache: Any, layers: int, hidden: bool
@@ -402,16 +368,20 @@ class LocalCausalLM:
         return out, [c for c in captured if c is not None]
 
     def step_batch(
-        self, tokens: torch.Tensor, cache: Any, *, hidden: bool
+        self, tokens: torch.Tensor, cache: Any, *, hidden: bool, alone: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Decode one token per row: `(B,)` tokens -> logits `(B, V)`, hidden `(B, d)` or None."""
+        """Decode one token per row: `(B,)` tokens -> logits `(B, V)`, hidden `(B, d)` or None.
+        A single row goes through the runner unless `alone`."""
         import torch
 
-        with torch.inference_mode():
-            out = self.forward(tokens.view(-1, 1), cache, 0, hidden)
         if tokens.numel() == 1:
-            return out.logits[-1:], None if out.hidden is None else out.hidden[-1:]
-        return out.logits, out.hidden
+            run = self.forward_alone if alone else self.forward
+            one = run([int(tokens.item())], cache, 0, hidden)
+            return one.logits[-1:], None if one.hidden is None else one.hidden[-1:]
+        with torch.inference_mode():
+            out, _ = self._run(tokens.view(-1, 1), cache, 0, hidden)
+        hid = out.hidden_states[-1][:, -1].float() if hidden else None
+        return out.logits[:, -1].float(), hid
 
     def rollback(self, state: SeqState, length: int) -> None:
         """Forget everything after the first `length` ids (cache, ids and mass vectors)."""

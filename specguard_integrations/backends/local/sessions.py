@@ -6,17 +6,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import signals
-from .backends import DecodeSettings, DraftAssist, SignalSettings, StepSignals, TargetSession
-from .lm import AttentionUnavailable, FeedOut, LocalCausalLM, SeqState
-from .proposer import Candidate, sample_steps, speculative_step
-from .scheduler import DEVICE
-from .selection import select
+from ...engine import signals
+from ...engine.backends import (
+    DecodeSettings,
+    DraftAssist,
+    SignalSettings,
+    StepSignals,
+    TargetSession,
+    TextModel,
+    check_prompt_text,
+)
+from ...engine.candidate import Candidate
+from ...engine.selection import select
+from .model import AttentionUnavailable, LocalCausalLM
+from .sampling import sample_steps
+from .speculative import speculative_step
+from .state import FeedOut, SeqState
 
 if TYPE_CHECKING:
     import torch
 
-    from .backends import Rng
+    from ...engine.backends import Rng
 
 
 def _medoid(candidates: list[Candidate]) -> int:
@@ -31,9 +41,9 @@ def _medoid(candidates: list[Candidate]) -> int:
     return select(torch.stack(emb))
 
 
-def check_prompt(lm: LocalCausalLM, ids: list[int], prompt: str) -> None:
-    if not prompt or not prompt.strip():
-        raise ValueError("prompt is empty")
+def check_prompt(lm: TextModel, ids: list[int], prompt: str) -> None:
+    """`ValueError` for an empty prompt, or one (`ids`) that leaves no room to generate."""
+    check_prompt_text(prompt)
     if len(ids) >= lm.context_window:
         raise ValueError(
             f"prompt is {len(ids)} tokens but {lm.name} has a context window of"
@@ -47,12 +57,26 @@ def _start_ids(lm: LocalCausalLM, prompt: str, add_special_tokens: bool) -> list
     return ids
 
 
+@dataclass(frozen=True)
+class LocalAssist(DraftAssist):
+    """The draft model, its sequence state at the target's context, and the step it just
+    rejected there (proposed first by the target's speculative step)."""
+
+    lm: LocalCausalLM
+    state: SeqState
+    rejected: list[int]
+
+
 class LocalDraft:
     """A local Hugging Face draft: samples candidates, and scores with its own forward pass."""
 
     def __init__(self, lm: LocalCausalLM) -> None:
         self.lm = lm
         self.name = lm.name
+
+    @property
+    def local_model(self) -> LocalCausalLM:
+        return self.lm
 
     @property
     def supports_grounding(self) -> bool:
@@ -77,6 +101,8 @@ class _Tentative:
 class LocalDraftSession:
     """Draft state of one generation. Step 3 (score) lives here because it needs the cache."""
 
+    local = True  # its calls run here (on a runner), not on a server
+
     def __init__(self, lm: LocalCausalLM, prompt_ids: list[int], cfg: SignalSettings) -> None:
         self.lm = lm
         self.cfg = cfg
@@ -99,8 +125,8 @@ class LocalDraftSession:
     def shares_vocab_with(self, target: TargetSession) -> bool:
         return target.vocab_id is not None and target.vocab_id == self.vocab_id
 
-    def assist(self) -> DraftAssist:
-        return DraftAssist(self.lm, self.state, self.rejected)
+    def assist(self) -> LocalAssist:
+        return LocalAssist(self.lm, self.state, self.rejected)
 
     def _feed(self) -> FeedOut:
         """Feed pending ids, with the rollout layers' attention when grounding is read; a model
@@ -115,7 +141,7 @@ class LocalDraftSession:
         """Feed pending context ids; with grounding, extend the cached rollout mass vectors."""
         out = self._feed()
         if out.rows:
-            DEVICE.call(self._extend_committed, out.rows, self.state.fed - out.logits.shape[0])
+            self.lm.call(self._extend_committed, out.rows, self.state.fed - out.logits.shape[0])
 
     def _extend_committed(self, chunks: list[list[torch.Tensor]], pos: int) -> None:
         """The rollout mass of fed context positions from their attention rows."""
@@ -179,7 +205,7 @@ class LocalDraftSession:
     def select(self, candidates: list[Candidate]) -> int:
         if self.cfg.selector == "attention" and len(candidates) > 1 and self.lm.supports_grounding:
             return select(self._attention_embeddings(candidates))
-        return DEVICE.call(_medoid, candidates)
+        return self.lm.call(_medoid, candidates)
 
     def _attention_embeddings(self, candidates: list[Candidate]) -> torch.Tensor:
         """`(k, ctx)`: each candidate's last-layer attention over the context, averaged over
@@ -189,7 +215,7 @@ class LocalDraftSession:
 
         rows = [c.scored_ids or [0] for c in candidates]
         width = max(len(r) for r in rows)
-        fill = min(self.lm.eos_ids) if self.lm.eos_ids else 0
+        fill = self.lm.pad_id
         ids = torch.tensor([r + [fill] * (width - len(r)) for r in rows], device=self.lm.device)
         cache = self.lm.repeat_cache(self.state.cache, len(rows))
         _, (attn,) = self.lm.attend(ids, cache, 1)  # (k, H, T, ctx + T)
@@ -220,7 +246,7 @@ class LocalDraftSession:
         except BaseException:
             del self.state.ids[base:]
             raise
-        logprobs, g, committed = DEVICE.call(self._signals, before_logits, out, base, tokens)
+        logprobs, g, committed = self.lm.call(self._signals, before_logits, out, base, tokens)
         self._tentative = _Tentative(base, before_logits, before_hidden, committed)
         conf = signals.confidence(logprobs, self.cfg.confidence_aggregate)
         return StepSignals(confidence=conf, grounding=g)
@@ -301,11 +327,17 @@ class LocalTarget:
         self.lm = lm
         self.name = lm.name
 
+    @property
+    def local_model(self) -> LocalCausalLM:
+        return self.lm
+
     def start(self, prompt: str, *, add_special_tokens: bool = True) -> LocalTargetSession:
         return LocalTargetSession(self.lm, _start_ids(self.lm, prompt, add_special_tokens))
 
 
 class LocalTargetSession:
+    local = True
+
     def __init__(self, lm: LocalCausalLM, prompt_ids: list[int]) -> None:
         self.lm = lm
         self.device = lm.device
@@ -326,7 +358,7 @@ class LocalTargetSession:
         self, settings: DecodeSettings, generator: Rng, assist: DraftAssist | None = None
     ) -> Candidate:
         greedy = settings.k == 1 and settings.temperature == 0.0
-        if assist is not None and settings.target_speculation > 0 and greedy:
+        if isinstance(assist, LocalAssist) and settings.target_speculation > 0 and greedy:
             first = assist.rejected or None
             return speculative_step(self.lm, self.state, assist.lm, assist.state, settings, first)
         if self.state.pending:

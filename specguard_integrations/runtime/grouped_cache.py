@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from .lm import LocalCausalLM
+    from ..backends.local.model import LocalCausalLM
 
 IMPLEMENTATION = "specguard_grouped"
 _ACTIVE: contextvars.ContextVar[GroupedCache | None] = contextvars.ContextVar(

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from .openai_client import OpenAICompatibleClient
+    from .client import OpenAICompatibleClient
 
 log = logging.getLogger(__name__)
 

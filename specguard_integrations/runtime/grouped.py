@@ -1,17 +1,6 @@
-"""Grouped forwards: many rows over their own KV caches in one model call, no cache copied.
-
-A *group* is one sequence's KV cache (its prefix) and the `n` rows that continue it: the k
-candidates of one request, or the one row of a sequence being fed. Every row's new tokens run
-through the model together (embeddings, projections, MLPs and the LM head see one batch); only
-attention is computed per group, by `grouped_attention`, over
-
-    [prefix keys of the group (shared, read in place) | this row's own step keys]
-
-so k candidates attend over one copy of their prefix, and requests with prefixes of different
-lengths need no padding of their caches. Positions are each row's own, so every row computes what
-it would compute alone (up to float summation order).
-
-The cache layout and the attention function are in `grouped_cache.py`. Two uses here:
+"""Grouped forwards: many rows over their own KV caches in one model call, no cache copied
+(the layout, the two-part softmax and why rows compute what they would alone:
+`grouped_cache.py`). Two uses here:
 
 - `decode_jobs`: sampling loops, one token per row per forward; step keys stay in per-row
   buffers and are dropped (or, for a kept greedy step, appended to the prefix) at the end;
@@ -26,37 +15,27 @@ grouped forward with a plain one once; such a model runs row by row as before.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..backends.local.sampling import Rows, cut_step, sample_next
+from ..backends.local.state import DecodeJob, FeedOut, ForwardJob
 from .grouped_cache import Group, GroupedCache, run
 
 if TYPE_CHECKING:
-    from .lm import LocalCausalLM
+    import torch
+
+    from ..backends.local.model import LocalCausalLM
+    from ..engine.candidate import Candidate
+    from ..types import StepFinish
 
 
 # ---------------------------------------------------------------- feeds: one forward, many caches
-@dataclass
-class ForwardJob:
-    """Tokens to run over one sequence's cache (at `position` = the cache's length), as
-    `LocalCausalLM.forward` would with a batch of one; the keys are appended to the cache."""
-
-    cache: Any
-    tokens: list[int]
-    layers: int = 0  # last layers whose attention rows are returned
-    hidden: bool = False
-    out: Any = None  # FeedOut once run
-    error: BaseException | None = None
-
-
 def forward_jobs(lm: LocalCausalLM, jobs: list[ForwardJob]) -> None:
     """Run `jobs` in one grouped forward (right-padded to the longest); set each job's `out`."""
     import torch
 
-    from .lm import FeedOut
-
     width = max(len(j.tokens) for j in jobs)
-    fill = min(lm.eos_ids) if lm.eos_ids else 0
+    fill = lm.pad_id
     ids = torch.tensor(
         [j.tokens + [fill] * (width - len(j.tokens)) for j in jobs], device=lm.device
     )
@@ -92,18 +71,6 @@ def forward_jobs(lm: LocalCausalLM, jobs: list[ForwardJob]) -> None:
         )
 
 
-@dataclass
-class DecodeJob:
-    """One request's candidate sampling (`proposer.sample_steps`' arguments)."""
-
-    state: Any  # SeqState, all ids fed
-    settings: Any  # DecodeSettings
-    generator: Any
-    keep_cache: bool = False
-    out: list[Any] | None = None  # candidates once run
-    error: BaseException | None = None
-
-
 def decode_jobs(lm: LocalCausalLM, jobs: list[DecodeJob]) -> None:
     """Sample every job's k candidate steps together, one token per row per forward: each job
     with its own temperature, top-p, generator, boundary and budget, as `sample_steps` would
@@ -111,16 +78,14 @@ def decode_jobs(lm: LocalCausalLM, jobs: list[DecodeJob]) -> None:
     padding) until half the rows have ended; then the batch is compacted."""
     import torch
 
-    from .proposer import cut_step, sample_next
-
-    batch = [_Decoding(lm, job, cut_step) for job in sorted(jobs, key=lambda j: j.settings.k)]
+    batch = [_Decoding(lm, job) for job in sorted(jobs, key=lambda j: j.settings.k)]
     cache = GroupedCache([Group(d.job.state.cache, d.job.settings.k) for d in batch], lm.num_layers)
-    fill = min(lm.eos_ids) if lm.eos_ids else 0
+    fill = lm.pad_id
     t = 0
     while True:
         for i, d in enumerate(batch):
             if d.open:
-                d.sample(sample_next, t, cache, i)
+                d.sample(t, cache, i)
         live = [i for i, d in enumerate(batch) if d.open]
         if not live:
             return
@@ -153,19 +118,18 @@ def decode_jobs(lm: LocalCausalLM, jobs: list[DecodeJob]) -> None:
 class _Decoding:
     """One job inside `decode_jobs`: its rows, next logits and tokens fed."""
 
-    def __init__(self, lm: LocalCausalLM, job: DecodeJob, cut_step: Any) -> None:
-        from .proposer import _Rows
-
+    def __init__(self, lm: LocalCausalLM, job: DecodeJob) -> None:
         st, s = job.state, job.settings
         self.job, self.k, self.open, self.fed = job, s.k, True, 0
 
-        def cut(ids: list[int]) -> Any:
+        def cut(ids: list[int]) -> tuple[int, str, StepFinish] | None:
             return cut_step(lm, ids, s.segmenter, s.stop, s.stop_tail)
 
-        self.rows = _Rows(lm, s.k, cut, st.next_hidden if s.k > 1 else None)
-        self.logits = st.next_logits.unsqueeze(0).expand(s.k, -1)
+        assert st.next_logits is not None
+        self.rows = Rows(lm, s.k, cut, st.next_hidden if s.k > 1 else None)
+        self.logits: torch.Tensor = st.next_logits.unsqueeze(0).expand(s.k, -1)
 
-    def sample(self, sample_next: Any, t: int, cache: GroupedCache, group: int) -> None:
+    def sample(self, t: int, cache: GroupedCache, group: int) -> None:
         """Take this step's tokens; close the job at its budget or when every row has ended."""
         s = self.job.settings
         try:
@@ -178,7 +142,7 @@ class _Decoding:
             self._finish(cache, group)
 
     def _finish(self, cache: GroupedCache, group: int) -> None:
-        out = self.rows.candidates()
+        out: list[Candidate] = self.rows.candidates()
         job = self.job
         if job.settings.k == 1:
             keep = max(0, min(self.fed, len(out[0].ids) - 1)) if job.keep_cache else 0
@@ -214,6 +178,7 @@ def supports_grouping(lm: LocalCausalLM) -> bool:
             job = ForwardJob(grouped, ids[2:])
             other = ForwardJob(DynamicCache(config=lm.model.config), ids)
             forward_jobs(lm, [job, other])
+        assert job.out is not None and other.out is not None
         ok = torch.allclose(job.out.logits[-1], ref[0, -1].float(), atol=1e-3, rtol=1e-3)
         return ok and torch.allclose(other.out.logits, ref[0].float(), atol=1e-3, rtol=1e-3)
     except Exception:  # any architecture the grouped path cannot drive runs plain

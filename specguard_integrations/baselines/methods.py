@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .config import SpecGuardConfig
-    from .engine.lm import LocalCausalLM
-    from .engine.loop import SpecGuard
-    from .tasks.base import Item
-    from .tasks.runner import Solved
+    from ..backends.local.model import LocalCausalLM
+    from ..config import SpecGuardConfig
+    from ..registry import SpecGuard
+    from ..tasks.base import Item
+    from ..tasks.runner import Solved
 
 
 class ProcessRewardModel:
@@ -86,7 +86,7 @@ class PlainMethod:
     assistant: LocalCausalLM | None = None
 
     def solve(self, item: Item) -> Solved:
-        from .tasks.runner import solve_plain
+        from ..tasks.runner import solve_plain
 
         return solve_plain(
             self.lm, item, max_new_tokens=self.max_new_tokens, assistant=self.assistant
@@ -103,7 +103,7 @@ class LoopMethod:
     config: SpecGuardConfig
 
     def solve(self, item: Item) -> Solved:
-        from .tasks.runner import solve_specguard
+        from ..tasks.runner import solve_specguard
 
         return solve_specguard(self.engine, item, self.config)
 
@@ -111,7 +111,7 @@ class LoopMethod:
 def paper_config(base: SpecGuardConfig, *, greedy: bool) -> SpecGuardConfig:
     """The paper's method settings (k, T, top-p, beta, tau, bounds, rollout) with `base`'s
     budget and step settings (segmenter, markers, step/token limits)."""
-    from .config import SpecGuardConfig
+    from ..config import SpecGuardConfig
 
     keep = (
         "max_step_tokens",
@@ -140,8 +140,8 @@ def _assisted(n: str, p: _Pair) -> Method:
 
 
 def _rsd(n: str, p: _Pair) -> Method:
-    from .engine.loop import SpecGuard
-    from .engine.policy import RewardModelJudge
+    from ..engine.policy import RewardModelJudge
+    from ..registry import SpecGuard
 
     if p.prm is None:
         raise ValueError("the rsd method needs a process reward model (--prm PATH)")
@@ -186,8 +186,8 @@ def build_methods(
     the budget every loop method shares."""
     from pathlib import Path
 
-    from .config import SpecGuardConfig
-    from .engine.loop import SpecGuard
+    from ..config import SpecGuardConfig
+    from ..registry import SpecGuard
 
     unknown = [n for n in names if n not in METHODS and not n.startswith("config:")]
     if unknown:

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from .config import SpecGuardConfig
-    from .engine.loop import SpecGuard
-    from .types import StepRecord
+    from ..backends.local.model import LocalCausalLM
+    from ..config import SpecGuardConfig
+    from ..engine.loop import SpecGuard
+    from ..types import StepRecord
 
 
 def show_steps(console: Console, prompt: str, records: list[StepRecord]) -> None:
@@ -36,18 +37,26 @@ def show_steps(console: Console, prompt: str, records: list[StepRecord]) -> None
     console.print(table)
 
 
-def _local_target(engine: SpecGuard) -> Any:
-    lm = getattr(engine.target, "lm", None)
-    if lm is None:
-        raise ValueError("this command compares against a local target model")
-    return lm
+def _local(engine: SpecGuard, role: str, need: str) -> LocalCausalLM:
+    """The pair's `role` model when it is a Hugging Face model in this process, else
+    `ValueError` naming what needs it."""
+    from ..backends.local.model import LocalCausalLM
+
+    model = (engine.draft if role == "draft" else engine.target).local_model
+    if not isinstance(model, LocalCausalLM):
+        raise ValueError(f"{need} needs a local {role} model")
+    return model
+
+
+def _local_target(engine: SpecGuard) -> LocalCausalLM:
+    return _local(engine, "target", "this command (it compares against the target alone)")
 
 
 def demo(console: Console, engine: SpecGuard, cfg: SpecGuardConfig, limit: int) -> int:
     from rich.progress import Progress
 
-    from .tasks import FAMILIES, make_split
-    from .tasks.runner import solve_plain, solve_specguard
+    from ..tasks import FAMILIES, make_split
+    from ..tasks.runner import solve_plain, solve_specguard
 
     target = _local_target(engine)
     fams = list(FAMILIES)
@@ -88,12 +97,10 @@ def eval_pair(console: Console, engine: SpecGuard, n: int, json_path: str | None
     from rich.progress import Progress
     from rich.table import Table
 
-    from .tasks import FAMILIES
-    from .tasks.evaluate import evaluate_model
+    from ..tasks import FAMILIES
+    from ..tasks.evaluate import evaluate_model
 
-    lms = [getattr(engine.draft, "lm", None), _local_target(engine)]
-    if lms[0] is None:
-        raise ValueError("eval-pair needs a local draft model")
+    lms = [_local(engine, "draft", "eval-pair"), _local_target(engine)]
     reports = []
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("evaluating", total=2 * n * len(FAMILIES))
@@ -135,17 +142,15 @@ def bench(
 ) -> int:
     from rich.progress import Progress
 
-    from .baselines import ProcessRewardModel, build_methods
-    from .bench.report import markdown, write_report
-    from .bench.runner import run_bench
+    from ..baselines.methods import ProcessRewardModel, build_methods
+    from ..bench.report import markdown, write_report
+    from ..bench.runner import run_bench
 
-    draft, target = getattr(engine.draft, "lm", None), _local_target(engine)
-    if draft is None:
-        raise ValueError("the benchmark needs a local draft model")
+    draft, target = _local(engine, "draft", "the benchmark"), _local_target(engine)
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
     prm = None
     if "rsd" in names:
-        from .assets import bundled_prm
+        from ..assets import bundled_prm
 
         path = args.prm or (str(bundled_prm()) if not args.draft else None)
         if path is None:
@@ -189,8 +194,8 @@ def calibrate(
 ) -> int:
     from rich.progress import Progress
 
-    from .bench.calibrate import calibrate as fit
-    from .bench.calibrate import calibrate_unlabelled, read_prompts
+    from ..bench.calibrate import calibrate as fit
+    from ..bench.calibrate import calibrate_unlabelled, read_prompts
 
     with Progress(console=console, transient=True) as bar:
         if items is None:  # the user's own prompts, no labels
@@ -239,11 +244,10 @@ def signal_study(
 
     from rich.progress import Progress
 
-    from .bench.signal_report import as_json, markdown
-    from .bench.signal_study import run_study
+    from ..bench.signal_report import as_json, markdown
+    from ..bench.signal_study import run_study
 
-    if getattr(engine.draft, "lm", None) is None:
-        raise ValueError("the signal study needs a local draft model")
+    _local(engine, "draft", "the signal study")
     ks = tuple(int(k) for k in args.k.split(",") if k.strip())
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"recording {len(items)} items", total=len(items))

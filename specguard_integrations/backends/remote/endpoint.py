@@ -5,7 +5,7 @@
   the text so far, with the step boundary sent as stop strings, and the step cut again here by
   the same segmenter the local models use, so a step means the same thing on both sides. What
   differs per engine (is the stop string kept, which field names it, n, chat continuation) is
-  one profile in `engines`, read off the server once.
+  one profile in `profiles`, read off the server once.
 - `EndpointDraft`: a draft behind such a server. It returns token log-probabilities but no
   attention, so SpecGuard runs confidence-only and every record says so; the candidates are
   selected by their word-set Jaccard medoid.
@@ -18,52 +18,28 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import engines
-from .backends import (
-    UNBOUNDED,
-    DecodeSettings,
-    SignalSettings,
-    StepSignals,
-    TargetSession,
-    check_prompt_text,
-)
-from .engines import Engine, EngineProfile
-from .openai_client import EndpointError, OpenAICompatibleClient
-from .proposer import Candidate, cut_text
-from .selection import jaccard_medoid
+from ...engine.backends import DecodeSettings, SignalSettings, check_prompt_text
+from . import profiles
+from .client import EndpointError, OpenAICompatibleClient
+from .profiles import Engine, EngineProfile
+from .replies import Completion, step_stops
+from .sessions import EndpointDraftSession, EndpointTargetSession
 
 if TYPE_CHECKING:
-    from .backends import Rng
+    from ...engine.backends import Rng
 
 log = logging.getLogger(__name__)
 
 Api = Literal["completions", "chat"]
 
 
-def step_stops(settings: DecodeSettings) -> tuple[str, ...]:
-    """The segmenter's stop hints and the caller's stop strings, without repeats."""
-    return tuple(dict.fromkeys(settings.segmenter.stop_hints + settings.stop))
-
-
-@dataclass
-class Completion:
-    """One answer of a server, read into what a step needs."""
-
-    text: str  # generated text, with the boundary put back when the server stopped at it
-    finish: str  # "stop" | "length" | other
-    stopped_at: bool  # the server stopped at one of our stop strings
-    tokens: int  # completion tokens (from usage, else counted from logprobs, else estimated)
-    prompt_tokens: int
-    offsets: list[int] | None  # character offset per token, when logprobs came back
-    logprobs: list[float] | None
-
-
 class _Endpoint:
     """What the endpoint target and draft share: the engine's profile, the request and its
-    reading (see `engines`)."""
+    reading (see `profiles`)."""
+
+    local_model = None  # the model runs on the server, not in this process
 
     def __init__(
         self,
@@ -89,7 +65,7 @@ class _Endpoint:
         self.model = model
         self.name = name or model
         self.extra_body = dict(extra_body or {})
-        self._profile = None if engine == "auto" else engines.profile(engine)
+        self._profile = None if engine == "auto" else profiles.profile(engine)
         self.chat_template = _template(chat_template)
         # the text a locally rendered turn ends with: where the server's chat API would stop
         self.end_of_turn = _end_of_turn(self.chat_template) if self.chat_template else ()
@@ -105,7 +81,7 @@ class _Endpoint:
     def profile(self) -> EngineProfile:
         """The engine's profile: declared, or read off the server on first use (and logged)."""
         if self._profile is None:
-            self._profile, why = engines.detect(self.http)
+            self._profile, why = profiles.detect(self.http)
             log.info(
                 "%s (%s): engine %s (%s); %s; %s",
                 self.http.base_url,
@@ -128,6 +104,11 @@ class _Endpoint:
                 " to render turns here and continue over /v1/completions, or use"
                 " api='completions'"
             )
+
+    @property
+    def where(self) -> str:
+        """The server and model, as errors name them."""
+        return f"{self.http.base_url} ({self.model})"
 
     def close(self) -> None:
         self.http.close()
@@ -213,12 +194,12 @@ class _Endpoint:
         self, prompt: str, so_far: str, body: dict[str, Any], stops: tuple[str, ...], n: int
     ) -> list[Completion]:
         data = self._post(prompt, so_far, body)
-        where = f"{self.http.base_url} ({self.model})"
+        where = self.where
         try:
             choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
             usage = data.get("usage") or {}
             read = [
-                engines.read_choice(c, self._chat, self.profile.stop_field, usage) for c in choices
+                profiles.read_choice(c, self._chat, self.profile.stop_field, usage) for c in choices
             ]
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise EndpointError(f"{where} answered malformed data: {err!r}") from err
@@ -227,16 +208,16 @@ class _Endpoint:
         return [self._settle(prompt, so_far, c, stops, len(read)) for c in read]
 
     def _settle(
-        self, prompt: str, so_far: str, c: engines.Choice, stops: tuple[str, ...], count: int
+        self, prompt: str, so_far: str, c: profiles.Choice, stops: tuple[str, ...], count: int
     ) -> Completion:
         """The boundary question answered: did the server stop at one of `stops`?"""
-        stop = engines.matched_stop(c, stops, self.profile)
+        stop = profiles.matched_stop(c, stops, self.profile)
         if stop is True:  # the engine does not say: ask the model for one more token
             probe = {"model": self.model, "max_tokens": 1, "temperature": 0.0, **self.profile.extra}
             nxt = self._post(prompt, so_far + c.text, {**probe, **self.extra_body})
             choice = nxt["choices"][0]
             text = choice["message"]["content"] if self._chat else choice["text"]
-            stop = engines.stop_after_probe(text or "", stops)
+            stop = profiles.stop_after_probe(text or "", stops)
         if stop in self.end_of_turn:  # the turn ended: as EOS, nothing to put back
             stop = None
         text = c.text
@@ -274,27 +255,9 @@ def _template(spec: Any) -> Any:
     """A tokenizer whose chat template renders turns here: given, or loaded by id or path."""
     if spec is None or hasattr(spec, "apply_chat_template"):
         return spec
-    from .loading import load_tokenizer
+    from ..local.loading import load_tokenizer
 
     return load_tokenizer(str(spec))
-
-
-def to_candidate(c: Completion, settings: DecodeSettings) -> Candidate:
-    """Cut a completion at the step boundary, counting the tokens of the kept text."""
-    cut = cut_text(c.text, settings.segmenter, settings.stop, settings.stop_tail)
-    if cut is not None:
-        reach, text, finish = cut
-    elif c.finish == "length":
-        reach, text, finish = len(c.text), c.text, "max_step_tokens"
-    else:  # the model ended its answer (EOS) without a boundary
-        reach, text, finish = len(c.text), c.text, "eos"
-    if c.offsets:
-        tokens = max(1, sum(1 for o in c.offsets if o < reach)) if reach else 0
-    elif reach < len(c.text) and c.text:
-        tokens = math.ceil(c.tokens * reach / len(c.text))
-    else:
-        tokens = c.tokens
-    return Candidate(ids=[], text=text, finish=finish, num_tokens=tokens)
 
 
 class EndpointTarget(_Endpoint):
@@ -306,7 +269,7 @@ class EndpointTarget(_Endpoint):
         api: ``"completions"`` (the prompt text continued as is) or ``"chat"`` (the prompt as a
             user message and the steps so far continued as the assistant turn).
         engine: ``"auto"`` (read off the server once, and logged), or ``"vllm"``, ``"sglang"``,
-            ``"tgi"``, ``"llamacpp"``, ``"ollama"``, ``"generic"`` (see `engines`).
+            ``"tgi"``, ``"llamacpp"``, ``"ollama"``, ``"generic"`` (see `profiles`).
         chat_template: for ``api="chat"`` on an engine that cannot continue an assistant turn
             (llama.cpp, generic): the target's tokenizer (or its id) renders the turn here and
             the step continues over ``/v1/completions``.
@@ -318,45 +281,6 @@ class EndpointTarget(_Endpoint):
     def start(self, prompt: str, *, add_special_tokens: bool = True) -> EndpointTargetSession:
         self.check_chat()
         return EndpointTargetSession(self, check_prompt_text(prompt))
-
-
-class TextSession:
-    """A session that is only text: what the server is asked to continue."""
-
-    device = "cpu"
-    vocab_id: str | None = None
-    tokens_left = UNBOUNDED
-
-    def __init__(self, prompt: str) -> None:
-        self.prompt = prompt
-        self.so_far = ""
-        self.prompt_tokens = 0  # known after the first request
-
-    def append(self, text: str, ids: list[int] | None) -> None:
-        self.so_far += text
-
-    def complete(self, settings: DecodeSettings, generator: Rng) -> Completion:
-        """One request continuing the text so far (targets implement it)."""
-        raise NotImplementedError
-
-    def write_step(
-        self, settings: DecodeSettings, generator: Rng, assist: object = None
-    ) -> Candidate:
-        """5. The fallback step: one completion, cut at the step boundary, appended."""
-        c = self.complete(settings, generator)
-        self.prompt_tokens = self.prompt_tokens or c.prompt_tokens
-        cand = to_candidate(c, settings)
-        self.so_far += cand.text
-        return cand
-
-
-class EndpointTargetSession(TextSession):
-    def __init__(self, backend: EndpointTarget, prompt: str) -> None:
-        super().__init__(prompt)
-        self.backend = backend
-
-    def complete(self, settings: DecodeSettings, generator: Rng) -> Completion:
-        return self.backend.request_step(self.prompt, self.so_far, settings, generator)[0]
 
 
 class EndpointDraft(_Endpoint):
@@ -375,62 +299,3 @@ class EndpointDraft(_Endpoint):
     ) -> EndpointDraftSession:
         self.check_chat()
         return EndpointDraftSession(self, check_prompt_text(prompt))
-
-
-class EndpointDraftSession(TextSession):
-    def __init__(self, backend: EndpointDraft, prompt: str) -> None:
-        super().__init__(prompt)
-        self.backend = backend
-        self._logprobs: dict[int, list[float]] = {}
-        self._pending: Candidate | None = None
-
-    def shares_vocab_with(self, target: TargetSession) -> bool:
-        return False
-
-    def assist(self) -> None:
-        return None
-
-    def propose(self, settings: DecodeSettings, generator: Rng) -> list[Candidate]:
-        completions = self.backend.request_step(
-            self.prompt, self.so_far, settings, generator, n=settings.k, logprobs=True
-        )
-        cands, self._logprobs = [], {}
-        for c in completions:
-            self.prompt_tokens = self.prompt_tokens or c.prompt_tokens
-            if c.logprobs is None:
-                raise EndpointError(
-                    f"{self.backend.http.base_url} ({self.backend.model}) returned no token"
-                    " logprobs: a remote draft needs them for its confidence signal"
-                )
-            cand = to_candidate(c, settings)
-            self._logprobs[id(cand)] = c.logprobs[: max(cand.num_tokens, 1)]
-            cands.append(cand)
-        return cands
-
-    def select(self, candidates: list[Candidate]) -> int:
-        return jaccard_medoid([c.text for c in candidates])
-
-    def score(self, candidate: Candidate) -> StepSignals:
-        if self._pending is not None:
-            raise RuntimeError("score() called twice without accept() or reject()")
-        lps = self._logprobs.get(id(candidate))
-        if not lps:
-            raise ValueError("cannot score a step without token logprobs")
-        self._pending = candidate
-        return StepSignals(confidence=min(lps), grounding=None)
-
-    def accept(self) -> None:
-        if self._pending is None:
-            raise RuntimeError("accept() without a scored step")
-        self.so_far += self._pending.text
-        self._pending = None
-
-    def reject(self) -> None:
-        if self._pending is None:
-            raise RuntimeError("reject() without a scored step")
-        self._pending = None
-
-    def append(self, text: str, ids: list[int] | None) -> None:
-        if self._pending is not None:
-            raise RuntimeError("append() while a scored step is pending")
-        super().append(text, ids)

@@ -2,7 +2,7 @@
 
 `specguard --help` imports neither torch nor any framework: subcommands import what they need.
 Each subcommand is a function registered with ``set_defaults(func=...)``; reports that need more
-than a few lines live in `cli_report`.
+than a few lines live in `cli.report`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from .config import SpecGuardConfig
-    from .engine.loop import SpecGuard
+    from ..config import SpecGuardConfig
+    from ..engine.loop import SpecGuard
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -64,7 +64,7 @@ def _suite_args(p: argparse.ArgumentParser, offset: int = 0) -> None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     p = argparse.ArgumentParser(
         prog="specguard", description="SpecGuard step-level speculative decoding."
@@ -98,7 +98,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _add_study_commands(sub)
 
-    from .server.run import add_serve_args
+    from ..server.run import add_serve_args
 
     srv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server running SpecGuard")
     _pair_args(srv)
@@ -109,7 +109,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _add_study_commands(sub: Any) -> None:
     """bench, calibrate and signals: the commands that run a suite."""
-    from .baselines import METHOD_NAMES
+    from ..baselines.methods import METHOD_NAMES
 
     bench = sub.add_parser("bench", help="SpecGuard against its baselines on the same prompts")
     _suite_args(bench)
@@ -188,14 +188,12 @@ def console() -> Console:
 
 def load(args: argparse.Namespace) -> tuple[SpecGuard, SpecGuardConfig]:
     """The pair the arguments name (the bundled one by default) and the config it runs with."""
-    from .config import SpecGuardConfig
-    from .registry import load_pair
+    from ..registry import build_pair
 
-    cfg = SpecGuardConfig.from_file(args.config) if args.config else None
-    engine = load_pair(
+    engine = build_pair(
         args.draft,
         args.target,
-        cfg,
+        config_file=args.config,
         device=args.device,
         draft_kwargs=args.draft_kwargs,
         target_kwargs=args.target_kwargs,
@@ -204,14 +202,14 @@ def load(args: argparse.Namespace) -> tuple[SpecGuard, SpecGuardConfig]:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .cli_report import demo
+    from .report import demo
 
     engine, cfg = load(args)
     return demo(console(), engine, cfg, args.limit)
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from .cli_report import show_steps
+    from .report import show_steps
 
     engine, _ = load(args)
     result = engine.generate(args.prompt)
@@ -225,7 +223,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _eval_pair(args: argparse.Namespace) -> int:
-    from .cli_report import eval_pair
+    from .report import eval_pair
 
     engine, _ = load(args)
     return eval_pair(console(), engine, args.n, args.json)
@@ -234,8 +232,8 @@ def _eval_pair(args: argparse.Namespace) -> int:
 def _trace_view(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .tracing import read_trace
-    from .tracing.report import write_report
+    from ..tracing import read_trace
+    from ..tracing.report import write_report
 
     src = Path(args.file)
     runs = read_trace(src)
@@ -256,20 +254,20 @@ SUITE_OPTIONS = (
 
 
 def _suite(args: argparse.Namespace) -> list[Any]:
-    from .bench.suites import load_suite
+    from ..bench.suites import load_suite
 
     return load_suite(args.suite, **{k: getattr(args, k) for k in SUITE_OPTIONS})
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .cli_report import bench
+    from .report import bench
 
     engine, cfg = load(args)
     return bench(console(), args, _suite(args), engine, cfg.merged(seed=args.seed))
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from .cli_report import calibrate
+    from .report import calibrate
 
     engine, cfg = load(args)
     items = None if args.prompts else _suite(args)
@@ -277,14 +275,14 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _signals(args: argparse.Namespace) -> int:
-    from .cli_report import signal_study
+    from .report import signal_study
 
     engine, cfg = load(args)
     return signal_study(console(), args, _suite(args), engine, cfg)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server.run import serve_from_args
+    from ..server.run import serve_from_args
 
     return serve_from_args(args)
 

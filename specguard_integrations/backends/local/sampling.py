@@ -1,0 +1,208 @@
+"""Sampling on a local model: the next token (greedy or nucleus), where a step in token ids
+ends, and step 1 itself: k candidate steps from one prefix.
+
+The context is already in the KV cache (one prefill, extended step by step). For k > 1 the cache
+is repeated k times along the batch and every row decodes until its own step boundary; finished
+rows keep decoding padding until all are done or `max_tokens` is reached, and are masked out.
+The same routine writes the target's fallback step (greedy: k = 1, temperature 0).
+
+`sample_steps` hands the job to the model's runner (`runner.py`), if a runtime plugged one in
+(it may run the job together with other generations' jobs); else it runs `sample_steps_alone`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ...engine.candidate import Candidate, cut_text
+from .state import DecodeJob
+
+if TYPE_CHECKING:
+    import torch
+
+    from ...engine.backends import DecodeSettings
+    from ...segmentation import StepSegmenter
+    from ...types import StepFinish
+    from .model import LocalCausalLM
+    from .state import SeqState
+
+
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """`(B, V)` logits -> `(B,)` tokens; greedy when temperature is 0, else nucleus sampling."""
+    import torch
+
+    if temperature == 0.0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, V)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        # keep the smallest prefix whose mass reaches top_p (the top token always stays)
+        drop = sorted_p.cumsum(dim=-1) - sorted_p >= top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def cut_step(
+    lm: LocalCausalLM,
+    ids: list[int],
+    segmenter: StepSegmenter,
+    stop: tuple[str, ...],
+    tail: str = "",
+) -> tuple[int, str, StepFinish] | None:
+    """Where the step in `ids` ends, if it has: (tokens kept, text, finish); see `cut_text`."""
+    text = lm.decode(ids)
+    cut = cut_text(text, segmenter, stop, tail)
+    if cut is None:
+        return None
+    reach, kept, finish = cut
+    n = _tokens_covering(lm, ids, reach)
+    return n, (kept if finish == "stop" else lm.decode(ids[:n])), finish
+
+
+def _tokens_covering(lm: LocalCausalLM, ids: list[int], chars: int) -> int:
+    """The fewest leading tokens whose text reaches `chars` characters."""
+    if chars <= 0:
+        return 0
+    for n in range(1, len(ids) + 1):
+        if len(lm.decode(ids[:n])) >= chars:
+            return n
+    return len(ids)
+
+
+class Rows:
+    """The k candidate steps being sampled: tokens per row, which rows ended, hidden states."""
+
+    def __init__(
+        self,
+        lm: LocalCausalLM,
+        k: int,
+        cut: Callable[[list[int]], tuple[int, str, StepFinish] | None],
+        first_hidden: torch.Tensor | None,
+    ) -> None:
+        self.lm, self.cut = lm, cut
+        self.toks: list[list[int]] = [[] for _ in range(k)]
+        self.ended: list[Candidate | None] = [None] * k
+        self.hidden: list[list[torch.Tensor]] | None = (
+            None if first_hidden is None else [[first_hidden] for _ in range(k)]
+        )
+
+    @property
+    def done(self) -> bool:
+        return all(r is not None for r in self.ended)
+
+    def take(self, nxt: torch.Tensor) -> None:
+        """Append each open row's sampled token `(k,)`; close rows at EOS or a step end."""
+        for i, (row, end) in enumerate(zip(self.toks, self.ended, strict=True)):
+            if end is not None:
+                continue
+            tok = int(nxt[i])
+            if tok in self.lm.eos_ids:
+                self.ended[i] = Candidate(row, self.lm.decode(row), "eos", eos_id=tok)
+                continue
+            row.append(tok)
+            cut = self.cut(row)
+            if cut is not None:
+                n, text, finish = cut
+                self.ended[i] = Candidate(row[:n], text, finish)
+
+    def last_tokens(self) -> list[int]:
+        """The token each row feeds next (ended rows feed EOS as padding; they are ignored)."""
+        fill = self.lm.pad_id
+        return [
+            t[-1] if r is None and t else fill for t, r in zip(self.toks, self.ended, strict=True)
+        ]
+
+    def add_hidden(self, h: torch.Tensor | None) -> None:
+        """`(k, d)` hidden states of the tokens just fed, kept for rows still open."""
+        if h is None or self.hidden is None:
+            return
+        for i, end in enumerate(self.ended):
+            if end is None:
+                self.hidden[i].append(h[i])
+
+    def candidates(self) -> list[Candidate]:
+        """Every row as a candidate (rows still open were cut at max_tokens), with its mean
+        hidden state over the scored tokens when hidden states were kept."""
+        import torch
+
+        out = []
+        for i, row in enumerate(self.toks):
+            cand = self.ended[i] or Candidate(row, self.lm.decode(row), "max_step_tokens")
+            if self.hidden is not None:
+                n = max(1, len(cand.scored_ids))
+                cand.embedding = torch.stack(self.hidden[i][:n]).mean(dim=0)  # (d,)
+            out.append(cand)
+        return out
+
+
+def sample_steps(
+    lm: LocalCausalLM,
+    state: SeqState,
+    settings: DecodeSettings,
+    generator: torch.Generator | None = None,
+    *,
+    keep_cache: bool = False,
+) -> list[Candidate]:
+    """Sample `settings.k` candidate steps continuing `state` (whose ids must all be fed), each
+    with its mean hidden state when k > 1 (for selection).
+
+    The state's cache is left as it was, except with ``keep_cache`` and k = 1, where the kept
+    step tokens that were fed stay cached (`Candidate.fed`) so a greedy target does not
+    recompute them.
+    """
+    if state.pending or state.next_logits is None:
+        raise ValueError("sample_steps needs a state whose ids are all fed")
+    if settings.k > 1 and state.next_hidden is None:
+        raise ValueError("embedding candidates needs the last hidden state of the context")
+    if lm.runner is None:
+        return sample_steps_alone(lm, state, settings, generator, keep_cache=keep_cache)
+    return lm.runner.decode(DecodeJob(state, settings, generator, keep_cache))
+
+
+def sample_steps_alone(
+    lm: LocalCausalLM,
+    state: SeqState,
+    settings: DecodeSettings,
+    generator: torch.Generator | None = None,
+    *,
+    keep_cache: bool = False,
+) -> list[Candidate]:
+    """`sample_steps` on the model's own path, with no other job in its forwards."""
+    import torch
+
+    k, max_tokens, want_hidden = settings.k, settings.max_tokens, settings.k > 1
+    assert state.next_logits is not None
+    base = state.fed
+    cache = state.cache if k == 1 else lm.repeat_cache(state.cache, k)
+    logits = state.next_logits.unsqueeze(0).expand(k, -1)  # (k, V)
+    rows = Rows(
+        lm,
+        k,
+        lambda ids: cut_step(lm, ids, settings.segmenter, settings.stop, settings.stop_tail),
+        state.next_hidden if want_hidden else None,
+    )
+    fed_rows = 0  # tokens fed per row so far
+    try:
+        for t in range(max_tokens):
+            rows.take(sample_next(logits, settings.temperature, settings.top_p, generator))  # (k,)
+            if t == max_tokens - 1 or rows.done:
+                break
+            feed = torch.tensor(rows.last_tokens(), device=lm.device)  # (k,)
+            logits, h = lm.step_batch(feed, cache, hidden=want_hidden, alone=True)
+            fed_rows += 1
+            rows.add_hidden(h)
+    except BaseException:
+        if k == 1:
+            lm.crop(cache, base)
+        raise
+    out = rows.candidates()
+    if k == 1:
+        # keep_cache: at most all but the last kept token stay cached, so the next feed yields
+        # fresh logits; otherwise the cache goes back to the context
+        out[0].fed = max(0, min(fed_rows, len(out[0].ids) - 1)) if keep_cache else 0
+        lm.crop(cache, base + out[0].fed)
+    return out

@@ -1,0 +1,63 @@
+"""The data a local model's calls exchange: a generation's sequence state, a forward's output,
+and the jobs a runner runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from ...engine.backends import DecodeSettings
+    from ...engine.candidate import Candidate
+
+
+@dataclass
+class SeqState:
+    """Token ids of prompt + committed steps, and the KV cache covering `ids[:fed]`."""
+
+    ids: list[int]
+    cache: Any
+    fed: int = 0
+    next_logits: torch.Tensor | None = None  # (V,) after ids[fed - 1]; valid when fed == len(ids)
+    next_hidden: torch.Tensor | None = None  # (d,) last hidden state at ids[fed - 1]
+    # rollout mass vectors m_0..m_n of every fed position (see signals.propagate_mass)
+    mass: list[torch.Tensor] | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self.ids) - self.fed
+
+
+@dataclass
+class FeedOut:
+    logits: torch.Tensor  # (T, V) at the fed positions of one sequence
+    hidden: torch.Tensor | None = None  # (T, d) last hidden state
+    # per fed chunk, per rollout layer (lowest first): attention (H, Tc, Tk) of the chunk's rows
+    rows: list[list[torch.Tensor]] | None = None
+
+
+@dataclass
+class ForwardJob:
+    """Tokens to run over one sequence's cache (at the cache's length), as
+    `LocalCausalLM.forward` would; the keys are appended to the cache."""
+
+    cache: Any
+    tokens: list[int]
+    layers: int = 0  # last layers whose attention rows are returned
+    hidden: bool = False
+    out: FeedOut | None = None  # once run
+    error: BaseException | None = None
+
+
+@dataclass
+class DecodeJob:
+    """One request's candidate sampling (`sampling.sample_steps`' arguments)."""
+
+    state: SeqState  # all ids fed
+    settings: DecodeSettings
+    generator: torch.Generator | None
+    keep_cache: bool = False
+    out: list[Candidate] | None = None  # candidates once run
+    error: BaseException | None = None

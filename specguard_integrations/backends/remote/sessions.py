@@ -1,0 +1,132 @@
+"""The sessions of the endpoint backends: plain text, what the server is asked to continue,
+so nothing needs rolling back when a draft step is rejected."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from ...engine.backends import UNBOUNDED, DecodeSettings, StepSignals, TargetSession
+from ...engine.candidate import Candidate
+from ...engine.selection import jaccard_medoid
+from .client import EndpointError
+from .replies import Completion, to_candidate
+
+if TYPE_CHECKING:
+    from ...engine.backends import Rng
+
+
+class StepWriter(Protocol):
+    """What a session asks of its endpoint backend (`endpoint._Endpoint`)."""
+
+    @property
+    def where(self) -> str: ...
+
+    def request_step(
+        self,
+        prompt: str,
+        so_far: str,
+        settings: DecodeSettings,
+        generator: Rng,
+        *,
+        n: int = 1,
+        logprobs: bool = False,
+    ) -> list[Completion]: ...
+
+
+class TextSession:
+    """A session that is only text: what the server is asked to continue."""
+
+    device = "cpu"
+    vocab_id: str | None = None
+    tokens_left = UNBOUNDED
+    local = False  # each call waits on the server
+
+    def __init__(self, prompt: str) -> None:
+        self.prompt = prompt
+        self.so_far = ""
+        self.prompt_tokens = 0  # known after the first request
+
+    def append(self, text: str, ids: list[int] | None) -> None:
+        self.so_far += text
+
+    def complete(self, settings: DecodeSettings, generator: Rng) -> Completion:
+        """One request continuing the text so far (targets implement it)."""
+        raise NotImplementedError
+
+    def write_step(
+        self, settings: DecodeSettings, generator: Rng, assist: object = None
+    ) -> Candidate:
+        """5. The fallback step: one completion, cut at the step boundary, appended."""
+        c = self.complete(settings, generator)
+        self.prompt_tokens = self.prompt_tokens or c.prompt_tokens
+        cand = to_candidate(c, settings)
+        self.so_far += cand.text
+        return cand
+
+
+class EndpointTargetSession(TextSession):
+    def __init__(self, backend: StepWriter, prompt: str) -> None:
+        super().__init__(prompt)
+        self.backend = backend
+
+    def complete(self, settings: DecodeSettings, generator: Rng) -> Completion:
+        return self.backend.request_step(self.prompt, self.so_far, settings, generator)[0]
+
+
+class EndpointDraftSession(TextSession):
+    def __init__(self, backend: StepWriter, prompt: str) -> None:
+        super().__init__(prompt)
+        self.backend = backend
+        self._logprobs: dict[int, list[float]] = {}
+        self._pending: Candidate | None = None
+
+    def shares_vocab_with(self, target: TargetSession) -> bool:
+        return False
+
+    def assist(self) -> None:
+        return None
+
+    def propose(self, settings: DecodeSettings, generator: Rng) -> list[Candidate]:
+        completions = self.backend.request_step(
+            self.prompt, self.so_far, settings, generator, n=settings.k, logprobs=True
+        )
+        cands, self._logprobs = [], {}
+        for c in completions:
+            self.prompt_tokens = self.prompt_tokens or c.prompt_tokens
+            if c.logprobs is None:
+                raise EndpointError(
+                    f"{self.backend.where} returned no token logprobs: a remote draft needs"
+                    " them for its confidence signal"
+                )
+            cand = to_candidate(c, settings)
+            self._logprobs[id(cand)] = c.logprobs[: max(cand.num_tokens, 1)]
+            cands.append(cand)
+        return cands
+
+    def select(self, candidates: list[Candidate]) -> int:
+        return jaccard_medoid([c.text for c in candidates])
+
+    def score(self, candidate: Candidate) -> StepSignals:
+        if self._pending is not None:
+            raise RuntimeError("score() called twice without accept() or reject()")
+        lps = self._logprobs.get(id(candidate))
+        if not lps:
+            raise ValueError("cannot score a step without token logprobs")
+        self._pending = candidate
+        return StepSignals(confidence=min(lps), grounding=None)
+
+    def accept(self) -> None:
+        if self._pending is None:
+            raise RuntimeError("accept() without a scored step")
+        self.so_far += self._pending.text
+        self._pending = None
+
+    def reject(self) -> None:
+        if self._pending is None:
+            raise RuntimeError("reject() without a scored step")
+        self._pending = None
+
+    def append(self, text: str, ids: list[int] | None) -> None:
+        if self._pending is not None:
+            raise RuntimeError("append() while a scored step is pending")
+        super().append(text, ids)
