@@ -49,6 +49,41 @@ def _held_back(text: str, stop: tuple[str, ...]) -> int:
     return hold
 
 
+def _final_tokens(
+    lm: LocalCausalLM, ids: list[int], text: str, stopped: bool
+) -> tuple[list[int], list[str], list[int]]:
+    """Each token's text piece and its character offset in `text`; when a stop string cut the
+    text, the tokens past the cut (the stop string itself, unless kept) are dropped."""
+    pieces, offsets, pos = [], [], 0
+    for i in range(len(ids)):
+        piece = lm.decode(ids[: i + 1])[pos:]
+        offsets.append(min(pos, len(text)))
+        pieces.append(piece)
+        pos += len(piece)
+    keep = len(ids)
+    if stopped:
+        keep = sum(1 for o, p in zip(offsets, pieces, strict=True) if o < len(text) or not p)
+    return ids[:keep], pieces[:keep], offsets[:keep]
+
+
+def _stop_hit(text: str, stop: tuple[str, ...], include_stop: bool) -> tuple[str, str] | None:
+    """The text cut at the first stop string in it, and that string; None when none is."""
+    hits = [(i, s) for i, s in ((text.find(s), s) for s in stop) if i >= 0]
+    if not hits:
+        return None
+    at, s = min(hits)
+    return (text[: at + len(s)] if include_stop else text[:at]), s
+
+
+def _ready(text: str, stop: tuple[str, ...]) -> int:
+    """Characters of `text` that are final: not a possible stop's start, not half a
+    multi-byte character."""
+    ready = len(text) - _held_back(text, stop)
+    if text[ready - 1 : ready] == "\ufffd":  # a multi-byte character not yet complete
+        ready -= 1
+    return ready
+
+
 def plain_stream(
     lm: LocalCausalLM,
     prompt: str,
@@ -92,36 +127,22 @@ def plain_stream(
         ids.append(tid)
         logprobs.append(float(torch.log_softmax(logits[0].float(), dim=-1)[tid]))
         text = lm.decode(ids)
-        hits = [(i, s) for i, s in ((text.find(s), s) for s in stop) if i >= 0]
-        if hits:
-            at, s = min(hits)
-            text = text[: at + len(s)] if include_stop else text[:at]
-            finish, stop_reason = "stop", s
+        hit = _stop_hit(text, stop, include_stop)
+        if hit is not None:
+            (text, stop_reason), finish = hit, "stop"
             break
-        ready = len(text) - _held_back(text, stop)
-        if text[ready - 1 : ready] == "\ufffd":  # a multi-byte character not yet complete
-            ready -= 1
-        if ready > sent:
+        if (ready := _ready(text, stop)) > sent:
             yield text[sent:ready]
             sent = ready
         if t < max_tokens - 1:
             logits, _ = lm.step_batch(tok, state.cache, hidden=False)
     if len(text) > sent:
         yield text[sent:]
-    pieces, offsets, pos = [], [], 0
-    for i in range(len(ids)):
-        piece = lm.decode(ids[: i + 1])[pos:]
-        offsets.append(min(pos, len(text)))
-        pieces.append(piece)
-        pos += len(piece)
-    if stop_reason is not None:
-        # tokens past the cut text (the stop string itself, unless kept) are not reported
-        keep = sum(1 for o, p in zip(offsets, pieces, strict=True) if o < len(text) or not p)
-        ids, logprobs, offsets, pieces = ids[:keep], logprobs[:keep], offsets[:keep], pieces[:keep]
+    ids, pieces, offsets = _final_tokens(lm, ids, text, stop_reason is not None)
     return PlainResult(
         text=text,
         token_ids=ids,
-        logprobs=logprobs,
+        logprobs=logprobs[: len(ids)],
         offsets=offsets,
         finish_reason=finish,
         stop_reason=stop_reason,

@@ -144,7 +144,7 @@ class SpecGuard:
         timeout: float | None = None,
     ) -> list[GenerationResult | Exception]:
         """Generate for every prompt at once: the generations run concurrently and their model
-        calls are grouped by the step scheduler (`engine/scheduler.py`), so the draft and the
+        calls are grouped by the step scheduler (`runtime/scheduler.py`, when the package's `SpecGuard` built the pair), so the draft and the
         target run one forward for many requests. Results come in the order of `prompts`.
 
         Args:
