@@ -8,7 +8,7 @@ Adapters stay translation only: they subclass `SpecGuardParams` beside their fra
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
@@ -304,9 +304,46 @@ def _attempts(retries: int) -> list[_Attempt]:
     return [_Attempt(i == retries) for i in range(retries + 1)]
 
 
-def _result(stream: StepStream) -> GenerationResult:
-    assert stream.result is not None
-    return stream.result
+class Records:
+    """The records of one call, as it runs: a call whose server could not be reached before its
+    first step is started again, `retries` times at most (streams included); any other error,
+    or one after a step was yielded, stands. `result` is set once the records are exhausted."""
+
+    def __init__(self, start: Callable[[], StepStream], retries: int = 0) -> None:
+        self.start, self.retries = start, retries
+        self.result: GenerationResult | None = None
+
+    def __iter__(self) -> Iterator[StepRecord]:
+        for attempt in _attempts(self.retries):
+            with attempt:
+                stream = self.start()
+                try:
+                    for record in stream:
+                        attempt.seen = True
+                        yield record
+                finally:
+                    stream.close()
+                self.result = stream.result
+                return
+        raise AssertionError("the last attempt raises")
+
+    async def __aiter__(self) -> AsyncIterator[StepRecord]:
+        """The same, with the engine on a worker thread (`_threads.stream_in_thread`)."""
+        from ._threads import stream_in_thread
+
+        for attempt in _attempts(self.retries):
+            with attempt:
+                stream = self.start()
+                async for record in stream_in_thread(stream):
+                    attempt.seen = True
+                    yield record
+                self.result = stream.result
+                return
+        raise AssertionError("the last attempt raises")
+
+    def final(self) -> GenerationResult:
+        assert self.result is not None, "the records are not exhausted"
+        return self.result
 
 
 def run_call(
@@ -314,17 +351,12 @@ def run_call(
     on_step: Callable[[StepRecord], None] | None = None,
     retries: int = 0,
 ) -> GenerationResult:
-    """Run a call to its end, handing each record to `on_step`. A call whose server could
-    not be reached before its first step is started again, `retries` times at most."""
-    for attempt in _attempts(retries):
-        with attempt:
-            stream = start()
-            for record in stream:
-                attempt.seen = True
-                if on_step is not None:
-                    on_step(record)
-            return _result(stream)
-    raise AssertionError("the last attempt raises")
+    """Run a call to its end, handing each record to `on_step` (see `Records`)."""
+    records = Records(start, retries)
+    for record in records:
+        if on_step is not None:
+            on_step(record)
+    return records.final()
 
 
 async def arun_call(
@@ -335,18 +367,12 @@ async def arun_call(
     """`run_call` off the event loop: the engine runs on a worker thread."""
     import inspect
 
-    from ._threads import stream_in_thread
-
-    for attempt in _attempts(retries):
-        with attempt:
-            stream = start()
-            async for record in stream_in_thread(stream):
-                attempt.seen = True
-                done = on_step(record) if on_step is not None else None
-                if inspect.isawaitable(done):
-                    await done
-            return _result(stream)
-    raise AssertionError("the last attempt raises")
+    records = Records(start, retries)
+    async for record in records:
+        done = on_step(record) if on_step is not None else None
+        if inspect.isawaitable(done):
+            await done
+    return records.final()
 
 
 def split_reasoning(step_texts: list[str], text: str) -> tuple[str, str]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
+
+from .cancellation import CURRENT, Scope
 
 if TYPE_CHECKING:
     from .engine.loop import StepStream
@@ -13,10 +16,17 @@ if TYPE_CHECKING:
 
 
 def stream_in_thread(stream: StepStream) -> AsyncIterator[StepRecord]:
-    """Consume an engine stream on a worker thread, yielding records on the event loop."""
+    """Consume an engine stream on a worker thread, yielding records on the event loop.
+
+    The worker runs in a cancellation scope: when the consumer stops (its task cancelled, e.g.
+    by `asyncio.wait_for`), a request in flight to a remote model is abandoned at once and its
+    socket shut, so the consumer does not wait for the server."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
     cancelled = threading.Event()
+    ctx = contextvars.copy_context()
+    scope = Scope()
+    ctx.run(CURRENT.set, scope)
 
     def work() -> None:
         try:
@@ -30,7 +40,7 @@ def stream_in_thread(stream: StepStream) -> AsyncIterator[StepRecord]:
             loop.call_soon_threadsafe(queue.put_nowait, ("error", err))
 
     async def agen() -> AsyncIterator[StepRecord]:
-        fut = loop.run_in_executor(None, work)
+        fut = loop.run_in_executor(None, ctx.run, work)
         try:
             while True:
                 kind, value = await queue.get()
@@ -42,6 +52,7 @@ def stream_in_thread(stream: StepStream) -> AsyncIterator[StepRecord]:
                     break
         finally:
             cancelled.set()
+            scope.cancel()
             await fut
 
     return agen()

@@ -25,6 +25,7 @@ StepFinish = Literal[
     "stop",  # a caller stop sequence appeared: generation ends, text cut before it
     "max_step_tokens",  # cut at max_step_tokens without a boundary; generation goes on
     "max_new_tokens",  # the token budget ran out: generation ends
+    "context_window",  # the model's context is full (a server said so): generation ends
 ]
 FinishReason = Literal[
     "final_answer", "tool_call", "eos", "stop", "max_steps", "max_new_tokens", "context_window"

@@ -89,6 +89,9 @@ class DecodeSettings:
     stop: tuple[str, ...] = ()
     stop_tail: str = ""  # end of the committed text, to catch stops spanning a boundary
     target_speculation: int = 0  # greedy target step: draft tokens proposed per target forward
+    # `time.monotonic()` by which the generation must end (its `timeout`): a backend that waits
+    # on a server bounds its requests by it; None: no deadline
+    deadline: float | None = None
 
 
 class DraftAssist:

@@ -60,6 +60,7 @@ _ENDS_GENERATION: dict[StepFinish, FinishReason] = {
     "final_answer": "final_answer",
     "tool_call": "tool_call",
     "stop": "stop",
+    "context_window": "context_window",
 }
 
 
@@ -144,8 +145,9 @@ class SpecGuard:
         timeout: float | None = None,
     ) -> list[GenerationResult | Exception]:
         """Generate for every prompt at once: the generations run concurrently and their model
-        calls are grouped by the step scheduler (`runtime/scheduler.py`, when the package's `SpecGuard` built the pair), so the draft and the
-        target run one forward for many requests. Results come in the order of `prompts`.
+        calls are grouped by the runtime (the step scheduler, `runtime/scheduler.py`, for the
+        package's `SpecGuard`), so the draft and the target run one forward for many requests.
+        Results come in the order of `prompts`.
 
         Args:
             prompts: a list of prompt strings (not one string).
@@ -227,7 +229,7 @@ class SpecGuard:
         special: bool,
         timeout: float | None,
     ) -> Generator[StepRecord, None, GenerationResult]:
-        t0 = time.perf_counter()
+        t0, t_start = time.perf_counter(), time.monotonic()
         draft = self.draft.start(
             prompt, SignalSettings.from_config(cfg), add_special_tokens=special
         )
@@ -246,7 +248,14 @@ class SpecGuard:
                 break
             times = PhaseTimes()
             settings = DecodeSettings(
-                cfg.k, cfg.temperature, cfg.top_p, budget, segmenter, stop, done.tail
+                cfg.k,
+                cfg.temperature,
+                cfg.top_p,
+                budget,
+                segmenter,
+                stop,
+                done.tail,
+                deadline=None if timeout is None else t_start + timeout,
             )
             with times.timed("propose"), self._away(draft):  # 1. propose
                 candidates = draft.propose(settings, gen_d)
@@ -313,6 +322,7 @@ class SpecGuard:
             stop=settings.stop,
             stop_tail=settings.stop_tail,
             target_speculation=speculate,
+            deadline=settings.deadline,
         )
         with times.timed("target"), self._away(target):
             step = target.write_step(fallback, gen_t, draft.assist() if speculate else None)

@@ -28,7 +28,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._adapter import SpecGuardParams, arun_call, reject_unknown, run_call
+from .._adapter import Records, SpecGuardParams, arun_call, reject_unknown, run_call
 from ..chat import ChatCall, ReplyStream, check_tools, prepare_chat, reasoning_split
 from . import _common
 
@@ -312,7 +312,7 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         call, start = self._start(messages, stop, kwargs)
-        stream = start()
+        stream = Records(start, self.max_retries)
         text = ReplyStream(call, self.reasoning)
         target: tuple[CallbackManager, UUID] | None = None
         for record in stream:
@@ -338,10 +338,10 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         call, start = self._start(messages, stop, kwargs)
-        stream = start()
+        stream = Records(start, self.max_retries)
         text = ReplyStream(call, self.reasoning)
         target: tuple[AsyncCallbackManager, UUID] | None = None
-        async for record in _common.stream_in_thread(stream):
+        async for record in stream:
             chunk = _common.chunk(*text.step(record.text, record.finish))
             if run_manager:
                 await _common.aemit_step(run_manager, record)

@@ -19,7 +19,7 @@ from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ConfigDict
 
-from .._adapter import SpecGuardParams, arun_call, reject_unknown, run_call
+from .._adapter import Records, SpecGuardParams, arun_call, reject_unknown, run_call
 from ..chat import strip_special
 from . import _common
 
@@ -138,7 +138,7 @@ class SpecGuardLLM(SpecGuardParams, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
-        stream = self._start(prompt, stop, kwargs)()
+        stream = Records(self._start(prompt, stop, kwargs), self.max_retries)
         for record in stream:
             _common.emit_step(run_manager, record)
             chunk = GenerationChunk(text=self._text(record.text))
@@ -155,8 +155,8 @@ class SpecGuardLLM(SpecGuardParams, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        stream = self._start(prompt, stop, kwargs)()
-        async for record in _common.stream_in_thread(stream):
+        stream = Records(self._start(prompt, stop, kwargs), self.max_retries)
+        async for record in stream:
             await _common.aemit_step(run_manager, record)
             chunk = GenerationChunk(text=self._text(record.text))
             if run_manager:

@@ -47,6 +47,7 @@ class LangChainTargetSession(TextSession):
     def __init__(self, backend: LangChainTarget, prompt: str) -> None:
         super().__init__(prompt)
         self.backend = backend
+        self.where = backend.name
 
     def complete(self, settings: DecodeSettings, generator: Rng) -> Completion:
         from langchain_core.language_models import BaseLLM

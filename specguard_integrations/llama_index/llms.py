@@ -33,7 +33,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from pydantic import ConfigDict, Field
 
-from .._adapter import SpecGuardParams, arun_call, reject_unknown, run_call
+from .._adapter import Records, SpecGuardParams, arun_call, reject_unknown, run_call
 from ..chat import ChatCall, ReplyStream, prepare_chat, reasoning_split, strip_special
 from ..chat import tool_call_dict as _tool_call
 
@@ -214,7 +214,8 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
-        stream, out = self._start(prompt, kwargs, True)(), _Streamer(self, None)
+        stream = Records(self._start(prompt, kwargs, True), self.max_retries)
+        out = _Streamer(self, None)
 
         def gen() -> Generator[CompletionResponse, None, None]:
             yield from (out.completion_step(record) for record in stream)
@@ -236,12 +237,11 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        from .._threads import stream_in_thread
-
-        stream, out = self._start(prompt, kwargs, True)(), _Streamer(self, None)
+        stream = Records(self._start(prompt, kwargs, True), self.max_retries)
+        out = _Streamer(self, None)
 
         async def gen() -> AsyncGenerator[CompletionResponse, None]:
-            async for record in stream_in_thread(stream):
+            async for record in stream:
                 yield out.completion_step(record)
             yield out.completion_last(stream.result)
 
@@ -262,7 +262,7 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         call, start = self._chat_start(messages, kwargs)
-        stream, out = start(), _Streamer(self, call)
+        stream, out = Records(start, self.max_retries), _Streamer(self, call)
 
         def gen() -> Generator[ChatResponse, None, None]:
             yield from (out.chat_step(record) for record in stream)
@@ -274,13 +274,11 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
-        from .._threads import stream_in_thread
-
         call, start = self._chat_start(messages, kwargs)
-        stream, out = start(), _Streamer(self, call)
+        stream, out = Records(start, self.max_retries), _Streamer(self, call)
 
         async def gen() -> AsyncGenerator[ChatResponse, None]:
-            async for record in stream_in_thread(stream):
+            async for record in stream:
                 yield out.chat_step(record)
             yield out.chat_last(stream.result)
 

@@ -38,6 +38,20 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-model", help="the target's name on --target-endpoint")
     p.add_argument("--target-api", choices=("completions", "chat"), default="completions")
     p.add_argument(
+        "--target-timeout",
+        type=float,
+        default=60.0,
+        help="seconds each request to --target-endpoint may take, connect plus the whole body"
+        " (default: 60)",
+    )
+    p.add_argument(
+        "--target-max-retries",
+        type=int,
+        default=2,
+        help="extra attempts per request to --target-endpoint on a refused or dropped"
+        " connection, a timeout, 429 or 5xx (default: 2)",
+    )
+    p.add_argument(
         "--target-engine",
         choices=("auto", "vllm", "sglang", "tgi", "llamacpp", "ollama", "generic"),
         default="auto",
@@ -98,6 +112,8 @@ def served_from_args(args: argparse.Namespace) -> ServedModel:
             args.target_model,
             api=args.target_api,
             engine=args.target_engine,
+            timeout=args.target_timeout,
+            max_retries=args.target_max_retries,
         )
     engine = build_pair(
         args.draft,

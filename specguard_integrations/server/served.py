@@ -133,16 +133,22 @@ class SpecGuardServed(ServedModel):
         cfg = config_for_call(
             self.config, temperature=req.temperature, max_tokens=req.max_tokens, seed=req.seed
         ).merged(top_p=req.top_p, segmenter=req.segmenter)
+        from ..cancellation import CallCancelled, scope
+
         stream = self.engine.stream(
             req.prompt, config=cfg, stop=req.stop, add_special_tokens=req.add_special_tokens
         )
-        try:
-            for record in stream:
-                if cancelled.is_set():
-                    raise Cancelled("generation cancelled")
-                on_delta(record.text, record)
-        finally:
-            stream.close()
+        # the client leaving abandons a request in flight to a remote model, too
+        with scope(cancelled):
+            try:
+                for record in stream:
+                    if cancelled.is_set():
+                        raise Cancelled("generation cancelled")
+                    on_delta(record.text, record)
+            except CallCancelled:
+                raise Cancelled("generation cancelled") from None
+            finally:
+                stream.close()
         result = stream.result
         assert result is not None
         choice = Choice(

@@ -131,7 +131,7 @@ class HTTPError(Exception):
 def to_http(err: BaseException) -> HTTPError:
     """The HTTP answer for an error. Unexpected ones are logged with their traceback and
     answered with a generic 500: internal text never reaches the client."""
-    from ..backends.remote.client import EndpointError
+    from ..backends.remote.client import EndpointError, EndpointTimeout
 
     if isinstance(err, HTTPError):
         return err
@@ -143,6 +143,8 @@ def to_http(err: BaseException) -> HTTPError:
         return HTTPError(400, f"{where}{message}", param=param)
     if isinstance(err, Cancelled):
         return HTTPError(503, str(err), kind="server_error")
+    if isinstance(err, EndpointTimeout):
+        return HTTPError(504, f"the target server timed out: {err}", kind="server_error")
     if isinstance(err, EndpointError):
         return HTTPError(502, f"the target server failed: {err}", kind="server_error")
     if isinstance(err, (ValueError, TypeError)):

@@ -1,20 +1,39 @@
-"""A small client for OpenAI-compatible servers: JSON POSTs with timeouts and bounded retries.
+"""A small client for OpenAI-compatible servers: JSON requests with one retry and deadline policy,
+bounded bodies and typed errors.
 
 Shared by the endpoint backends; one client per backend keeps a connection pool, so concurrent
-generations keep many requests in flight.
+generations keep many requests in flight. The policy (docs/scale-out.md, "Failure semantics"):
+
+- each request has a deadline: connect plus the whole body within `timeout` seconds (or less,
+  when the caller's own deadline is nearer); a server that trickles its body is cut off there;
+- refused or dropped connections, timeouts, 429 and 5xx are retried `max_retries` times with
+  jittered exponential backoff, or after the server's ``Retry-After`` (capped);
+- a body over `max_body_bytes` is refused before it is parsed;
+- a call inside a cancellation scope (`specguard_integrations.cancellation`) returns as soon as
+  the scope is cancelled, and its socket is shut.
 """
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
+import json
 import logging
+import math
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
+
+from ...cancellation import CallCancelled, Scope, current
 
 if TYPE_CHECKING:
     import httpx
 
 log = logging.getLogger(__name__)
+
+RETRY_AFTER_CAP = 30.0  # seconds: the longest Retry-After honoured
+MAX_BODY_BYTES = 16 << 20  # a reply larger than this is refused unread
 
 
 class EndpointError(RuntimeError):
@@ -22,15 +41,41 @@ class EndpointError(RuntimeError):
 
 
 class EndpointUnreachable(EndpointError):
-    """No answer from the server after the bounded retries (refused, timed out, DNS)."""
+    """No answer from the server after the bounded retries: refused or dropped connections,
+    timeouts, or 429 / 5xx on every attempt."""
+
+
+class EndpointTimeout(EndpointUnreachable, TimeoutError):
+    """The request's deadline passed (connect plus the whole body) on every attempt, or the
+    generation's own deadline came first."""
+
+
+class EndpointRejected(EndpointError):
+    """The server refused the request with a 4xx status (other than 429): the request's fault,
+    not retried. `status` is the HTTP status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class EndpointReplyError(EndpointError):
+    """The reply breaks the contract: not JSON, a field missing or of the wrong kind, a number
+    that is not finite, a body over the size cap, or a step longer than the budget asked."""
+
+
+class _Retryable(Exception):
+    """An attempt that may be tried again; `retry_after` is the server's wish, in seconds."""
+
+    def __init__(self, error: EndpointError, retry_after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error, self.retry_after = error, retry_after
 
 
 class OpenAICompatibleClient:
-    """POSTs JSON to an OpenAI-compatible server with timeouts and bounded retries.
-
-    Retries (with jittered exponential backoff) cover connection failures, timeouts, 429 and 5xx;
-    any other 4xx is the request's fault and raises at once with the server's message.
-    """
+    """Requests JSON from an OpenAI-compatible server under the module's retry and deadline
+    policy; any 4xx but 429 is the request's fault and raises at once with the server's
+    message."""
 
     def __init__(
         self,
@@ -40,19 +85,24 @@ class OpenAICompatibleClient:
         timeout: float = 60.0,
         max_retries: int = 2,
         max_connections: int = 64,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
-        if max_retries < 0:
-            raise ValueError("max_retries must be >= 0")
-        if timeout <= 0:
-            raise ValueError("timeout must be > 0 seconds")
+        if not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        if not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+            raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+        if max_body_bytes < 1024:
+            raise ValueError(f"max_body_bytes must be at least 1024, got {max_body_bytes}")
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
-        self.timeout = timeout
+        self.timeout = float(timeout)
         self.max_retries = max_retries
         self.max_connections = max_connections
+        self.max_body_bytes = max_body_bytes
         self._client: httpx.Client | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     @property
     def client(self) -> httpx.Client:
@@ -70,72 +120,215 @@ class OpenAICompatibleClient:
             )
         return self._client
 
-    def _send(self, method: str, path: str, payload: dict[str, Any] | None) -> httpx.Response:
-        """The response of a request retried on connection errors, 429 and 5xx."""
+    # ---------------------------------------------------------------- one request, retried
+    def request(
+        self, method: str, path: str, payload: dict[str, Any] | None, deadline: float | None
+    ) -> tuple[int, bytes]:
+        """(status, body) of a request retried under the policy; `deadline` (monotonic) bounds
+        every attempt and the waits between them."""
+        from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+        url = self.base_url + path
+
+        def wait(state: RetryCallState) -> float:
+            err = state.outcome.exception() if state.outcome else None
+            backoff = min(4.0, 0.25 * 2 ** (state.attempt_number - 1)) * (0.5 + random.random())
+            if isinstance(err, _Retryable) and err.retry_after is not None:
+                backoff = min(err.retry_after, RETRY_AFTER_CAP)
+            if deadline is not None:
+                backoff = min(backoff, max(0.0, deadline - time.monotonic()))
+            return backoff
+
+        def log_retry(state: RetryCallState) -> None:
+            err = state.outcome.exception() if state.outcome else None
+            log.warning("%s %s: %s, attempt %d", method, url, err, state.attempt_number)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=wait,
+            retry=retry_if_exception_type(_Retryable),
+            before_sleep=log_retry,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(self._attempt, method, url, payload, deadline)
+        except _Retryable as last:
+            raise _final(last.error, self.base_url, self.max_retries + 1) from None
+
+    def _sleep(self, seconds: float) -> None:
+        scope = current()
+        if scope is not None and scope.event.wait(seconds):
+            raise CallCancelled("the call was cancelled")
+        if scope is None:
+            time.sleep(seconds)
+
+    def _attempt(
+        self, method: str, url: str, payload: dict[str, Any] | None, deadline: float | None
+    ) -> tuple[int, bytes]:
+        """One attempt: within its deadline, abandoned at once when the scope is cancelled."""
+        now = time.monotonic()
+        limit = self.timeout if deadline is None else min(self.timeout, deadline - now)
+        if limit <= 0:
+            raise EndpointTimeout(f"{url}: the generation's deadline passed before the request")
+        scope = current()
+        if scope is None:
+            return self._exchange(method, url, payload, now + limit, None)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.max_connections, "specguard-http")
+        job = self._pool.submit(self._exchange, method, url, payload, now + limit, scope)
+        return scope.wait(job)
+
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        payload: dict[str, Any] | None,
+        until: float,
+        scope: Scope | None,
+    ) -> tuple[int, bytes]:
         import httpx
 
-        url = self.base_url + path
-        last: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(min(4.0, 0.25 * 2 ** (attempt - 1)) * (0.5 + random.random()))
-            try:
-                resp = self.client.request(method, url, json=payload)
-            except httpx.TransportError as err:  # refused, reset, timeout, DNS
-                last = err
-                log.warning("request to %s failed (%s), attempt %d", url, err, attempt + 1)
-                continue
-            if resp.status_code == 429 or resp.status_code >= 500:
-                last = EndpointError(f"{url} answered {resp.status_code}: {_message(resp)}")
-                log.warning("%s, attempt %d", last, attempt + 1)
-                continue
-            return resp
-        if isinstance(last, EndpointError):
-            raise EndpointError(f"{last} (after {self.max_retries + 1} attempts)")
-        raise EndpointUnreachable(
-            f"cannot reach the server at {self.base_url} after {self.max_retries + 1} attempts:"
-            f" {last}"
-        )
-
-    def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """A POST's JSON object; `EndpointError` naming the problem otherwise."""
-        resp = self._send("POST", path, payload)
-        url = self.base_url + path
-        if resp.status_code >= 400:
-            raise EndpointError(f"{url} answered {resp.status_code}: {_message(resp)}")
+        content = None if payload is None else json.dumps(payload).encode("utf-8")
+        headers = {"Content-Type": "application/json"} if content is not None else {}
+        left = max(until - time.monotonic(), 0.001)
         try:
-            data = resp.json()
-        except ValueError as err:
-            raise EndpointError(f"{url} answered malformed data (not JSON): {err}") from err
+            req = self.client.build_request(
+                method, url, content=content, headers=headers, timeout=httpx.Timeout(left)
+            )
+            resp = self.client.send(req, stream=True)
+            try:
+                body = self._read(resp, url, until, scope)
+            finally:
+                resp.close()
+        except httpx.TimeoutException as err:
+            late = EndpointTimeout(f"{url} did not answer within the deadline: {err}")
+            raise _Retryable(late) from None
+        except httpx.TransportError as err:  # refused, reset, DNS, a body cut off
+            raise _Retryable(EndpointUnreachable(f"{url}: {type(err).__name__}: {err}")) from None
+        if resp.status_code == 429 or resp.status_code >= 500:
+            failed = EndpointUnreachable(f"{url} answered {resp.status_code}: {_message(body)}")
+            raise _Retryable(failed, _retry_after(resp.headers.get("retry-after")))
+        return resp.status_code, body
+
+    def _read(self, resp: httpx.Response, url: str, until: float, scope: Scope | None) -> bytes:
+        """The body, within the size cap and the deadline (a trickling server is cut off)."""
+        declared = resp.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise EndpointReplyError(
+                f"{url} answered {int(declared)} bytes, over the {self.max_body_bytes}-byte cap"
+            )
+        sock = (resp.extensions.get("network_stream") or _NoStream()).get_extra_info("socket")
+        chunks, size = [], 0
+        with scope.hook(lambda: _shut(sock)) if scope is not None else contextlib.nullcontext():
+            for chunk in resp.iter_bytes():
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise EndpointReplyError(
+                        f"{url} answered more than {self.max_body_bytes} bytes (the size cap)"
+                    )
+                if time.monotonic() > until:
+                    raise _Retryable(
+                        EndpointTimeout(f"{url} did not send its whole body within the deadline")
+                    )
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    # ---------------------------------------------------------------- JSON
+    def post(
+        self, path: str, payload: dict[str, Any], deadline: float | None = None
+    ) -> dict[str, Any]:
+        """A POST's JSON object; a typed `EndpointError` naming the problem otherwise."""
+        status, body = self.request("POST", path, payload, deadline)
+        url = self.base_url + path
+        if status >= 400:
+            raise EndpointRejected(f"{url} answered {status}: {_message(body)}", status)
+        data = _json(body, url)
         if not isinstance(data, dict):
-            raise EndpointError(f"{url} answered malformed data: a JSON object was expected")
+            raise EndpointReplyError(
+                f"{url} answered malformed data: a JSON object was expected, got"
+                f" {type(data).__name__}"
+            )
         return data
 
     def get(self, path: str) -> Any:
         """A GET's JSON body, or None when the route answers an error or no JSON (a probe)."""
         try:
-            resp = self._send("GET", path, None)
+            status, body = self.request("GET", path, None, None)
         except EndpointUnreachable:
             raise
         except EndpointError:
             return None
-        if resp.status_code >= 400:
+        if status >= 400:
             return None
         try:
-            return resp.json()
-        except ValueError:
+            return _json(body, self.base_url + path)
+        except EndpointReplyError:
             return None
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
 
 
-def _message(resp: httpx.Response) -> str:
+class _NoStream:
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+
+def _shut(sock: Any) -> None:
+    """Wake a read blocked on `sock` (closing alone does not)."""
+    import socket
+
+    if sock is not None:
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _final(error: EndpointError, base_url: str, attempts: int) -> EndpointError:
+    """The error of the last attempt, saying how many were made."""
+    kind = type(error)
+    if kind is EndpointUnreachable and "answered" not in str(error):
+        return EndpointUnreachable(
+            f"cannot reach the server at {base_url} after {attempts} attempts: {error}"
+        )
+    return kind(f"{error} (after {attempts} attempts)")
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), if valid."""
+    if not value:
+        return None
     try:
-        body = resp.json()
-        err = body.get("error", body) if isinstance(body, dict) else body
-        return str(err.get("message", err) if isinstance(err, dict) else err)[:500]
+        seconds = float(value)
     except ValueError:
-        return resp.text[:500]
+        when = email.utils.parsedate_to_datetime(value) if value.strip() else None
+        if when is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _json(body: bytes, url: str) -> Any:
+    """Parsed JSON: strict (NaN and Infinity are not JSON numbers), else `EndpointReplyError`."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        return json.loads(body, parse_constant=refuse)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise EndpointReplyError(f"{url} answered malformed data (not JSON): {err}") from None
+
+
+def _message(body: bytes) -> str:
+    """The server's error message, short."""
+    try:
+        data = json.loads(body)
+        err = data.get("error", data) if isinstance(data, dict) else data
+        return str(err.get("message", err) if isinstance(err, dict) else err)[:500]
+    except (ValueError, UnicodeDecodeError):
+        return body[:500].decode("utf-8", "replace")

@@ -22,9 +22,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ...engine.backends import DecodeSettings, SignalSettings, check_prompt_text
 from . import profiles
-from .client import EndpointError, OpenAICompatibleClient
+from .client import MAX_BODY_BYTES, EndpointReplyError, OpenAICompatibleClient
 from .profiles import Engine, EngineProfile
-from .replies import Completion, step_stops
+from .replies import (
+    LENGTH_SLACK_TOKENS,
+    MAX_CHARS_PER_TOKEN,
+    Completion,
+    check_length,
+    step_stops,
+)
 from .sessions import EndpointDraftSession, EndpointTargetSession
 
 if TYPE_CHECKING:
@@ -54,6 +60,7 @@ class _Endpoint:
         timeout: float = 60.0,
         max_retries: int = 2,
         max_connections: int = 64,
+        max_body_bytes: int = MAX_BODY_BYTES,
         extra_body: dict[str, Any] | None = None,
         name: str | None = None,
     ) -> None:
@@ -75,6 +82,7 @@ class _Endpoint:
             timeout=timeout,
             max_retries=max_retries,
             max_connections=max_connections,
+            max_body_bytes=max_body_bytes,
         )
 
     @property
@@ -133,13 +141,14 @@ class _Endpoint:
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         stops = step_stops(settings) + self.end_of_turn
         body = self._body(settings, stops, seed, logprobs)
+        deadline = settings.deadline
         if n == 1 or self.profile.n:
-            return self._answer(prompt, so_far, {**body, "n": n}, stops, n)
+            return self._answer(prompt, so_far, {**body, "n": n}, stops, n, deadline)
         from concurrent.futures import ThreadPoolExecutor
 
         def one(i: int) -> Completion:
             each = {**body, "n": 1, **({"seed": seed + i} if seed is not None else {})}
-            return self._answer(prompt, so_far, each, stops, 1)[0]
+            return self._answer(prompt, so_far, each, stops, 1, deadline)[0]
 
         with ThreadPoolExecutor(n) as pool:
             return list(pool.map(one, range(n)))
@@ -172,17 +181,19 @@ class _Endpoint:
         """Whether requests go to /v1/chat/completions (else the text is continued as is)."""
         return self.api == "chat" and self.chat_template is None
 
-    def _post(self, prompt: str, so_far: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _post(
+        self, prompt: str, so_far: str, body: dict[str, Any], deadline: float | None
+    ) -> dict[str, Any]:
         if not self._chat:
             if self.api == "chat":  # rendered here: the turn is continued as text
                 prompt = self._rendered(prompt)
-            return self.http.post("/v1/completions", {**body, "prompt": prompt + so_far})
+            return self.http.post("/v1/completions", {**body, "prompt": prompt + so_far}, deadline)
         messages = [{"role": "user", "content": prompt}]
         if so_far:
             messages.append({"role": "assistant", "content": so_far})
             if self.profile.prefill == "flags":  # vLLM, SGLang: continue instead of a new turn
                 body = {**body, "continue_final_message": True, "add_generation_prompt": False}
-        return self.http.post("/v1/chat/completions", {**body, "messages": messages})
+        return self.http.post("/v1/chat/completions", {**body, "messages": messages}, deadline)
 
     def _rendered(self, prompt: str) -> str:
         msgs = [{"role": "user", "content": prompt}]
@@ -191,33 +202,54 @@ class _Endpoint:
         )
 
     def _answer(
-        self, prompt: str, so_far: str, body: dict[str, Any], stops: tuple[str, ...], n: int
+        self,
+        prompt: str,
+        so_far: str,
+        body: dict[str, Any],
+        stops: tuple[str, ...],
+        n: int,
+        deadline: float | None,
     ) -> list[Completion]:
-        data = self._post(prompt, so_far, body)
-        where = self.where
+        data = self._post(prompt, so_far, body, deadline)
+        usage = data.get("usage") or {}
+        choices = data.get("choices")
         try:
-            choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
-            usage = data.get("usage") or {}
+            if not isinstance(choices, list) or not isinstance(usage, dict):
+                raise ValueError("'choices' must be a list and 'usage' an object")
+            if not all(isinstance(c, dict) for c in choices):
+                raise ValueError("every choice must be an object")
+            choices = sorted(choices, key=lambda c: c.get("index", 0))
             read = [
                 profiles.read_choice(c, self._chat, self.profile.stop_field, usage) for c in choices
             ]
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise EndpointError(f"{where} answered malformed data: {err!r}") from err
+        except KeyError as err:
+            raise self._malformed(f"no field {err} in a choice") from None
+        except (TypeError, ValueError, AttributeError) as err:
+            raise self._malformed(str(err)) from None
         if len(read) != n:
-            raise EndpointError(f"{where} answered {len(read)} choices, {n} were asked for")
-        return [self._settle(prompt, so_far, c, stops, len(read)) for c in read]
+            raise self._malformed(f"{len(read)} choices, where {n} were asked for")
+        settled = [self._settle(prompt, so_far, c, stops, len(read), deadline) for c in read]
+        for c in settled:
+            check_length(c, body["max_tokens"], self.where)
+        return settled
+
+    def _malformed(self, what: str) -> EndpointReplyError:
+        return EndpointReplyError(f"{self.where} answered malformed data: {what}")
 
     def _settle(
-        self, prompt: str, so_far: str, c: profiles.Choice, stops: tuple[str, ...], count: int
+        self,
+        prompt: str,
+        so_far: str,
+        c: profiles.Choice,
+        stops: tuple[str, ...],
+        count: int,
+        deadline: float | None,
     ) -> Completion:
         """The boundary question answered: did the server stop at one of `stops`?"""
         stop = profiles.matched_stop(c, stops, self.profile)
         if stop is True:  # the engine does not say: ask the model for one more token
-            probe = {"model": self.model, "max_tokens": 1, "temperature": 0.0, **self.profile.extra}
-            nxt = self._post(prompt, so_far + c.text, {**probe, **self.extra_body})
-            choice = nxt["choices"][0]
-            text = choice["message"]["content"] if self._chat else choice["text"]
-            stop = profiles.stop_after_probe(text or "", stops)
+            nxt = self._one_more(prompt, so_far + c.text, deadline)
+            stop = profiles.stop_after_probe(nxt, stops)
         if stop in self.end_of_turn:  # the turn ended: as EOS, nothing to put back
             stop = None
         text = c.text
@@ -235,7 +267,29 @@ class _Endpoint:
             prompt_tokens=c.prompt_tokens or 0,
             offsets=c.offsets,
             logprobs=c.logprobs,
+            counted=c.completion_tokens is not None or c.tokens is not None,
         )
+
+    def _one_more(self, prompt: str, text: str, deadline: float | None) -> str:
+        """The model's next greedy token after `text` (empty: it ended)."""
+        probe = {"model": self.model, "max_tokens": 1, "temperature": 0.0, **self.profile.extra}
+        data = self._post(prompt, text, {**probe, **self.extra_body}, deadline)
+        choices = data.get("choices")
+        first = choices[0] if isinstance(choices, list) and choices else None
+        if not isinstance(first, dict):
+            raise self._malformed("the one-token answer has no choice")
+        if self._chat:
+            message = first.get("message")
+            nxt = message.get("content") if isinstance(message, dict) else None
+        else:
+            nxt = first.get("text")
+        if nxt is not None and not isinstance(nxt, str):
+            raise self._malformed("the one-token answer's text is not a string")
+        if len(nxt or "") > MAX_CHARS_PER_TOKEN * (1 + LENGTH_SLACK_TOKENS):
+            raise EndpointReplyError(
+                f"{self.where} answered {len(nxt or '')} characters where one token was asked for"
+            )
+        return nxt or ""
 
 
 def _end_of_turn(tokenizer: Any) -> tuple[str, ...]:
@@ -274,7 +328,11 @@ class EndpointTarget(_Endpoint):
             (llama.cpp, generic): the target's tokenizer (or its id) renders the turn here and
             the step continues over ``/v1/completions``.
         api_key: sent as a bearer token; default: the ``api_key_env`` environment variable.
-        timeout: seconds per request; max_retries: extra attempts on connection errors, 429, 5xx.
+        timeout: seconds each request may take, connect plus the whole body (a generation's
+            own ``timeout`` bounds its requests too); max_retries: extra attempts on refused or
+            dropped connections, timeouts, 429 and 5xx (after ``Retry-After``, at most 30 s);
+            max_body_bytes: a larger reply is refused unread. docs/scale-out.md, "Failure
+            semantics", lists every error.
         extra_body: fields sent with every request (engine-specific sampling options).
     """
 

@@ -27,6 +27,7 @@ tell it directly: a stop match leaves tokens past the text.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -84,9 +85,7 @@ def profile(name: str) -> EngineProfile:
 
 def detect(http: OpenAICompatibleClient) -> tuple[EngineProfile, str]:
     """The engine behind `http`, and what showed it. Unknown engines get `generic`."""
-    models = http.get("/v1/models")
-    data = (models or {}).get("data") or [{}]
-    owner = str(data[0].get("owned_by", "")) if isinstance(data[0], dict) else ""
+    owner = _owner(http.get("/v1/models"))
     by_owner = {"vllm": "vllm", "sglang": "sglang", "specguard": "vllm", "me": "llamacpp"}
     if owner in by_owner:
         return PROFILES[by_owner[owner]], f"/v1/models owned_by={owner!r}"
@@ -99,6 +98,15 @@ def detect(http: OpenAICompatibleClient) -> tuple[EngineProfile, str]:
     if isinstance(version, dict) and "version" in version:
         return PROFILES["ollama"], "/api/version (Ollama)"
     return PROFILES["generic"], f"no engine recognised (/v1/models owned_by={owner!r})"
+
+
+def _owner(models: Any) -> str:
+    """`owned_by` of the first model `/v1/models` lists; "" for any other shape (a probe reads
+    what it can and never fails on what it cannot)."""
+    data = models.get("data") if isinstance(models, dict) else None
+    first = data[0] if isinstance(data, list) and data else None
+    owner = first.get("owned_by") if isinstance(first, dict) else None
+    return owner if isinstance(owner, str) else ""
 
 
 @dataclass
@@ -147,13 +155,19 @@ def read_choice(
         tokens=tokens,
         logprobs=logprobs,
         offsets=offsets,
-        completion_tokens=_int(usage.get("completion_tokens")),
-        prompt_tokens=_int(usage.get("prompt_tokens")),
+        completion_tokens=_int(usage.get("completion_tokens"), "usage.completion_tokens"),
+        prompt_tokens=_int(usage.get("prompt_tokens"), "usage.prompt_tokens"),
     )
 
 
-def _int(x: Any) -> int | None:
-    return int(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+def _int(x: Any, field: str = "usage") -> int | None:
+    """A count the server reported: None when absent; `ValueError` naming the field when it is
+    not a finite number of at least 0."""
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0:
+        raise ValueError(f"{field} is {x!r}, not a count")
+    return int(x)
 
 
 def matched_stop(c: Choice, stops: tuple[str, ...], engine: EngineProfile) -> str | bool | None:

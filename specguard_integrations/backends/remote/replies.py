@@ -8,6 +8,14 @@ from dataclasses import dataclass
 
 from ...engine.backends import DecodeSettings
 from ...engine.candidate import Candidate, cut_text
+from .client import EndpointReplyError
+
+# a reply may run this many tokens past the budget asked (engines count a stop string's tokens,
+# or a token EOS shares, differently) before it is refused as over-long
+LENGTH_SLACK_TOKENS = 8
+# the most characters one token is taken to write; a reply with more text than the budget
+# allows at this rate is refused even when its usage says otherwise
+MAX_CHARS_PER_TOKEN = 64
 
 
 def step_stops(settings: DecodeSettings) -> tuple[str, ...]:
@@ -26,13 +34,32 @@ class Completion:
     prompt_tokens: int
     offsets: list[int] | None  # character offset per token, when logprobs came back
     logprobs: list[float] | None
+    counted: bool = False  # `tokens` is the server's own count (usage or logprobs)
+
+
+def check_length(c: Completion, max_tokens: int, where: str) -> None:
+    """`EndpointReplyError` naming the server and the size when a reply is longer than the
+    `max_tokens` asked (with `LENGTH_SLACK_TOKENS`), by its token count or its text."""
+    allowed = max_tokens + LENGTH_SLACK_TOKENS
+    if c.tokens > allowed or len(c.text) > allowed * MAX_CHARS_PER_TOKEN:
+        raise EndpointReplyError(
+            f"{where} answered {c.tokens} tokens ({len(c.text)} characters) where at most"
+            f" {max_tokens} were asked for: the reply is refused"
+        )
 
 
 def to_candidate(c: Completion, settings: DecodeSettings) -> Candidate:
-    """Cut a completion at the step boundary, counting the tokens of the kept text."""
+    """Cut a completion at the step boundary, counting the tokens of the kept text. A server
+    that stopped at a step boundary ended a step, never the generation, even when the step is
+    empty; only an end it reports as EOS ends the generation."""
     cut = cut_text(c.text, settings.segmenter, settings.stop, settings.stop_tail)
     if cut is not None:
         reach, text, finish = cut
+    elif c.stopped_at:  # a stop at a boundary the segmenter does not count (an empty step)
+        reach, text, finish = len(c.text), c.text, "boundary"
+    elif c.finish == "length" and c.counted and c.tokens < settings.max_tokens:
+        # cut for length short of the budget asked: the server's context window is full
+        reach, text, finish = len(c.text), c.text, "context_window"
     elif c.finish == "length":
         reach, text, finish = len(c.text), c.text, "max_step_tokens"
     else:  # the model ended its answer (EOS) without a boundary

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 from ...engine.backends import UNBOUNDED, DecodeSettings, StepSignals, TargetSession
 from ...engine.candidate import Candidate
 from ...engine.selection import jaccard_medoid
-from .client import EndpointError
+from .client import EndpointError, EndpointReplyError
 from .replies import Completion, to_candidate
 
 if TYPE_CHECKING:
@@ -33,6 +33,12 @@ class StepWriter(Protocol):
     ) -> list[Completion]: ...
 
 
+# steps in a row with no text that end a generation with an error (a server that keeps
+# answering nothing, e.g. 0-token "length" replies, would otherwise run to max_steps)
+MAX_EMPTY_STEPS = 3
+_ENDS = ("eos", "final_answer", "tool_call", "stop", "context_window")
+
+
 class TextSession:
     """A session that is only text: what the server is asked to continue."""
 
@@ -40,14 +46,31 @@ class TextSession:
     vocab_id: str | None = None
     tokens_left = UNBOUNDED
     local = False  # each call waits on the server
+    where = "the server"  # how errors name it
 
     def __init__(self, prompt: str) -> None:
         self.prompt = prompt
         self.so_far = ""
         self.prompt_tokens = 0  # known after the first request
+        self.empty = 0  # steps in a row without text
+
+    def count_empty(self, steps: list[Candidate]) -> None:
+        """`EndpointReplyError` after `MAX_EMPTY_STEPS` answers in a row with no text that did
+        not end the generation."""
+        if any(c.text or c.finish in _ENDS for c in steps):
+            self.empty = 0
+            return
+        self.empty += 1
+        if self.empty >= MAX_EMPTY_STEPS:
+            raise EndpointReplyError(
+                f"{self.where} answered {self.empty} empty steps in a row"
+                f" (finish {steps[0].finish!r}): the generation cannot go on"
+            )
 
     def append(self, text: str, ids: list[int] | None) -> None:
         self.so_far += text
+        if text:
+            self.empty = 0
 
     def complete(self, settings: DecodeSettings, generator: Rng) -> Completion:
         """One request continuing the text so far (targets implement it)."""
@@ -60,6 +83,7 @@ class TextSession:
         c = self.complete(settings, generator)
         self.prompt_tokens = self.prompt_tokens or c.prompt_tokens
         cand = to_candidate(c, settings)
+        self.count_empty([cand])
         self.so_far += cand.text
         return cand
 
@@ -68,6 +92,7 @@ class EndpointTargetSession(TextSession):
     def __init__(self, backend: StepWriter, prompt: str) -> None:
         super().__init__(prompt)
         self.backend = backend
+        self.where = backend.where
 
     def complete(self, settings: DecodeSettings, generator: Rng) -> Completion:
         return self.backend.request_step(self.prompt, self.so_far, settings, generator)[0]
@@ -77,6 +102,7 @@ class EndpointDraftSession(TextSession):
     def __init__(self, backend: StepWriter, prompt: str) -> None:
         super().__init__(prompt)
         self.backend = backend
+        self.where = backend.where
         self._logprobs: dict[int, list[float]] = {}
         self._pending: Candidate | None = None
 
@@ -101,6 +127,7 @@ class EndpointDraftSession(TextSession):
             cand = to_candidate(c, settings)
             self._logprobs[id(cand)] = c.logprobs[: max(cand.num_tokens, 1)]
             cands.append(cand)
+        self.count_empty(cands)
         return cands
 
     def select(self, candidates: list[Candidate]) -> int:
