@@ -333,18 +333,60 @@ class ResponseTemplateFormat:
 AnyFormat = ToolCallFormat | ResponseTemplateFormat
 
 
-def render_marked_call(tokenizer: PreTrainedTokenizerBase) -> str:
+# How the assistant's call turn is written for the template, tried in order: content empty and
+# arguments an object (what most templates take), then content None (DeepSeek-V3's own template
+# writes calls only then) with the arguments as an object, then as a JSON string (the same
+# template concatenates them as text).
+_CALL_SHAPES: tuple[tuple[str | None, bool], ...] = (("", False), (None, False), (None, True))
+
+
+def render_marked_call(
+    tokenizer: PreTrainedTokenizerBase, content: str | None = "", json_args: bool = False
+) -> str:
     """The template's text for a conversation ending in one call with marked name/arguments."""
+    args: Any = {ARG_MARK: 1}
     call = {
         "type": "function",
         "id": "call_SGMARK00",
-        "function": {"name": NAME_MARK, "arguments": {ARG_MARK: 1}},
+        "function": {"name": NAME_MARK, "arguments": json.dumps(args) if json_args else args},
     }
     msgs: list[Any] = [
         {"role": "user", "content": "x"},
-        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "assistant", "content": content, "tool_calls": [call]},
     ]
+    if content is None:
+        return _render_as_given(tokenizer, msgs)
     return str(tokenizer.apply_chat_template(msgs, tokenize=False))
+
+
+def _render_as_given(tokenizer: PreTrainedTokenizerBase, msgs: list[Any]) -> str:
+    """The chat template applied to `msgs` exactly as given: `apply_chat_template` drops the keys
+    whose value is None, so a template that tests ``content is none`` never sees None there."""
+    from transformers.utils import chat_template_utils
+
+    render: Any = chat_template_utils.render_jinja_template  # returns (texts, indices)
+    tokens: dict[str, Any] = dict(tokenizer.special_tokens_map)
+    rendered, _ = render(
+        conversations=[msgs], chat_template=tokenizer.get_chat_template(), **tokens
+    )
+    return str(rendered[0])
+
+
+def _render_some_call(tokenizer: PreTrainedTokenizerBase) -> tuple[str, Exception | None]:
+    """The first rendering of `_CALL_SHAPES` that writes the marked call, else the first text
+    rendered (a template without tool calls), else the first error (one that fails on them)."""
+    texts: list[str] = []
+    failed: Exception | None = None
+    for content, json_args in _CALL_SHAPES:
+        try:
+            text = render_marked_call(tokenizer, content, json_args)
+        except Exception as err:
+            failed = failed or err
+            continue
+        if NAME_MARK in text:
+            return text, None
+        texts.append(text)
+    return (texts[0], None) if texts else ("", failed)
 
 
 def detect(tokenizer: PreTrainedTokenizerBase, name: str | None = None) -> AnyFormat:
@@ -353,11 +395,7 @@ def detect(tokenizer: PreTrainedTokenizerBase, name: str | None = None) -> AnyFo
     Raises `ValueError` naming the template and the option when the template renders no calls
     and no format is named.
     """
-    failed: Exception | None = None
-    try:
-        text = render_marked_call(tokenizer)
-    except Exception as err:
-        text, failed = "", err
+    text, failed = _render_some_call(tokenizer)
     found = name or _family(text)
     if found is None:
         why = f"fails on tool calls ({failed})" if failed else "renders no tool calls"

@@ -239,7 +239,11 @@ def _trace_view(args: argparse.Namespace) -> int:
     runs = read_trace(src)
     out = Path(args.out) if args.out else src.with_name(src.stem + "_report")
     page = write_report(runs, out, title=f"SpecGuard trace: {src.name}")
-    print(f"{len(runs)} runs, {sum(len(r.steps) for r in runs)} steps -> {page}")
+    failed = [r for r in runs if r.error is not None]
+    errored = f" ({len(failed)} failed)" if failed else ""
+    print(f"{len(runs)} runs{errored}, {sum(len(r.steps) for r in runs)} steps -> {page}")
+    for run in failed:
+        print(f"  run {run.run_id}: error: {run.error}")
     return 0
 
 

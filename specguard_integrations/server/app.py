@@ -1,10 +1,11 @@
 """The ASGI app: routes over ``app.state.specguard`` (a `ServerState`).
 
 ``POST /v1/completions``, ``POST /v1/chat/completions`` (streaming and not), ``GET /v1/models``,
-``GET /health``. A request is read (JSON only, bounded in size, depth and time), typed
-(`schemas`), rendered and tokenised off the event loop, admitted to the worker pool or answered
-503, and generated; its answer is built by `openai_format`. Errors are OpenAI-shaped: 4xx name
-the problem and the parameter, an unexpected failure is logged and answered with a generic 500.
+``GET /v1/models/{id}``, ``GET /health``. A request is read (JSON only, plain or gzip/deflate
+encoded, bounded in size, depth and time), typed (`schemas`), rendered and tokenised off the
+event loop, admitted to the worker pool or answered 503, and generated; its answer is built by
+`openai_format`. Errors are OpenAI-shaped: 4xx name the problem and the parameter, an unexpected
+failure is logged and answered with a generic 500.
 """
 
 from __future__ import annotations
@@ -220,6 +221,17 @@ async def chat_completions(request: Request) -> Response:
     return await _answer(request, chat=True)
 
 
+def _card(served: ServedModel) -> dict[str, Any]:
+    """The served model as an OpenAI model object."""
+    return {
+        "id": served.name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "specguard",
+        "max_model_len": served.lm.context_window,
+    }
+
+
 async def models(request: Request) -> Response:
     from starlette.responses import JSONResponse
 
@@ -228,15 +240,27 @@ async def models(request: Request) -> Response:
         authorize(request, state)
     except HTTPError as err:
         return err.response()
-    served = state.served
-    card = {
-        "id": served.name,
-        "object": "model",
-        "created": 0,
-        "owned_by": "specguard",
-        "max_model_len": served.lm.context_window,
-    }
-    return JSONResponse({"object": "list", "data": [card]})
+    return JSONResponse({"object": "list", "data": [_card(state.served)]})
+
+
+async def model(request: Request) -> Response:
+    """``GET /v1/models/{id}`` (the SDKs' ``models.retrieve``): the served model, else 404."""
+    from starlette.responses import JSONResponse
+
+    state = _state(request)
+    name = request.path_params["model_id"]
+    try:
+        authorize(request, state)
+        if name != state.served.name:
+            raise HTTPError(
+                404,
+                f"model {name!r} is not served here (served: {state.served.name!r})",
+                param="model",
+                code="model_not_found",
+            )
+    except HTTPError as err:
+        return err.response()
+    return JSONResponse(_card(state.served))
 
 
 async def health(request: Request) -> Response:
@@ -291,6 +315,7 @@ def create_app(served: ServedModel, limits: Limits | None = None, **kwargs: Any)
             Route("/v1/completions", completions, methods=["POST"]),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", model, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
         ],
         exception_handlers={404: _not_found, 405: _not_found},

@@ -1,12 +1,14 @@
-"""Reading and preparing a request: authorisation, the body (JSON only, bounded in bytes, time
-and depth), then typing, rendering and tokenising it for the served model (CPU work, run off the
-event loop by the caller)."""
+"""Reading and preparing a request: authorisation, the body (JSON only, plain or gzip/deflate
+encoded, bounded in bytes before and after decoding, in time and in depth), then typing,
+rendering and tokenising it for the served model (CPU work, run off the event loop by the
+caller)."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
 import json
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -61,11 +63,64 @@ def parse_json(body: bytes, max_depth: int) -> dict[str, Any]:
     return data
 
 
+# Content-Encoding -> zlib window bits: gzip, or zlib-wrapped deflate (auto-detected either way)
+ENCODINGS = {
+    "gzip": 16 + zlib.MAX_WBITS,
+    "x-gzip": 16 + zlib.MAX_WBITS,
+    "deflate": 32 + zlib.MAX_WBITS,
+}
+
+
+def body_encoding(request: Request) -> str | None:
+    """The body's Content-Encoding (None: plain), or 415 naming an encoding not accepted."""
+    value = request.headers.get("content-encoding", "").strip().lower()
+    if value in ("", "identity"):
+        return None
+    if value not in ENCODINGS:
+        raise HTTPError(
+            415,
+            f"Content-Encoding {value!r} is not supported (use gzip, deflate or none)",
+            code="unsupported_content_encoding",
+        )
+    return value
+
+
+def _inflate(raw: bytes, wbits: int, limit: int) -> tuple[bytes, Any]:
+    """At most ``limit + 1`` bytes of `raw` decompressed, and the decompressor (for its end)."""
+    inflater = zlib.decompressobj(wbits)
+    return inflater.decompress(raw, limit + 1), inflater
+
+
+def decode_body(raw: bytes, encoding: str | None, limit: int) -> bytes:
+    """`raw` decompressed, at most `limit` bytes of it: a body that inflates past the limit (a
+    zip bomb) is refused with 413 before more than ``limit + 1`` bytes are produced."""
+    if encoding is None:
+        return raw
+    try:
+        try:
+            data, inflater = _inflate(raw, ENCODINGS[encoding], limit)
+        except zlib.error:
+            if encoding != "deflate":
+                raise
+            data, inflater = _inflate(raw, -zlib.MAX_WBITS, limit)  # deflate without a header
+    except zlib.error as err:
+        raise HTTPError(400, f"malformed {encoding} body: {err}") from None
+    if len(data) > limit:
+        raise HTTPError(413, f"request body over {limit} bytes once decompressed ({encoding})")
+    if not inflater.eof:
+        raise HTTPError(400, f"malformed {encoding} body: the compressed stream is truncated")
+    if inflater.unused_data:
+        raise HTTPError(400, f"malformed {encoding} body: data after the compressed stream")
+    return data
+
+
 async def read_json(request: Request, state: ServerState) -> dict[str, Any]:
-    """The body as a JSON object: application/json only, bounded in bytes, time and depth."""
+    """The body as a JSON object: application/json only, plain or gzip/deflate encoded, bounded
+    in bytes (before and after decoding), time and depth."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json":
         raise HTTPError(415, f"Content-Type must be application/json, got {ctype or 'none'!r}")
+    encoding = body_encoding(request)
     limit = state.limits.max_body_bytes
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
@@ -85,7 +140,11 @@ async def read_json(request: Request, state: ServerState) -> dict[str, Any]:
         raise HTTPError(
             408, f"request body not received within {state.limits.body_timeout} s"
         ) from None
-    return await asyncio.to_thread(parse_json, raw, state.limits.max_json_depth)
+
+    def decode_and_parse() -> dict[str, Any]:
+        return parse_json(decode_body(raw, encoding, limit), state.limits.max_json_depth)
+
+    return await asyncio.to_thread(decode_and_parse)
 
 
 @dataclass
@@ -110,6 +169,19 @@ def _check_model(req: CompletionRequest | ChatRequest, served: ServedModel) -> N
         raise HTTPError(400, f"n: at most {served.max_n} in this mode", param="n")
     if req.stream and req.n > 1:
         raise HTTPError(400, "n > 1 cannot stream", param="n")
+
+
+def _check_prompts(req: CompletionRequest) -> None:
+    """Completion prompts are checked as chat messages are: text UTF-8 can encode (a lone
+    surrogate is named with its position, not left to the tokenizer)."""
+    from ..engine.backends import check_text
+
+    prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+    for i, text in enumerate(prompts):
+        try:
+            check_text(text, "prompt" if isinstance(req.prompt, str) else f"prompt[{i}]")
+        except ValueError as err:
+            raise HTTPError(400, str(err), param="prompt") from None
 
 
 def chat_dicts(req: ChatRequest) -> list[dict[str, Any]]:
@@ -175,6 +247,7 @@ def prepare(data: dict[str, Any], chat: bool, served: ServedModel) -> Prepared:
         req = CompletionRequest.model_validate(data)
         assert isinstance(req, CompletionRequest)
         _check_model(req, served)
+        _check_prompts(req)
         call, json_reply = None, False
         prompt, budget, logprobs, special = req.text, req.max_tokens, req.logprobs is not None, True
     if logprobs and not served.supports_logprobs:

@@ -11,7 +11,7 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 
 from ..types import StepRecord
-from .records import TraceRun, TraceWriter
+from .records import TraceRun, TraceWriter, error_text
 
 STEP_EVENT = "specguard_step"
 
@@ -20,7 +20,7 @@ class SpecGuardTraceHandler(BaseCallbackHandler):
     """Collects one `TraceRun` per chat/LLM call or reasoning chain that produced steps.
 
     Pass ``path`` to append every finished run to a JSONL trace file. Finished runs are also
-    kept in `runs`.
+    kept in `runs`; a call or chain that raised ends its run with `TraceRun.error` set.
     """
 
     def __init__(
@@ -106,8 +106,7 @@ class SpecGuardTraceHandler(BaseCallbackHandler):
             return
         run.ended_at = time.time()
         run.summary = dict(summary or {})
-        if error:
-            run.summary["error"] = error
+        run.error = error
         self.runs.append(run)
         if self._writer is not None:
             self._writer.write_run(run)
@@ -128,7 +127,7 @@ class SpecGuardTraceHandler(BaseCallbackHandler):
         self._finish(run_id, summary)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._finish(run_id, None, error=repr(error))
+        self._finish(run_id, None, error=error_text(error))
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._finish(run_id, None, error=repr(error))
+        self._finish(run_id, None, error=error_text(error))

@@ -31,7 +31,8 @@ def _tracer(tracer: Tracer | None) -> Tracer:
 
 
 def record_run(run: TraceRun, tracer: Tracer | None = None) -> None:
-    """Emit one finished run as spans: ``specguard.generate`` with ``specguard.step`` children."""
+    """Emit one ended run as spans: ``specguard.generate`` with ``specguard.step`` children; a
+    failed run's span has status ERROR and ``error.type``."""
     tr = _tracer(tracer)
     total = sum(s.times.total for s in run.steps)
     ended = run.ended_at or run.started_at + total
@@ -62,9 +63,14 @@ def record_run(run: TraceRun, tracer: Tracer | None = None) -> None:
         attrs["gen_ai.response.finish_reasons"] = [str(run.summary["finish_reason"])]
     if run.parent_run_id:
         attrs["specguard.parent_run_id"] = run.parent_run_id
+    if run.error is not None:
+        attrs["error.type"] = run.error.partition(":")[0]
     parent = tr.start_span(f"specguard.generate {run.model_name or ''}".strip(), start_time=start)
     parent.set_attributes(attrs)
     from opentelemetry import trace
+
+    if run.error is not None:  # a failed call: the span's status says so, with the message
+        parent.set_status(trace.Status(trace.StatusCode.ERROR, run.error))
 
     ctx = trace.set_span_in_context(parent)
     t = start

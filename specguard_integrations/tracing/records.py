@@ -34,6 +34,9 @@ class TraceRun(BaseModel):
     ended_at: float | None = None
     steps: list[StepRecord] = Field(default_factory=list)
     summary: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = Field(
+        None, description="Why the call failed (``Type: message``); None for a finished run."
+    )
 
     def step_line(self, record: StepRecord) -> dict[str, Any]:
         return {
@@ -46,6 +49,12 @@ class TraceRun(BaseModel):
     def run_line(self) -> dict[str, Any]:
         data = self.model_dump(mode="json", exclude={"steps"})
         return {"type": "run", **data, "num_steps": len(self.steps)}
+
+
+def error_text(err: BaseException) -> str:
+    """How a run's `TraceRun.error` names a failure: ``RuntimeError: target went away``."""
+    message = str(err)
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__
 
 
 class TraceWriter:
@@ -87,6 +96,7 @@ def read_trace(path: str | os.PathLike[str]) -> list[TraceRun]:
     Steps of a run whose summary line is missing (a process killed mid-run) come back as a run
     with ``ended_at=None``; a truncated last line (what a killed writer leaves) is skipped with
     a warning. Anything else that is not a trace line is a `ValueError` naming ``FILE:LINE``.
+    A failed call's run has `TraceRun.error` (older files kept it as ``summary["error"]``).
     """
     src = Path(path)
     if src.is_dir():
@@ -145,7 +155,7 @@ def _add_line(
             steps.setdefault(obj["run_id"], []).append(StepRecord(**obj["record"]))
         elif kind == "run":
             fields = {k: v for k, v in obj.items() if k not in ("type", "num_steps")}
-            run = TraceRun(**fields)
+            run = TraceRun(**_lift_summary_error(fields))
             runs[run.run_id] = run
         else:
             raise ValueError(f"unknown line type {kind!r} (step or run)")
@@ -155,3 +165,12 @@ def _add_line(
         raise ValueError(f"{src}:{n}: invalid {kind} line: {where}: {first['msg']}") from None
     except (ValueError, TypeError) as err:
         raise ValueError(f"{src}:{n}: {err}") from None
+
+
+def _lift_summary_error(fields: dict[str, Any]) -> dict[str, Any]:
+    """Run lines written before `TraceRun.error` existed kept a LangChain error in the summary."""
+    summary = fields.get("summary")
+    if fields.get("error") is None and isinstance(summary, dict) and summary.get("error"):
+        rest = {k: v for k, v in summary.items() if k != "error"}
+        return {**fields, "summary": rest, "error": str(summary["error"])}
+    return fields

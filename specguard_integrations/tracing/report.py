@@ -1,8 +1,9 @@
 """A self-contained HTML report of trace runs (no scripts, no external assets), and PNG plots.
 
-Per run: the generated text with draft steps and target steps coloured (a rejected draft step is
-shown struck through beside the target's rewrite), an SVG chart of the normalised grounding,
-normalised confidence and fused score per step against tau, and the totals.
+Per run: its status (finished, failed with its error, or unfinished), the generated text with
+draft steps and target steps coloured (a rejected draft step is shown struck through beside the
+target's rewrite), an SVG chart of the normalised grounding, normalised confidence and fused score
+per step against tau, and the totals.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ h1{font-size:22px} h2{font-size:17px;margin-top:32px}
 .legend span{display:inline-block;padding:1px 8px;margin-right:8px;border-radius:4px;font-size:12px}
 table{border-collapse:collapse;font-size:12px;margin-top:8px}
 td,th{border:1px solid #ddd;padding:3px 6px}
+.status{font-size:13px;padding:4px 8px;border-radius:4px;display:inline-block;margin:0}
+.status-finished{background:#eef6ee} .status-unfinished{background:#fff4d6}
+.status-error{background:#fde2e1;color:#8a1010;font-weight:bold}
+section.errored{border-left:4px solid #c62828;padding-left:12px}
 """
 _SERIES = (
     ("grounding_norm", "#2b7bba", "g~"),
@@ -129,6 +134,48 @@ def _table(run: TraceRun) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
+def run_status(run: TraceRun) -> tuple[str, str]:
+    """A run's status and how the report says it: ``finished``, ``error`` (the call raised) or
+    ``unfinished`` (no run line: the process stopped mid-run)."""
+    if run.error is not None:
+        return "error", f"error: {run.error}"
+    if run.ended_at is None:
+        return "unfinished", "unfinished: no run line (the process stopped mid-run)"
+    return "finished", "finished"
+
+
+def _totals(run: TraceRun) -> str:
+    n = len(run.steps)
+    target = sum(s.source == "target" for s in run.steps)
+    return (
+        f'<p class="totals"><b>{n}</b> steps, <b>{n - target}</b> by the draft, '
+        f"<b>{target}</b> by the target (target-call rate "
+        f"{target / max(n, 1):.2f}); tokens draft "
+        f"{sum(s.num_tokens for s in run.steps if s.source == 'draft')}, target "
+        f"{sum(s.num_tokens for s in run.steps if s.source == 'target')}</p>"
+    )
+
+
+def _section(run: TraceRun) -> str:
+    status, said = run_status(run)
+    kind = " errored" if status == "error" else ""
+    heading = f"{html.escape(run.model_name or run.source)} · run {html.escape(run.run_id[:36])}"
+    if status != "finished":
+        heading += f" · {status}"
+    return "".join(
+        [
+            f'<section class="run{kind}" id="run-{html.escape(run.run_id)}">',
+            f"<h2>{heading}</h2>",
+            f'<p class="status status-{status}">{html.escape(said)}</p>',
+            _totals(run),
+            f'<div class="text">{_text(run)}</div>',
+            _chart(run),
+            _table(run),
+            "</section>",
+        ]
+    )
+
+
 def render_html(runs: list[TraceRun], title: str = "SpecGuard trace") -> str:
     body = [
         f"<h1>{html.escape(title)}</h1>",
@@ -136,25 +183,7 @@ def render_html(runs: list[TraceRun], title: str = "SpecGuard trace") -> str:
         '<span class="target key">target step (draft rejected)</span>'
         '<span class="rejected key">rejected draft text</span></div>',
     ]
-    for run in runs:
-        n = len(run.steps)
-        target = sum(s.source == "target" for s in run.steps)
-        body.append(f'<section class="run" id="run-{html.escape(run.run_id)}">')
-        body.append(
-            f"<h2>{html.escape(run.model_name or run.source)} · run "
-            f"{html.escape(run.run_id[:36])}</h2>"
-        )
-        body.append(
-            f'<p class="totals"><b>{n}</b> steps, <b>{n - target}</b> by the draft, '
-            f"<b>{target}</b> by the target (target-call rate "
-            f"{target / max(n, 1):.2f}); tokens draft "
-            f"{sum(s.num_tokens for s in run.steps if s.source == 'draft')}, target "
-            f"{sum(s.num_tokens for s in run.steps if s.source == 'target')}</p>"
-        )
-        body.append(f'<div class="text">{_text(run)}</div>')
-        body.append(_chart(run))
-        body.append(_table(run))
-        body.append("</section>")
+    body += [_section(run) for run in runs]
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
@@ -202,7 +231,12 @@ def write_png(runs: list[TraceRun], path: str | Path) -> Path:
         for i, s in enumerate(run.steps):
             ax.scatter([i], [s.fused], color="#2e9d4a" if s.accepted else "#b03a9d", zorder=3)
         ax.set_ylim(-0.05, 1.05)
-        ax.set_title(f"{run.model_name or run.source} {run.run_id[:12]}", fontsize=9)
+        status = run_status(run)[0]
+        mark = "" if status == "finished" else f" ({status})"
+        colour = "#c62828" if status == "error" else "black"
+        ax.set_title(
+            f"{run.model_name or run.source} {run.run_id[:12]}{mark}", fontsize=9, color=colour
+        )
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
