@@ -15,9 +15,8 @@ import time
 
 import httpx
 
-from specguard_integrations import LocalCausalLM, SpecGuard, SpecGuardConfig
+from specguard_integrations import EndpointTarget, LocalCausalLM, SpecGuard, SpecGuardConfig
 from specguard_integrations.assets import DEFAULT_CONFIG, bundled_pair
-from specguard_integrations import EndpointTarget
 
 
 def start(*args: str) -> tuple[subprocess.Popen, str]:

@@ -12,3 +12,5 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.integration)
         if "/families/" in str(item.fspath):
             item.add_marker(pytest.mark.families)
+        if "/faults/" in str(item.fspath):
+            item.add_marker(pytest.mark.faults)

@@ -9,9 +9,9 @@ import torch
 
 from specguard_integrations import SpecGuard, SpecGuardConfig
 from specguard_integrations.backends.local.sampling import sample_steps
+from specguard_integrations.backends.local.state import DecodeJob
 from specguard_integrations.engine.policy import FusionJudge
 from specguard_integrations.registry import load_pair
-from specguard_integrations.backends.local.state import DecodeJob
 from specguard_integrations.runtime.grouped import decode_jobs
 from specguard_integrations.runtime.scheduler import SCHEDULER
 from specguard_integrations.segmentation import make_segmenter

@@ -134,10 +134,10 @@ class _Endpoint:
         """One step: its budget and sampling, the boundary as stop strings, a seed drawn from
         the generation's generator when sampling; n choices (n requests where the engine serves
         one choice per request)."""
-        import torch
-
         seed = None
         if generator is not None and settings.temperature > 0:
+            import torch
+
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         stops = step_stops(settings) + self.end_of_turn
         body = self._body(settings, stops, seed, logprobs)

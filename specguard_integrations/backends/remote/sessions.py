@@ -55,9 +55,9 @@ class TextSession:
         self.empty = 0  # steps in a row without text
 
     def count_empty(self, steps: list[Candidate]) -> None:
-        """`EndpointReplyError` after `MAX_EMPTY_STEPS` answers in a row with no text that did
-        not end the generation."""
-        if any(c.text or c.finish in _ENDS for c in steps):
+        """`EndpointReplyError` after `MAX_EMPTY_STEPS` answers in a row with no text (or only
+        whitespace: a boundary alone) that did not end the generation."""
+        if any(c.text.strip() or c.finish in _ENDS for c in steps):
             self.empty = 0
             return
         self.empty += 1
@@ -69,7 +69,7 @@ class TextSession:
 
     def append(self, text: str, ids: list[int] | None) -> None:
         self.so_far += text
-        if text:
+        if text.strip():
             self.empty = 0
 
     def complete(self, settings: DecodeSettings, generator: Rng) -> Completion:

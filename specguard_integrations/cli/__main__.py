@@ -1,0 +1,7 @@
+"""`python -m specguard_integrations.cli`: the `specguard` command."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())
