@@ -193,3 +193,37 @@ def test_declared_engines_and_unknown_names():
     assert not [p for p in server.posts if p is None]
     with pytest.raises(ValueError, match="engine: unknown value 'vlm'"):
         EndpointTarget("http://x", "m", engine="vlm")
+
+
+@pytest.mark.parametrize(
+    "models",
+    [[], {"data": {"id": "m"}}, {"data": []}, {"data": [None]}, {"data": [{"owned_by": 7}]}, "x"],
+    ids=["array", "data-object", "data-empty", "data-null", "owner-number", "string"],
+)
+def test_engine_detection_reads_any_models_shape_without_failing(models):
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=models if request.url.path == "/v1/models" else {})
+
+    target = EndpointTarget("http://scripted", "m", max_retries=0)
+    target.http._client = httpx.Client(transport=httpx.MockTransport(answer))
+    assert target.profile.name == "generic"
+
+
+@pytest.mark.parametrize(
+    "probe", [{}, {"choices": []}, {"choices": [7]}, {"choices": [{"text": 3}]}]
+)
+def test_a_malformed_one_token_answer_is_a_typed_error(probe):
+    from specguard_integrations.backends.remote.client import EndpointReplyError
+
+    server = Scripted("generic")
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else {}
+        if body.get("max_tokens") == 1:
+            return httpx.Response(200, json=probe)
+        return server(request)
+
+    target = EndpointTarget("http://scripted", "m", engine="generic", max_retries=0)
+    target.http._client = httpx.Client(transport=httpx.MockTransport(answer))
+    with pytest.raises(EndpointReplyError, match=r"http://scripted \(m\) answered"):
+        target.start("Q: 2 + 3?\n").write_step(_settings(), None)
