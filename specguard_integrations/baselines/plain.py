@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..backends.local.model import LocalCausalLM
+    from ..engine.constraint import Constraint
 
 
 @dataclass
@@ -96,14 +97,20 @@ def plain_stream(
     generator: torch.Generator | None = None,
     add_special_tokens: bool = True,
     cancelled: Callable[[], bool] | None = None,
+    constraint: Constraint | None = None,
 ) -> Generator[str, None, PlainResult]:
     """Yield text deltas as they become final; return the `PlainResult`.
 
     `max_tokens` is lowered to the room left in the context window. `cancelled` is polled
-    between tokens; when it returns True `GenerationCancelled` ends the generation.
+    between tokens; when it returns True `GenerationCancelled` ends the generation. Under a
+    `constraint` every token is sampled from what its grammar allows; the text ends when the
+    grammar is complete.
     """
     import torch
 
+    from ..backends.local.grammar import Matcher
+
+    grammar = None if constraint is None else Matcher.start(lm, constraint)
     prompt_ids = lm.encode_prompt(prompt, add_special_tokens=add_special_tokens)
     check_prompt(lm, prompt_ids, prompt)
     max_tokens = min(max_tokens, lm.context_window - len(prompt_ids))
@@ -119,11 +126,15 @@ def plain_stream(
     for t in range(max_tokens):
         if cancelled is not None and cancelled():
             raise GenerationCancelled("generation cancelled")
+        if grammar is not None:
+            logits = grammar.mask(logits.clone()[0]).unsqueeze(0)
         tok = sample_next(logits, temperature, top_p, generator)  # (1,)
         tid = int(tok[0])
         if tid in lm.eos_ids:
             finish = "stop"
             break
+        if grammar is not None:
+            grammar.take(tid)
         ids.append(tid)
         logprobs.append(float(torch.log_softmax(logits[0].float(), dim=-1)[tid]))
         text = lm.decode(ids)
@@ -134,6 +145,9 @@ def plain_stream(
         if (ready := _ready(text, stop)) > sent:
             yield text[sent:ready]
             sent = ready
+        if grammar is not None and grammar.done:
+            finish = "stop"
+            break
         if t < max_tokens - 1:
             logits, _ = lm.step_batch(tok, state.cache, hidden=False)
     if len(text) > sent:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ..config import SpecGuardConfig
     from ..segmentation import StepSegmenter
     from .candidate import Candidate
+    from .constraint import Constraint
 
     Rng: TypeAlias = torch.Generator | None  # a generation's sampling generator
 
@@ -92,6 +93,7 @@ class DecodeSettings:
     # `time.monotonic()` by which the generation must end (its `timeout`): a backend that waits
     # on a server bounds its requests by it; None: no deadline
     deadline: float | None = None
+    constraint: Constraint | None = None  # the grammar the whole generated text must match
 
 
 class DraftAssist:

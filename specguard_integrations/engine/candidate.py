@@ -27,6 +27,7 @@ class Candidate:
     embedding: torch.Tensor | None = None  # (d,) mean hidden state over the step
     fed: int = 0  # kept tokens already in the cache after sampling (k = 1 with keep_cache)
     num_tokens: int = -1  # tokens of the step in its writer's tokenizer (default: len(ids))
+    grammar: object | None = None  # under a constraint: its writer's grammar state after the step
 
     def __post_init__(self) -> None:
         if self.num_tokens < 0:

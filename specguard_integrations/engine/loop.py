@@ -45,6 +45,7 @@ from .backends import (
     TextModel,
     check_prompt_text,
 )
+from .constraint import Constraint
 from .policy import FusionJudge, Judge, Verdict
 from .transcript import StepStream, Transcript
 
@@ -126,7 +127,7 @@ class SpecGuard:
     def generate(self, prompt: str, **options: Any) -> GenerationResult:
         """Run the step loop to the end and return the text, the step records and totals.
 
-        `options` are those of `stream` (config, stop, add_special_tokens, timeout).
+        `options` are those of `stream` (config, stop, add_special_tokens, timeout, constraint).
         """
         stream = self.stream(prompt, **options)
         for _ in stream:
@@ -197,11 +198,16 @@ class SpecGuard:
         stop: str | list[str] | tuple[str, ...] | None = None,
         add_special_tokens: bool = True,
         timeout: float | None = None,
+        constraint: Constraint | None = None,
     ) -> StepStream:
         """Yield each step record as soon as it is decided; `.result` holds the totals after.
 
         `timeout`: seconds the generation may run; past it, it stops before the next step and
-        raises `TimeoutError` (the steps already yielded stand).
+        raises `TimeoutError` (the steps already yielded stand); a request in flight to a remote
+        model is bounded by it too.
+        `constraint`: a JSON schema, regex or Lark grammar (`engine.constraint.Constraint`) the
+        whole generated text must match; every sampler (draft candidates, the target's
+        fallback) samples under it (docs/structured-output.md).
         """
         check_prompt_text(prompt)
         stops = normalise_stop(stop)
@@ -211,8 +217,13 @@ class SpecGuard:
                 f"config must be a SpecGuardConfig, got {type(config).__name__}"
                 " (for a few changes: engine.config.merged(k=..., tau=...))"
             )
+        if constraint is not None and not isinstance(constraint, Constraint):
+            raise TypeError(
+                f"constraint must be a Constraint, got {type(constraint).__name__}"
+                " (Constraint.json_schema(...), .regex(...) or .lark(...))"
+            )
         cfg = config or self.config
-        return StepStream(self._run(prompt, cfg, stops, add_special_tokens, timeout))
+        return StepStream(self._run(prompt, cfg, stops, add_special_tokens, timeout, constraint))
 
     # ------------------------------------------------------------------ loop
     def _run(self, *args: Any) -> Generator[StepRecord, None, GenerationResult]:
@@ -228,6 +239,7 @@ class SpecGuard:
         stop: tuple[str, ...],
         special: bool,
         timeout: float | None,
+        constraint: Constraint | None = None,
     ) -> Generator[StepRecord, None, GenerationResult]:
         t0, t_start = time.perf_counter(), time.monotonic()
         draft = self.draft.start(
@@ -256,6 +268,7 @@ class SpecGuard:
                 stop,
                 done.tail,
                 deadline=None if timeout is None else t_start + timeout,
+                constraint=constraint,
             )
             with times.timed("propose"), self._away(draft):  # 1. propose
                 candidates = draft.propose(settings, gen_d)
@@ -312,7 +325,9 @@ class SpecGuard:
         with times.timed("commit"):
             draft.reject()
         greedy = cfg.target_mode == "greedy"
-        speculate = cfg.target_speculation if greedy and shared else 0
+        # a constrained step is sampled under the target's own grammar state: no speculation
+        plain = settings.constraint is None
+        speculate = cfg.target_speculation if greedy and shared and plain else 0
         fallback = DecodeSettings(
             k=cfg.effective_target_k,
             temperature=0.0 if greedy else max(cfg.temperature, 1e-5),
@@ -323,6 +338,7 @@ class SpecGuard:
             stop_tail=settings.stop_tail,
             target_speculation=speculate,
             deadline=settings.deadline,
+            constraint=settings.constraint,
         )
         with times.timed("target"), self._away(target):
             step = target.write_step(fallback, gen_t, draft.assist() if speculate else None)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ...engine.backends import DecodeSettings
     from ...segmentation import StepSegmenter
     from ...types import StepFinish
+    from .grammar import Matcher
     from .model import LocalCausalLM
     from .state import SeqState
 
@@ -74,7 +75,8 @@ def _tokens_covering(lm: LocalCausalLM, ids: list[int], chars: int) -> int:
 
 
 class Rows:
-    """The k candidate steps being sampled: tokens per row, which rows ended, hidden states."""
+    """The k candidate steps being sampled: tokens per row, which rows ended, hidden states,
+    and under a constraint each row's own grammar state."""
 
     def __init__(
         self,
@@ -82,8 +84,10 @@ class Rows:
         k: int,
         cut: Callable[[list[int]], tuple[int, str, StepFinish] | None],
         first_hidden: torch.Tensor | None,
+        grammar: Matcher | None = None,
     ) -> None:
         self.lm, self.cut = lm, cut
+        self.grammars = None if grammar is None else [grammar.fork() for _ in range(k)]
         self.toks: list[list[int]] = [[] for _ in range(k)]
         self.ended: list[Candidate | None] = [None] * k
         self.hidden: list[list[torch.Tensor]] | None = (
@@ -94,8 +98,20 @@ class Rows:
     def done(self) -> bool:
         return all(r is not None for r in self.ended)
 
+    def constrain(self, logits: torch.Tensor) -> torch.Tensor:
+        """`(k, V)` logits with what each open row's grammar forbids masked (a copy); as they
+        are without a constraint."""
+        if self.grammars is None:
+            return logits
+        out = logits.clone()
+        for i, end in enumerate(self.ended):
+            if end is None:
+                self.grammars[i].mask(out[i])
+        return out
+
     def take(self, nxt: torch.Tensor) -> None:
-        """Append each open row's sampled token `(k,)`; close rows at EOS or a step end."""
+        """Append each open row's sampled token `(k,)`; close rows at EOS, a step end, or a
+        grammar that is complete (the text ends there, as at EOS)."""
         for i, (row, end) in enumerate(zip(self.toks, self.ended, strict=True)):
             if end is not None:
                 continue
@@ -103,11 +119,18 @@ class Rows:
             if tok in self.lm.eos_ids:
                 self.ended[i] = Candidate(row, self.lm.decode(row), "eos", eos_id=tok)
                 continue
+            grammar = self.grammars[i] if self.grammars is not None else None
+            if grammar is not None:
+                grammar.take(tok)
             row.append(tok)
             cut = self.cut(row)
             if cut is not None:
                 n, text, finish = cut
+                if grammar is not None:
+                    grammar.back(len(row) - n)  # tokens past the cut are not the step's
                 self.ended[i] = Candidate(row[:n], text, finish)
+            elif grammar is not None and grammar.done:
+                self.ended[i] = Candidate(row.copy(), self.lm.decode(row), "eos")
 
     def last_tokens(self) -> list[int]:
         """The token each row feeds next (ended rows feed EOS as padding; they are ignored)."""
@@ -132,6 +155,8 @@ class Rows:
         out = []
         for i, row in enumerate(self.toks):
             cand = self.ended[i] or Candidate(row, self.lm.decode(row), "max_step_tokens")
+            if self.grammars is not None:
+                cand.grammar = self.grammars[i]
             if self.hidden is not None:
                 n = max(1, len(cand.scored_ids))
                 cand.embedding = torch.stack(self.hidden[i][:n]).mean(dim=0)  # (d,)
@@ -146,9 +171,12 @@ def sample_steps(
     generator: torch.Generator | None = None,
     *,
     keep_cache: bool = False,
+    grammar: Matcher | None = None,
 ) -> list[Candidate]:
     """Sample `settings.k` candidate steps continuing `state` (whose ids must all be fed), each
-    with its mean hidden state when k > 1 (for selection).
+    with its mean hidden state when k > 1 (for selection). Under a `grammar` every row samples
+    under its own copy of it (on the model's own path: masked rows are not grouped) and each
+    candidate carries its state after the step (`Candidate.grammar`).
 
     The state's cache is left as it was, except with ``keep_cache`` and k = 1, where the kept
     step tokens that were fed stay cached (`Candidate.fed`) so a greedy target does not
@@ -158,8 +186,10 @@ def sample_steps(
         raise ValueError("sample_steps needs a state whose ids are all fed")
     if settings.k > 1 and state.next_hidden is None:
         raise ValueError("embedding candidates needs the last hidden state of the context")
-    if lm.runner is None:
-        return sample_steps_alone(lm, state, settings, generator, keep_cache=keep_cache)
+    if lm.runner is None or grammar is not None:
+        return sample_steps_alone(
+            lm, state, settings, generator, keep_cache=keep_cache, grammar=grammar
+        )
     return lm.runner.decode(DecodeJob(state, settings, generator, keep_cache))
 
 
@@ -170,6 +200,7 @@ def sample_steps_alone(
     generator: torch.Generator | None = None,
     *,
     keep_cache: bool = False,
+    grammar: Matcher | None = None,
 ) -> list[Candidate]:
     """`sample_steps` on the model's own path, with no other job in its forwards."""
     import torch
@@ -184,11 +215,13 @@ def sample_steps_alone(
         k,
         lambda ids: cut_step(lm, ids, settings.segmenter, settings.stop, settings.stop_tail),
         state.next_hidden if want_hidden else None,
+        grammar,
     )
     fed_rows = 0  # tokens fed per row so far
     try:
         for t in range(max_tokens):
-            rows.take(sample_next(logits, settings.temperature, settings.top_p, generator))  # (k,)
+            allowed = rows.constrain(logits)  # (k, V)
+            rows.take(sample_next(allowed, settings.temperature, settings.top_p, generator))
             if t == max_tokens - 1 or rows.done:
                 break
             feed = torch.tensor(rows.last_tokens(), device=lm.device)  # (k,)

@@ -18,6 +18,7 @@ from ...engine.backends import (
 )
 from ...engine.candidate import Candidate
 from ...engine.selection import select
+from .grammar import Matcher
 from .model import AttentionUnavailable, LocalCausalLM
 from .sampling import sample_steps
 from .speculative import speculative_step
@@ -49,6 +50,19 @@ def check_prompt(lm: TextModel, ids: list[int], prompt: str) -> None:
             f"prompt is {len(ids)} tokens but {lm.name} has a context window of"
             f" {lm.context_window}: no room to generate"
         )
+
+
+def _grammar(
+    lm: LocalCausalLM, current: Matcher | None, settings: DecodeSettings, so_far: list[int]
+) -> Matcher | None:
+    """The session's grammar state: started at its first constrained step over the step tokens
+    committed before it (`so_far`), kept after."""
+    if settings.constraint is None:
+        return None
+    if current is None:
+        current = Matcher.start(lm, settings.constraint)
+        current.follow(so_far)
+    return current
 
 
 def _start_ids(lm: LocalCausalLM, prompt: str, add_special_tokens: bool) -> list[int]:
@@ -96,6 +110,7 @@ class _Tentative:
     logits: torch.Tensor  # (V,) next logits before the step
     hidden: torch.Tensor | None  # (d,) last hidden state before the step
     committed_mass: list[torch.Tensor]  # rollout mass of the step's positions as context
+    grammar: Matcher | None  # under a constraint: the grammar state after the step
 
 
 class LocalDraftSession:
@@ -116,6 +131,7 @@ class LocalDraftSession:
         # the step last rejected at this context (cleared once the context moves on): the
         # target's speculative fallback proposes it first
         self.rejected: list[int] = []
+        self.grammar: Matcher | None = None  # under a constraint: the grammar state so far
         self._feed_committed()
 
     @property
@@ -199,7 +215,10 @@ class LocalDraftSession:
 
     # 1. propose
     def propose(self, settings: DecodeSettings, generator: Rng) -> list[Candidate]:
-        return sample_steps(self.lm, self.state, settings, generator)
+        self.grammar = _grammar(
+            self.lm, self.grammar, settings, self.state.ids[self.prompt_tokens :]
+        )
+        return sample_steps(self.lm, self.state, settings, generator, grammar=self.grammar)
 
     # 2. select
     def select(self, candidates: list[Candidate]) -> int:
@@ -247,7 +266,8 @@ class LocalDraftSession:
             del self.state.ids[base:]
             raise
         logprobs, g, committed = self.lm.call(self._signals, before_logits, out, base, tokens)
-        self._tentative = _Tentative(base, before_logits, before_hidden, committed)
+        grammar = candidate.grammar if isinstance(candidate.grammar, Matcher) else None
+        self._tentative = _Tentative(base, before_logits, before_hidden, committed, grammar)
         conf = signals.confidence(logprobs, self.cfg.confidence_aggregate)
         return StepSignals(confidence=conf, grounding=g)
 
@@ -289,6 +309,8 @@ class LocalDraftSession:
             raise RuntimeError("accept() without a scored step")
         if self._tentative.committed_mass:
             self._extend_mass(self._tentative.committed_mass)
+        if self._tentative.grammar is not None:
+            self.grammar = self._tentative.grammar
         self._tentative = None
         self.rejected = []
 
@@ -311,6 +333,8 @@ class LocalDraftSession:
         new = ids if ids is not None else self.lm.encode_continuation(text)
         if not new:
             return
+        if self.grammar is not None:  # the target's step, valid text under the constraint
+            self.grammar.follow(new)
         base = len(self.state.ids)
         self.state.ids.extend(new)
         try:
@@ -346,25 +370,42 @@ class LocalTargetSession:
         # draft writes never runs the target at all
         self.state = lm.new_state(prompt_ids)
         self.prompt_tokens = len(prompt_ids)
+        self.grammar: Matcher | None = None  # under a constraint: the grammar state so far
 
     @property
     def tokens_left(self) -> int:
         return self.lm.context_window - len(self.state.ids) - 1
 
     def append(self, text: str, ids: list[int] | None) -> None:
-        self.state.ids.extend(ids if ids is not None else self.lm.encode_continuation(text))
+        new = ids if ids is not None else self.lm.encode_continuation(text)
+        self.state.ids.extend(new)
+        if self.grammar is not None:  # the accepted draft step, valid under the constraint
+            self.grammar.follow(new)
 
     def write_step(
         self, settings: DecodeSettings, generator: Rng, assist: DraftAssist | None = None
     ) -> Candidate:
         greedy = settings.k == 1 and settings.temperature == 0.0
-        if isinstance(assist, LocalAssist) and settings.target_speculation > 0 and greedy:
+        self.grammar = _grammar(
+            self.lm, self.grammar, settings, self.state.ids[self.prompt_tokens :]
+        )
+        speculate = settings.target_speculation > 0 and self.grammar is None
+        if isinstance(assist, LocalAssist) and speculate and greedy:
             first = assist.rejected or None
             return speculative_step(self.lm, self.state, assist.lm, assist.state, settings, first)
         if self.state.pending:
             self.lm.feed(self.state, hidden=settings.k > 1)  # one batched catch-up prefill
-        cands = sample_steps(self.lm, self.state, settings, generator, keep_cache=settings.k == 1)
+        cands = sample_steps(
+            self.lm,
+            self.state,
+            settings,
+            generator,
+            keep_cache=settings.k == 1,
+            grammar=self.grammar,
+        )
         best = cands[_medoid(cands)]
+        if isinstance(best.grammar, Matcher):
+            self.grammar = best.grammar
         base = len(self.state.ids)
         self.state.ids.extend(best.ids)
         self.state.fed = base + best.fed

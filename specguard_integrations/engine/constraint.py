@@ -1,0 +1,84 @@
+"""What a constrained generation must match: a JSON schema, a regular expression or a Lark
+grammar, over the whole generated text (every step).
+
+The method does not change under a constraint: each of the k draft candidates is sampled under
+its own copy of the grammar state, the selected step is scored on the tokens actually sampled,
+an accepted step moves the draft's state on, a rejected one leaves it where the step began, and
+the target writes its fallback step under its own state for its own tokenizer, which follows
+every accepted step. A local backend enforces the constraint with a token mask
+(`backends/local/grammar.py`); a remote one sends it in its engine's own field, or checks each
+reply. Asking for no constraint costs nothing: the samplers take their usual path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Kind = Literal["json_schema", "regex", "lark"]
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A grammar for the generated text. Build one with `json_schema`, `regex` or `lark`."""
+
+    kind: Kind
+    source: str  # the schema as JSON text, the pattern, or the grammar
+
+    @classmethod
+    def json_schema(cls, schema: dict[str, Any] | str) -> Constraint:
+        """Text that is one JSON value valid under `schema` (a dict or its JSON text)."""
+        if isinstance(schema, str):
+            try:
+                schema = json.loads(schema)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"json_schema: not JSON: {err}") from None
+        if not isinstance(schema, dict):
+            raise ValueError(
+                f"json_schema: a JSON object was expected, got {type(schema).__name__}"
+            )
+        return cls("json_schema", json.dumps(schema, sort_keys=True))
+
+    @classmethod
+    def regex(cls, pattern: str) -> Constraint:
+        """Text that matches `pattern` whole."""
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ValueError(f"regex: {err}") from None
+        return cls("regex", pattern)
+
+    @classmethod
+    def lark(cls, grammar: str) -> Constraint:
+        """Text in the language of a Lark grammar (llguidance's dialect, with ``%json {...}``
+        for an embedded JSON schema)."""
+        if not isinstance(grammar, str) or not grammar.strip():
+            raise ValueError("lark: the grammar is empty")
+        return cls("lark", grammar)
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        """The JSON schema (for ``json_schema`` constraints)."""
+        if self.kind != "json_schema":
+            raise ValueError(f"a {self.kind} constraint has no JSON schema")
+        return dict(json.loads(self.source))
+
+    def check(self, text: str) -> str | None:
+        """Why `text` does not satisfy the constraint, or None when it does (JSON schemas and
+        regexes; a Lark grammar is checked by a matcher, where one is at hand)."""
+        if self.kind == "regex":
+            return None if re.fullmatch(self.source, text) else "does not match the pattern"
+        if self.kind == "json_schema":
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as err:
+                return f"not JSON: {err}"
+            import jsonschema
+
+            errors = sorted(
+                jsonschema.Draft202012Validator(self.schema).iter_errors(value), key=str
+            )
+            return None if not errors else f"not valid under the schema: {errors[0].message}"
+        return None
