@@ -14,7 +14,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .tool_formats import AnyFormat, ParsedReply, detect
+from .engine.constraint import Constraint
+from .tool_formats import AnyFormat, ParsedReply
+from .tool_grammar import forced_call, grammar_available
+from .tool_templates import detect
 
 __all__ = ["CHAT_TEMPLATE", "ChatCall", "ParsedReply", "prepare_chat"]
 
@@ -127,11 +130,16 @@ class ChatCall:
     fmt: AnyFormat | None  # set when tools are bound
     tools: list[dict[str, Any]] = field(default_factory=list)
     special: tuple[str, ...] = ()  # special-token texts of the rendering model
+    # a forced call's grammar (tool_grammar.py), and the end markers put back after it
+    constraint: Constraint | None = None
+    end: str = ""
 
     def parse(self, text: str) -> ParsedReply:
         """The reply `text` (the generated part) split into content and tool calls; special
         tokens are removed from the content."""
         full = self.prefix + text
+        if self.end and not full.rstrip().endswith(self.end):
+            full += self.end  # the grammar ended the call before its end markers
         if self.fmt is None:
             return ParsedReply(strip_special(full, self.special).strip())
         parsed = keep_bound_calls(self.fmt.parse(full), self.tools)
@@ -253,7 +261,10 @@ def prepare_chat(
     cfg = None
     if config is not None:
         cfg = config.merged(segmenter="tool_call", tool_call_format=fmt.name)
-    return ChatCall(text + prefix, prefix, cfg, fmt, tools, special)
+    if forced is None or not grammar_available():
+        return ChatCall(text + prefix, prefix, cfg, fmt, tools, special)
+    grammar, end = forced_call(fmt, tools, forced, special)
+    return ChatCall(text + prefix, prefix, cfg, fmt, tools, special, grammar, end)
 
 
 def reasoning_split(call: ChatCall, text: str, steps: list[str]) -> tuple[str, str]:

@@ -212,6 +212,7 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
                 stop=stops,
                 add_special_tokens=False,
                 timeout=self.timeout,
+                constraint=call.constraint,
             )
 
         return call, start

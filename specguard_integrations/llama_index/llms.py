@@ -40,6 +40,7 @@ from ..chat import tool_call_dict as _tool_call
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
 
+    from ..engine.constraint import Constraint
     from ..engine.loop import StepStream
     from ..types import GenerationResult, StepRecord
 
@@ -125,7 +126,14 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
         )
 
     # ------------------------------------------------------------ plumbing
-    def _start(self, prompt: str, kwargs: dict[str, Any], special: bool, cfg: Any = None) -> Any:
+    def _start(
+        self,
+        prompt: str,
+        kwargs: dict[str, Any],
+        special: bool,
+        cfg: Any = None,
+        constraint: Constraint | None = None,
+    ) -> Any:
         """How to start one engine run (again, when retried): per-call arguments are read now."""
         cfg = cfg or self.call_config(kwargs)
         stop = self.call_stop(kwargs.pop("stop", None))
@@ -133,7 +141,12 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
 
         def start() -> StepStream:
             return self.engine.stream(
-                prompt, config=cfg, stop=stop, add_special_tokens=special, timeout=self.timeout
+                prompt,
+                config=cfg,
+                stop=stop,
+                add_special_tokens=special,
+                timeout=self.timeout,
+                constraint=constraint,
             )
 
         return start
@@ -157,7 +170,7 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
         self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
     ) -> tuple[ChatCall, Any]:
         call = self._chat_call(messages, kwargs)
-        return call, self._start(call.prompt, kwargs, False, call.config)
+        return call, self._start(call.prompt, kwargs, False, call.config, call.constraint)
 
     def _emitter(self) -> Any:
         """A step-event sender bound to the current span: streams run after the decorated call

@@ -266,6 +266,7 @@ def prepare(data: dict[str, Any], chat: bool, served: ServedModel) -> Prepared:
         include_stop=req.include_stop_str_in_output,
         add_special_tokens=special,
         segmenter="tool_call" if call is not None and call.fmt is not None else None,
+        constraint=call.constraint if call is not None else None,
     )
     served.check_prompt(gen.prompt, gen.add_special_tokens)
     return Prepared(req, gen, call, json_reply)

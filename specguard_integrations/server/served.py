@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ..backends.local.model import LocalCausalLM
     from ..config import SpecGuardConfig
     from ..engine.backends import TextModel
+    from ..engine.constraint import Constraint
     from ..engine.loop import SpecGuard
     from ..types import StepRecord
 
@@ -36,6 +37,7 @@ class GenRequest:
     include_stop: bool = False
     add_special_tokens: bool = True
     segmenter: str | None = None  # "tool_call" when tools are bound
+    constraint: Constraint | None = None  # a forced call's grammar
 
 
 @dataclass
@@ -136,7 +138,11 @@ class SpecGuardServed(ServedModel):
         from ..cancellation import CallCancelled, scope
 
         stream = self.engine.stream(
-            req.prompt, config=cfg, stop=req.stop, add_special_tokens=req.add_special_tokens
+            req.prompt,
+            config=cfg,
+            stop=req.stop,
+            add_special_tokens=req.add_special_tokens,
+            constraint=req.constraint,
         )
         # the client leaving abandons a request in flight to a remote model, too
         with scope(cancelled):
@@ -202,6 +208,7 @@ class PlainServed(ServedModel):
             generator=gen,
             add_special_tokens=req.add_special_tokens,
             cancelled=cancelled.is_set,
+            constraint=req.constraint,
         )
         while True:
             try:

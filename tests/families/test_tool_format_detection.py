@@ -9,7 +9,8 @@ import json
 import pytest
 from fetch_assets import npm_tokenizer  # tests/ is on sys.path (tests/families/conftest.py)
 
-from specguard_integrations.tool_formats import DeepSeekV3, detect
+from specguard_integrations.tool_formats import DeepSeekV3
+from specguard_integrations.tool_templates import detect
 
 OPEN, CLOSE = "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"
 BEGIN, SEP, END = "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>", "<｜tool▁call▁end｜>"

@@ -21,9 +21,9 @@ from specguard_integrations.tool_formats import (
     Hermes,
     Llama3Json,
     Mistral,
-    detect,
     tool_call_format_by_name,
 )
+from specguard_integrations.tool_templates import detect
 
 TEMPLATES = Path(__file__).parent.parent / "fixtures" / "chat_templates"
 ADD = {"type": "function", "function": {"name": "add", "parameters": {"properties": {}}}}

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from .model import LocalCausalLM
 
 
+# JSON laid out as `json.dumps` writes it (what models see in training), one way only
+JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
 class GrammarUnavailable(ImportError):
     """llguidance is not installed (the ``[grammar]`` extra)."""
 
@@ -40,9 +44,8 @@ def _llguidance() -> Any:
 @functools.lru_cache(maxsize=16)
 def _grammar(kind: str, source: str) -> str:
     llg = _llguidance()
-    if kind == "json_schema":  # compact JSON (as json.dumps writes it), like vLLM's default
-        compact = {"whitespace_flexible": False}
-        return str(llg.LLMatcher.grammar_from_json_schema(source, defaults=compact))
+    if kind == "json_schema":
+        return str(llg.LLMatcher.grammar_from_json_schema(source, defaults=JSON_LAYOUT))
     if kind == "regex":
         return str(llg.LLMatcher.grammar_from_regex(source))
     return str(llg.LLMatcher.grammar_from_lark(source))

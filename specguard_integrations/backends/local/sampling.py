@@ -74,6 +74,10 @@ def _tokens_covering(lm: LocalCausalLM, ids: list[int], chars: int) -> int:
     return len(ids)
 
 
+# step ends that end the generation: under a grammar, only once its text is complete
+_ENDS = ("final_answer", "tool_call", "stop")
+
+
 class Rows:
     """The k candidate steps being sampled: tokens per row, which rows ended, hidden states,
     and under a constraint each row's own grammar state."""
@@ -124,6 +128,13 @@ class Rows:
                 grammar.take(tok)
             row.append(tok)
             cut = self.cut(row)
+            if (
+                cut is not None
+                and grammar is not None
+                and cut[2] in _ENDS
+                and not grammar.accepting
+            ):
+                cut = None  # an end marker inside text the grammar has not finished: go on
             if cut is not None:
                 n, text, finish = cut
                 if grammar is not None:
