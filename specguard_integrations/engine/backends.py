@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -168,6 +168,7 @@ class TargetSession(Protocol):
         ...
 
 
+@runtime_checkable
 class DraftModel(Protocol):
     name: str
 
@@ -184,6 +185,7 @@ class DraftModel(Protocol):
     ) -> DraftSession: ...
 
 
+@runtime_checkable
 class TargetModel(Protocol):
     name: str
 

@@ -88,6 +88,13 @@ class SpecGuard:
         judge: Judge | None = None,
         runtime: Runtime | None = None,
     ) -> None:
+        for role, model, kind in (("draft", draft, DraftModel), ("target", target, TargetModel)):
+            if not isinstance(model, kind):
+                raise TypeError(
+                    f"{role} must be a {kind.__name__} (a backend with start()), got"
+                    f" {type(model).__name__}; for a LocalCausalLM or a model id use"
+                    " specguard_integrations.SpecGuard"
+                )
         self.draft = draft
         self.target = target
         self.config = config or SpecGuardConfig()

@@ -249,3 +249,17 @@ def test_remote_draft_faults(engine):
         sg.generate(PROMPT)
     engine.set(mode="status", status=500, times=1)
     assert sg.generate(PROMPT).text == ANSWER
+
+
+def test_a_remote_step_that_breaks_a_constraint_is_refused(draft, engine):
+    from specguard_integrations.engine.constraint import Constraint
+
+    sg, _ = _pair(draft, engine)
+    c = Constraint.regex(r"Tom has [0-9]+ apples\.\n\n[\s\S]*")
+    with pytest.raises(EndpointReplyError, match="breaks the regex constraint"):
+        sg.generate(PROMPT, constraint=Constraint.regex(r"[0-9]+"))
+    r = sg.generate(PROMPT, constraint=c)  # the scripted answer fits this one
+    assert r.text == ANSWER
+    with pytest.raises(ValueError, match=r"remote draft .* cannot sample under a constraint"):
+        d = EndpointDraft(engine.url, MODEL)
+        SpecGuard(d, draft, CFG).generate(PROMPT, constraint=c)

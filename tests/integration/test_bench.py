@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from specguard_integrations import SpecGuard
 from specguard_integrations.assets import DEFAULT_CONFIG, bundled_pair, bundled_prm
 from specguard_integrations.baselines import ProcessRewardModel, build_methods
 from specguard_integrations.bench.calibrate import calibrate
@@ -13,7 +14,6 @@ from specguard_integrations.bench.runner import run_bench
 from specguard_integrations.bench.suites import load_suite
 from specguard_integrations.cli import main
 from specguard_integrations.config import SpecGuardConfig
-from specguard_integrations.engine.loop import SpecGuard
 from specguard_integrations.registry import load_lm
 
 

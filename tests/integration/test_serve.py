@@ -22,11 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from specguard_integrations import SpecGuard
 from specguard_integrations.assets import DEFAULT_CONFIG
 from specguard_integrations.backends.remote.client import EndpointError, EndpointUnreachable
 from specguard_integrations.backends.remote.endpoint import EndpointDraft, EndpointTarget
 from specguard_integrations.config import SpecGuardConfig
-from specguard_integrations.engine.loop import SpecGuard
 from specguard_integrations.langchain import LangChainTarget
 from specguard_integrations.registry import load_lm, load_pair, resolve
 from specguard_integrations.tasks import make_split

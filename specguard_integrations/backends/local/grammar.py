@@ -90,6 +90,11 @@ class _TokenTexts:
         return self._encode(text)
 
 
+def _first_line(error: str) -> str:
+    """llguidance's error without the parser state it appends."""
+    return error.strip().splitlines()[0] if error.strip() else ""
+
+
 class Matcher:
     """One grammar state: which tokens may come next, and the tokens taken so far."""
 
@@ -131,12 +136,14 @@ class Matcher:
     def take(self, token: int) -> None:
         """Move on by a sampled token; `ValueError` if the grammar refuses it."""
         if not self.inner.consume_token(int(token)):
-            raise ValueError(f"the constraint refused token {token}: {self.inner.get_error()}")
+            why = _first_line(self.inner.get_error())
+            raise ValueError(f"the constraint refused token {token}: {why}")
 
     def follow(self, tokens: list[int]) -> None:
         """Move on by tokens another writer chose (text valid under the grammar)."""
         if tokens and not self.inner.consume_tokens([int(t) for t in tokens]):
-            raise ValueError(f"the accepted text breaks the constraint: {self.inner.get_error()}")
+            why = _first_line(self.inner.get_error())
+            raise ValueError(f"the accepted text breaks the constraint: {why}")
 
     def back(self, n: int) -> None:
         """Forget the last `n` tokens taken."""
@@ -150,4 +157,48 @@ class Matcher:
 
     @property
     def accepting(self) -> bool:
+        return bool(self.inner.is_accepting())
+
+
+class _Bytes:
+    """A tokenizer of single bytes (and an EOS): lets a grammar read any text."""
+
+    def __init__(self) -> None:
+        self.tokens = [bytes([i]) for i in range(256)] + [b""]
+        self.special_token_ids = [256]
+        self.eos_token_id = 256
+        self.bos_token_id = None
+
+    def __call__(self, text: str | bytes) -> list[int]:
+        return list(text.encode("utf-8") if isinstance(text, str) else text)
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_tokenizer() -> Any:
+    llg = _llguidance()
+    return llg.LLTokenizer(llg.TokenizerWrapper(_Bytes()), n_vocab=257, eos_token=256)
+
+
+class TextChecker:
+    """A constraint checked on text another writer produced (a remote model's steps): each
+    step must keep the text a prefix of the grammar's language."""
+
+    def __init__(self, constraint: Constraint) -> None:
+        llg = _llguidance()
+        grammar = _grammar(constraint.kind, constraint.source)
+        self.inner = llg.LLMatcher(_byte_tokenizer(), grammar, log_level=0)
+        if self.inner.is_error():
+            raise ValueError(
+                f"the {constraint.kind} constraint does not compile: {self.inner.get_error()}"
+            )
+
+    def follow(self, text: str) -> str | None:
+        """Take `text`; why it breaks the grammar, or None when it does not."""
+        data = list(text.encode("utf-8"))
+        if data and not self.inner.consume_tokens(data):
+            return _first_line(self.inner.get_error()) or "the text leaves the grammar"
+        return None
+
+    @property
+    def complete(self) -> bool:
         return bool(self.inner.is_accepting())

@@ -13,6 +13,7 @@ from .replies import Completion, to_candidate
 
 if TYPE_CHECKING:
     from ...engine.backends import Rng
+    from ..local.grammar import TextChecker
 
 
 class StepWriter(Protocol):
@@ -53,6 +54,7 @@ class TextSession:
         self.so_far = ""
         self.prompt_tokens = 0  # known after the first request
         self.empty = 0  # steps in a row without text
+        self.checker: TextChecker | None = None  # the constraint, checked on each step
 
     def count_empty(self, steps: list[Candidate]) -> None:
         """`EndpointReplyError` after `MAX_EMPTY_STEPS` answers in a row with no text (or only
@@ -71,6 +73,8 @@ class TextSession:
         self.so_far += text
         if text.strip():
             self.empty = 0
+        if self.checker is not None:  # an accepted draft step, sampled under the constraint
+            self.checker.follow(text)
 
     def complete(self, settings: DecodeSettings, generator: Rng) -> Completion:
         """One request continuing the text so far (targets implement it)."""
@@ -79,13 +83,35 @@ class TextSession:
     def write_step(
         self, settings: DecodeSettings, generator: Rng, assist: object = None
     ) -> Candidate:
-        """5. The fallback step: one completion, cut at the step boundary, appended."""
+        """5. The fallback step: one completion, cut at the step boundary, checked against the
+        constraint if one was asked, appended."""
         c = self.complete(settings, generator)
         self.prompt_tokens = self.prompt_tokens or c.prompt_tokens
         cand = to_candidate(c, settings)
         self.count_empty([cand])
+        self.check(settings, cand)
         self.so_far += cand.text
         return cand
+
+    def check(self, settings: DecodeSettings, step: Candidate) -> None:
+        """`EndpointReplyError` when a step breaks the constraint, or ends the generation before
+        the constrained text is complete: a server's text is never passed on unchecked (the
+        engines' own grammar fields constrain a whole reply, not a step continued from text)."""
+        if settings.constraint is None:
+            return
+        from ..local.grammar import TextChecker
+
+        if self.checker is None:
+            self.checker = TextChecker(settings.constraint)
+            self.checker.follow(self.so_far)
+        why = self.checker.follow(step.text)
+        if why is None and step.finish in _ENDS and not self.checker.complete:
+            why = f"the generation ended ({step.finish}) before the constrained text was complete"
+        if why is not None:
+            raise EndpointReplyError(
+                f"{self.where} answered a step that breaks the {settings.constraint.kind}"
+                f" constraint: {why}"
+            )
 
 
 class EndpointTargetSession(TextSession):
@@ -113,6 +139,11 @@ class EndpointDraftSession(TextSession):
         return None
 
     def propose(self, settings: DecodeSettings, generator: Rng) -> list[Candidate]:
+        if settings.constraint is not None:
+            raise ValueError(
+                f"a remote draft ({self.where}) cannot sample under a constraint: use a local"
+                " draft (the target may stay remote)"
+            )
         completions = self.backend.request_step(
             self.prompt, self.so_far, settings, generator, n=settings.k, logprobs=True
         )
