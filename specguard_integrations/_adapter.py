@@ -297,6 +297,7 @@ class _Attempt:
     ) -> bool:
         from .backends.remote.client import EndpointUnreachable
 
+        # not `DeadlinePassed`: the generation's own timeout is not a server to try again
         return isinstance(err, EndpointUnreachable) and not self.seen and not self.last
 
 

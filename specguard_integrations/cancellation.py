@@ -13,8 +13,7 @@ import contextlib
 import contextvars
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import Future, wait
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -64,12 +63,11 @@ class Scope:
     def wait(self, future: Future[T]) -> T:
         """The future's result, or `CallCancelled` as soon as the scope is cancelled (the work
         behind the future is left to end on its own deadline)."""
-        while True:
-            try:
-                return future.result(timeout=POLL)
-            except FutureTimeout:
-                if self.event.is_set():
-                    raise CallCancelled("the call was cancelled") from None
+        while not future.done():
+            wait([future], timeout=POLL)
+            if not future.done() and self.event.is_set():
+                raise CallCancelled("the call was cancelled")
+        return future.result()
 
 
 CURRENT: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(

@@ -263,7 +263,9 @@ def prepare_chat(
         cfg = config.merged(segmenter="tool_call", tool_call_format=fmt.name)
     if forced is None or not grammar_available():
         return ChatCall(text + prefix, prefix, cfg, fmt, tools, special)
-    grammar, end = forced_call(fmt, tools, forced, special)
+    # added tokens (special or not) are single ids with no text for the grammar's byte view
+    added = tuple(str(t) for t in lm.tokenizer.get_added_vocab())
+    grammar, end = forced_call(fmt, tools, forced, special + added)
     return ChatCall(text + prefix, prefix, cfg, fmt, tools, special, grammar, end)
 
 

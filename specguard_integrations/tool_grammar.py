@@ -54,7 +54,8 @@ def forced_call(
     any bound tool when `forced` is "". Returns the grammar and the end markers left for
     `ChatCall.parse` to put back: none when they are plain text for this model (the grammar
     then writes them: a model may write ``"}}</tool_call>`` as one token), all of them when
-    one is a special token (`special`), which has no text for a grammar to match."""
+    one is an added or special token of the model (`special`), which has no text for a grammar
+    to match."""
     gap = fmt.args_prefix[len(fmt.args_prefix.rstrip(" ")) :]  # spaces the prefix left out
     plain_end = not any(s and s in fmt.end for s in special)
     closing = fmt.args_suffix + (fmt.end if plain_end else "")

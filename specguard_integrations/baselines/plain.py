@@ -126,6 +126,7 @@ def plain_stream(
     for t in range(max_tokens):
         if cancelled is not None and cancelled():
             raise GenerationCancelled("generation cancelled")
+        raw = logits  # what a logprob reports: the model's own distribution, unmasked
         if grammar is not None:
             logits = grammar.mask(logits.clone()[0]).unsqueeze(0)
         tok = sample_next(logits, temperature, top_p, generator)  # (1,)
@@ -136,10 +137,10 @@ def plain_stream(
         if grammar is not None:
             grammar.take(tid)
         ids.append(tid)
-        logprobs.append(float(torch.log_softmax(logits[0].float(), dim=-1)[tid]))
+        logprobs.append(float(torch.log_softmax(raw[0].float(), dim=-1)[tid]))
         text = lm.decode(ids)
         hit = _stop_hit(text, stop, include_stop)
-        if hit is not None:
+        if hit is not None and (grammar is None or grammar.accepting):  # not inside its text
             (text, stop_reason), finish = hit, "stop"
             break
         if (ready := _ready(text, stop)) > sent:

@@ -6,8 +6,9 @@ its own copy of the grammar state, the selected step is scored on the tokens act
 an accepted step moves the draft's state on, a rejected one leaves it where the step began, and
 the target writes its fallback step under its own state for its own tokenizer, which follows
 every accepted step. A local backend enforces the constraint with a token mask
-(`backends/local/grammar.py`); a remote one sends it in its engine's own field, or checks each
-reply. Asking for no constraint costs nothing: the samplers take their usual path.
+(`backends/local/grammar.py`); a remote target's steps are checked against it (an engine's own
+grammar field constrains a whole reply, not a step continued from text). Asking for no
+constraint costs nothing: the samplers take their usual path.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Constraint:
             raise ValueError(
                 f"json_schema: a JSON object was expected, got {type(schema).__name__}"
             )
-        return cls("json_schema", json.dumps(schema, sort_keys=True))
+        return cls("json_schema", json.dumps(schema))  # key order kept: it is the output's
 
     @classmethod
     def regex(cls, pattern: str) -> Constraint:

@@ -63,7 +63,7 @@ def test_chat_over_the_pair_has_no_special_tokens(pair):
 
 
 def test_serve_flags_load_the_same_pair(pair):
-    from specguard_integrations.cli import _build_parser
+    from specguard_integrations.cli.main import _build_parser
     from specguard_integrations.server import create_app
     from specguard_integrations.server.run import served_from_args
 

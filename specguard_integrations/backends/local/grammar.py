@@ -42,10 +42,13 @@ def _llguidance() -> Any:
 
 
 @functools.lru_cache(maxsize=16)
-def _grammar(kind: str, source: str) -> str:
+def _grammar(kind: str, source: str, flexible: bool = False) -> str:
+    """The llguidance grammar of a constraint; `flexible` JSON takes any whitespace (to check
+    text a model wrote unconstrained)."""
     llg = _llguidance()
     if kind == "json_schema":
-        return str(llg.LLMatcher.grammar_from_json_schema(source, defaults=JSON_LAYOUT))
+        layout = {"whitespace_flexible": True} if flexible else JSON_LAYOUT
+        return str(llg.LLMatcher.grammar_from_json_schema(source, defaults=layout))
     if kind == "regex":
         return str(llg.LLMatcher.grammar_from_regex(source))
     return str(llg.LLMatcher.grammar_from_lark(source))
@@ -185,7 +188,7 @@ class TextChecker:
 
     def __init__(self, constraint: Constraint) -> None:
         llg = _llguidance()
-        grammar = _grammar(constraint.kind, constraint.source)
+        grammar = _grammar(constraint.kind, constraint.source, flexible=True)
         self.inner = llg.LLMatcher(_byte_tokenizer(), grammar, log_level=0)
         if self.inner.is_error():
             raise ValueError(
@@ -193,12 +196,22 @@ class TextChecker:
             )
 
     def follow(self, text: str) -> str | None:
-        """Take `text`; why it breaks the grammar, or None when it does not."""
+        """Take `text`; why it breaks the grammar, or None when it does not. Whitespace after a
+        complete text (a step boundary put back after it) is not the grammar's to judge."""
         data = list(text.encode("utf-8"))
-        if data and not self.inner.consume_tokens(data):
+        fits = self.inner.validate_tokens(data) if data else 0
+        if fits and not self.inner.consume_tokens(data[:fits]):
             return _first_line(self.inner.get_error()) or "the text leaves the grammar"
+        rest = bytes(data[fits:])
+        if rest and not (rest.isspace() and self.inner.is_accepting()):
+            return f"the text leaves the grammar at {rest[:40].decode('utf-8', 'replace')!r}"
         return None
 
     @property
     def complete(self) -> bool:
         return bool(self.inner.is_accepting())
+
+    def copy(self) -> TextChecker:
+        twin = TextChecker.__new__(TextChecker)
+        twin.inner = self.inner.deep_copy()
+        return twin

@@ -128,13 +128,11 @@ class Rows:
                 grammar.take(tok)
             row.append(tok)
             cut = self.cut(row)
-            if (
-                cut is not None
-                and grammar is not None
-                and cut[2] in _ENDS
-                and not grammar.accepting
-            ):
-                cut = None  # an end marker inside text the grammar has not finished: go on
+            if cut is not None and grammar is not None and cut[2] in _ENDS:
+                at_cut = grammar.fork()
+                at_cut.back(len(row) - cut[0])
+                if not at_cut.accepting:
+                    cut = None  # an end marker inside text the grammar had not finished there
             if cut is not None:
                 n, text, finish = cut
                 if grammar is not None:

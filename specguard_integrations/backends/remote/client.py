@@ -4,8 +4,10 @@ bounded bodies and typed errors.
 Shared by the endpoint backends; one client per backend keeps a connection pool, so concurrent
 generations keep many requests in flight. The policy (docs/scale-out.md, "Failure semantics"):
 
-- each request has a deadline: connect plus the whole body within `timeout` seconds (or less,
-  when the caller's own deadline is nearer); a server that trickles its body is cut off there;
+- each request has a deadline, `timeout` seconds (or less, when the caller's own deadline is
+  nearer): the wait for a connection, for the headers and for each piece of the body is bounded
+  by the time left, and a body still arriving at the deadline (a server that trickles it) is
+  cut off;
 - refused or dropped connections, timeouts, 429 and 5xx are retried `max_retries` times with
   jittered exponential backoff, or after the server's ``Retry-After`` (capped);
 - a body over `max_body_bytes` is refused before it is parsed;
@@ -21,6 +23,7 @@ import json
 import logging
 import math
 import random
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -48,6 +51,11 @@ class EndpointUnreachable(EndpointError):
 class EndpointTimeout(EndpointUnreachable, TimeoutError):
     """The request's deadline passed (connect plus the whole body) on every attempt, or the
     generation's own deadline came first."""
+
+
+class DeadlinePassed(EndpointError, TimeoutError):
+    """The generation's own deadline (its `timeout`) passed while it waited on the server: not
+    retried, by the client or by a framework call."""
 
 
 class EndpointRejected(EndpointError):
@@ -103,21 +111,25 @@ class OpenAICompatibleClient:
         self.max_body_bytes = max_body_bytes
         self._client: httpx.Client | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()  # the lazy client and pool are made once
 
     @property
     def client(self) -> httpx.Client:
-        if self._client is None:
-            import httpx
+        with self._lock:
+            return self._client or self._new_client()
 
-            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            self._client = httpx.Client(
-                timeout=self.timeout,
-                headers=headers,
-                limits=httpx.Limits(
-                    max_connections=self.max_connections,
-                    max_keepalive_connections=self.max_connections,
-                ),
-            )
+    def _new_client(self) -> httpx.Client:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        self._client = httpx.Client(
+            timeout=self.timeout,
+            headers=headers,
+            limits=httpx.Limits(
+                max_connections=self.max_connections,
+                max_keepalive_connections=self.max_connections,
+            ),
+        )
         return self._client
 
     # ---------------------------------------------------------------- one request, retried
@@ -170,13 +182,26 @@ class OpenAICompatibleClient:
         now = time.monotonic()
         limit = self.timeout if deadline is None else min(self.timeout, deadline - now)
         if limit <= 0:
-            raise EndpointTimeout(f"{url}: the generation's deadline passed before the request")
+            raise DeadlinePassed(f"{url}: the generation's deadline passed before the request")
+        own = deadline is not None and deadline - now < self.timeout  # the generation's is nearer
         scope = current()
-        if scope is None:
-            return self._exchange(method, url, payload, now + limit, None)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.max_connections, "specguard-http")
-        job = self._pool.submit(self._exchange, method, url, payload, now + limit, scope)
+        try:
+            if scope is None:
+                return self._exchange(method, url, payload, now + limit, None)
+            return self._in_scope(scope, method, url, payload, now + limit)
+        except _Retryable as err:
+            if own and isinstance(err.error, EndpointTimeout):
+                raise DeadlinePassed(f"{err.error} (the generation's timeout)") from None
+            raise
+
+    def _in_scope(
+        self, scope: Scope, method: str, url: str, payload: dict[str, Any] | None, until: float
+    ) -> tuple[int, bytes]:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_connections, "specguard-http")
+            pool = self._pool
+        job = pool.submit(self._exchange, method, url, payload, until, scope)
         return scope.wait(job)
 
     def _exchange(
@@ -206,6 +231,8 @@ class OpenAICompatibleClient:
             raise _Retryable(late) from None
         except httpx.TransportError as err:  # refused, reset, DNS, a body cut off
             raise _Retryable(EndpointUnreachable(f"{url}: {type(err).__name__}: {err}")) from None
+        except httpx.HTTPError as err:  # a body the client cannot decode (Content-Encoding)
+            raise EndpointReplyError(f"{url} answered a body that cannot be read: {err}") from None
         if resp.status_code == 429 or resp.status_code >= 500:
             failed = EndpointUnreachable(f"{url} answered {resp.status_code}: {_message(body)}")
             raise _Retryable(failed, _retry_after(resp.headers.get("retry-after")))
@@ -305,8 +332,9 @@ def _retry_after(value: str | None) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
-        when = email.utils.parsedate_to_datetime(value) if value.strip() else None
-        if when is None:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):  # neither seconds nor a date: ignored
             return None
         seconds = when.timestamp() - time.time()
     return max(0.0, seconds) if math.isfinite(seconds) else None
@@ -320,7 +348,7 @@ def _json(body: bytes, url: str) -> Any:
 
     try:
         return json.loads(body, parse_constant=refuse)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise EndpointReplyError(f"{url} answered malformed data (not JSON): {err}") from None
 
 

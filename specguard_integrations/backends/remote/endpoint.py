@@ -15,6 +15,7 @@ Sessions are plain text, so nothing needs rolling back when a draft step is reje
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import os
@@ -150,8 +151,9 @@ class _Endpoint:
             each = {**body, "n": 1, **({"seed": seed + i} if seed is not None else {})}
             return self._answer(prompt, so_far, each, stops, 1, deadline)[0]
 
-        with ThreadPoolExecutor(n) as pool:
-            return list(pool.map(one, range(n)))
+        with ThreadPoolExecutor(n) as pool:  # each request in the caller's cancellation scope
+            jobs = [pool.submit(contextvars.copy_context().run, one, i) for i in range(n)]
+            return [job.result() for job in jobs]
 
     def _body(
         self, settings: DecodeSettings, stops: tuple[str, ...], seed: int | None, logprobs: bool
@@ -255,10 +257,14 @@ class _Endpoint:
         text = c.text
         if isinstance(stop, str) and not text.endswith(stop):
             text += stop  # the server cut the boundary off: put it back
-        if c.completion_tokens is not None:
+        # usage counts all choices together: a choice's own count is its logprob tokens
+        own = len(c.tokens) if c.tokens is not None else None
+        if count > 1 and own is not None:
+            tokens = own
+        elif c.completion_tokens is not None:
             tokens = c.completion_tokens // max(count, 1)
         else:  # usage missing: the tokens' count, else an estimate from the text
-            tokens = len(c.tokens) if c.tokens is not None else math.ceil(len(text) / 4)
+            tokens = own if own is not None else math.ceil(len(text) / 4)
         return Completion(
             text=text,
             finish=c.finish,
@@ -267,7 +273,8 @@ class _Endpoint:
             prompt_tokens=c.prompt_tokens or 0,
             offsets=c.offsets,
             logprobs=c.logprobs,
-            counted=c.completion_tokens is not None or c.tokens is not None,
+            counted=c.tokens is not None or (c.completion_tokens is not None and count == 1),
+            reported=(c.completion_tokens or 0) // max(count, 1),
         )
 
     def _one_more(self, prompt: str, text: str, deadline: float | None) -> str:

@@ -35,15 +35,17 @@ class Completion:
     offsets: list[int] | None  # character offset per token, when logprobs came back
     logprobs: list[float] | None
     counted: bool = False  # `tokens` is the server's own count (usage or logprobs)
+    reported: int = 0  # the choice's share of `usage.completion_tokens` (0: none reported)
 
 
 def check_length(c: Completion, max_tokens: int, where: str) -> None:
     """`EndpointReplyError` naming the server and the size when a reply is longer than the
     `max_tokens` asked (with `LENGTH_SLACK_TOKENS`), by its token count or its text."""
     allowed = max_tokens + LENGTH_SLACK_TOKENS
-    if c.tokens > allowed or len(c.text) > allowed * MAX_CHARS_PER_TOKEN:
+    tokens = max(c.tokens, c.reported)  # a server is held to the larger of its two counts
+    if tokens > allowed or len(c.text) > allowed * MAX_CHARS_PER_TOKEN:
         raise EndpointReplyError(
-            f"{where} answered {c.tokens} tokens ({len(c.text)} characters) where at most"
+            f"{where} answered {tokens} tokens ({len(c.text)} characters) where at most"
             f" {max_tokens} were asked for: the reply is refused"
         )
 

@@ -37,6 +37,8 @@ class StepWriter(Protocol):
 # steps in a row with no text that end a generation with an error (a server that keeps
 # answering nothing, e.g. 0-token "length" replies, would otherwise run to max_steps)
 MAX_EMPTY_STEPS = 3
+# the confidence of a remote draft step that breaks the constraint: below any real one
+BROKEN = -1e9
 _ENDS = ("eos", "final_answer", "tool_call", "stop", "context_window")
 
 
@@ -131,6 +133,7 @@ class EndpointDraftSession(TextSession):
         self.where = backend.where
         self._logprobs: dict[int, list[float]] = {}
         self._pending: Candidate | None = None
+        self._broken: set[int] = set()  # candidates that break the constraint
 
     def shares_vocab_with(self, target: TargetSession) -> bool:
         return False
@@ -139,15 +142,10 @@ class EndpointDraftSession(TextSession):
         return None
 
     def propose(self, settings: DecodeSettings, generator: Rng) -> list[Candidate]:
-        if settings.constraint is not None:
-            raise ValueError(
-                f"a remote draft ({self.where}) cannot sample under a constraint: use a local"
-                " draft (the target may stay remote)"
-            )
         completions = self.backend.request_step(
             self.prompt, self.so_far, settings, generator, n=settings.k, logprobs=True
         )
-        cands, self._logprobs = [], {}
+        cands, self._logprobs, self._broken = [], {}, set()
         for c in completions:
             self.prompt_tokens = self.prompt_tokens or c.prompt_tokens
             if c.logprobs is None:
@@ -157,9 +155,27 @@ class EndpointDraftSession(TextSession):
                 )
             cand = to_candidate(c, settings)
             self._logprobs[id(cand)] = c.logprobs[: max(cand.num_tokens, 1)]
+            if not self._fits(settings, cand):  # never accepted: the lowest confidence there is
+                self._logprobs[id(cand)] = [BROKEN]
+                self._broken.add(id(cand))
             cands.append(cand)
         self.count_empty(cands)
         return cands
+
+    def _fits(self, settings: DecodeSettings, cand: Candidate) -> bool:
+        """Whether a candidate keeps the text valid under the constraint (a remote draft
+        samples unconstrained; what breaks it is rejected, and the target writes the step)."""
+        if settings.constraint is None:
+            return True
+        from ..local.grammar import TextChecker
+
+        if self.checker is None:
+            self.checker = TextChecker(settings.constraint)
+            self.checker.follow(self.so_far)
+        probe = self.checker.copy()
+        if probe.follow(cand.text) is not None:
+            return False
+        return cand.finish not in _ENDS or probe.complete
 
     def select(self, candidates: list[Candidate]) -> int:
         return jaccard_medoid([c.text for c in candidates])
@@ -176,7 +192,13 @@ class EndpointDraftSession(TextSession):
     def accept(self) -> None:
         if self._pending is None:
             raise RuntimeError("accept() without a scored step")
+        if id(self._pending) in self._broken:
+            raise EndpointReplyError(
+                f"{self.where}: a draft step that breaks the constraint was accepted (tau <= 0)"
+            )
         self.so_far += self._pending.text
+        if self.checker is not None:
+            self.checker.follow(self._pending.text)
         self._pending = None
 
     def reject(self) -> None:
