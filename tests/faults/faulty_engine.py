@@ -22,6 +22,17 @@ from typing import Any
 STEPS = ["Tom has 3 apples.", "He buys 4 more, so 3 + 4 = 7.", "Answer: 7"]
 ANSWER = "\n\n".join(STEPS) + "\n"
 MODEL = "scripted-target"
+PROMPT = "Question: Tom has 3 apples and buys 4 more. How many?\n"
+
+
+def _config():  # type: ignore[no-untyped-def]
+    from specguard_integrations import SpecGuardConfig
+
+    # the draft is never accepted (tau > 1): every step is the target's
+    return SpecGuardConfig(k=1, temperature=0.0, tau=1.5, max_step_tokens=64, max_steps=12, seed=0)
+
+
+CFG = _config()
 
 
 @dataclass

@@ -9,9 +9,9 @@ import re
 import time
 
 import pytest
-from faulty_engine import ANSWER, MODEL, STEPS, FaultyEngine
+from faulty_engine import ANSWER, CFG, MODEL, PROMPT, STEPS, FaultyEngine
 
-from specguard_integrations import SpecGuard, SpecGuardConfig
+from specguard_integrations import SpecGuard
 from specguard_integrations.backends.remote.client import (
     EndpointReplyError,
     EndpointTimeout,
@@ -19,22 +19,6 @@ from specguard_integrations.backends.remote.client import (
 )
 from specguard_integrations.backends.remote.endpoint import EndpointDraft, EndpointTarget
 from specguard_integrations.testing import tiny_lm
-
-PROMPT = "Question: Tom has 3 apples and buys 4 more. How many?\n"
-# the draft is never accepted (tau > 1): every step is the target's
-CFG = SpecGuardConfig(k=1, temperature=0.0, tau=1.5, max_step_tokens=64, max_steps=12, seed=0)
-
-
-@pytest.fixture(scope="module")
-def draft():
-    return tiny_lm("llama", seed=3, layers=2)
-
-
-@pytest.fixture
-def engine():
-    e = FaultyEngine()
-    yield e
-    e.stop()
 
 
 def _pair(draft, engine, **kw):

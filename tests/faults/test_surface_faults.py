@@ -14,7 +14,7 @@ import time
 
 import httpx
 import pytest
-from faulty_engine import ANSWER, MODEL, FaultyEngine
+from faulty_engine import ANSWER, CFG, MODEL, PROMPT
 
 from specguard_integrations import SpecGuard, SpecGuardConfig
 from specguard_integrations.backends.remote.client import (
@@ -22,22 +22,6 @@ from specguard_integrations.backends.remote.client import (
     EndpointUnreachable,
 )
 from specguard_integrations.backends.remote.endpoint import EndpointTarget
-from specguard_integrations.testing import tiny_lm
-
-PROMPT = "Question: Tom has 3 apples and buys 4 more. How many?\n"
-CFG = SpecGuardConfig(k=1, temperature=0.0, tau=1.5, max_step_tokens=64, max_steps=12, seed=0)
-
-
-@pytest.fixture(scope="module")
-def draft():
-    return tiny_lm("llama", seed=3, layers=2)
-
-
-@pytest.fixture
-def engine():
-    e = FaultyEngine()
-    yield e
-    e.stop()
 
 
 def _engine(draft, engine, **kw):
