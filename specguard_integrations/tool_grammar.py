@@ -12,6 +12,7 @@ after the grammar is complete (`ChatCall.parse`).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from .tool_formats import AnyFormat
 
 
+@functools.cache
 def grammar_available() -> bool:
     """Whether constrained sampling can run here (the ``[grammar]`` extra is installed)."""
     return importlib.util.find_spec("llguidance") is not None
