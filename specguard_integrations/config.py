@@ -146,6 +146,33 @@ class SpecGuardConfig(BaseModel):
     grounding_bounds: tuple[StrictFloat, StrictFloat] = Field(
         (0.0, 1.0), description="(g_lo, g_hi) for min-max normalising the rollout grounding."
     )
+    judge: Literal["draft", "target"] = Field(
+        "draft",
+        description=(
+            "Step 4's judge: 'draft' (SpecGuard's fused draft signals, the paper) or 'target'"
+            " (the target-verified judge: the target's own log-probabilities of the step, read"
+            " from the catch-up prefill it owes anyway, fused with the draft's score by"
+            " target_weight)."
+        ),
+    )
+    target_aggregate: Literal["min", "mean", "quantile"] = Field(
+        "mean",
+        description="t from the target's token log-probabilities of the step: 'min', 'mean' or"
+        " 'quantile' (target_quantile).",
+    )
+    target_quantile: StrictFloat = Field(
+        0.1, ge=0.0, le=1.0, description="The quantile for target_aggregate='quantile'."
+    )
+    target_bounds: tuple[StrictFloat, StrictFloat] = Field(
+        (-3.0, 0.0), description="(t_lo, t_hi) for min-max normalising the target's score."
+    )
+    target_weight: StrictFloat = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="gamma: r = gamma * t~ + (1 - gamma) * r_draft under judge='target' (1: the"
+        " target's score alone).",
+    )
     # 5. fall back
     target_mode: TargetMode = Field(
         "greedy", description="Target fallback step: 'greedy', or 'sample' k and select."
@@ -170,7 +197,7 @@ class SpecGuardConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> SpecGuardConfig:
-        for name in ("confidence_bounds", "grounding_bounds"):
+        for name in ("confidence_bounds", "grounding_bounds", "target_bounds"):
             lo, hi = getattr(self, name)
             if not lo < hi:
                 raise ValueError(f"{name}: lower bound {lo} must be below upper bound {hi}")

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 StepSource = Literal["draft", "target"]
 Decision = Literal["accept", "reject"]
-SignalMode = Literal["grounding+confidence", "confidence_only", "reward_model"]
+SignalMode = Literal["grounding+confidence", "confidence_only", "reward_model", "target_verified"]
 StepFinish = Literal[
     "boundary",  # the segmenter found a step boundary
     "final_answer",  # the step holds a final-answer marker line: generation ends
@@ -86,13 +86,23 @@ class StepRecord(BaseModel):
     decision: Decision = Field(
         description="Verdict on the draft step: accept, or reject (fallback)."
     )
-    signals: SignalMode = Field(description="Which draft signals were available for the verdict.")
+    signals: SignalMode = Field(
+        description="What the verdict read: the draft signals available, a reward model, or"
+        " the target's log-probabilities (target_verified)."
+    )
     grounding: float | None = Field(description="g = min_t G(t), attention-rollout grounding.")
     confidence: float = Field(description="l = min_t log p_draft(s_t | ctx, s_<t).")
     grounding_norm: float | None = Field(description="g~ = clip((g - g_lo) / (g_hi - g_lo)).")
     confidence_norm: float = Field(description="l~ = clip((l - l_lo) / (l_hi - l_lo)).")
+    target_score: float | None = Field(
+        None,
+        description="t = agg_t log p_target(s_t | ctx, s_<t) of the draft step (the"
+        " target-verified judge; None for the other judges).",
+    )
+    target_norm: float | None = Field(None, description="t~ = clip((t - t_lo) / (t_hi - t_lo)).")
     fused: float = Field(
-        description="r = beta * l~ + (1 - beta) * g~ (the reward when signals is reward_model)."
+        description="r = beta * l~ + (1 - beta) * g~ (the reward when signals is reward_model;"
+        " gamma * t~ + (1 - gamma) * r_draft when target_verified)."
     )
     threshold: float = Field(description="tau; the draft step is accepted when r >= tau.")
     beta: float = Field(description="Weight of confidence in r.")

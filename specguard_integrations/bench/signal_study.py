@@ -92,14 +92,17 @@ def record_steps(
 ) -> list[StepRow]:
     """Run each item once with `config` and keep every labelled draft step. Items alternate
     between the dev and test splits (by item, so no item is in both)."""
-    from ..engine.policy import FusionJudge
+    from ..engine.policy import judge_for
     from ..tasks.runner import solve_specguard
 
     lm = draft_model(engine)
     rows: list[StepRow] = []
-    recorder = _Recorder(engine.judge or FusionJudge())
+    inner = engine.judge or judge_for(config)
+    recorder = _Recorder(inner)
 
     class Judge:
+        reads_target = inner.reads_target
+
         def judge(self, sig: Any, context: str, step: str, cfg: Any) -> Any:
             return recorder.judge_step(sig, context, step, cfg)
 
@@ -107,7 +110,7 @@ def record_steps(
     try:
         for n, item in enumerate(items):
             recorder.seen.clear()
-            solved = solve_specguard(engine, item, config)
+            solved = solve_specguard(engine, item, config.merged(judge="draft"))
             split = "dev" if n % round(1 / dev_share) == 0 else "test"
             for i, ((ctx, step), rec) in enumerate(zip(recorder.seen, solved.records, strict=True)):
                 verdict = item.check_step(i, rec.draft_text)

@@ -48,10 +48,14 @@ UNBOUNDED = 1 << 30
 
 @dataclass(frozen=True)
 class StepSignals:
-    """Raw draft signals of one step (before normalisation)."""
+    """Raw signals of one step (before normalisation): the draft's, and the target's token
+    log-probabilities when the judge reads them."""
 
     confidence: float
     grounding: float | None  # None: not read (no attention access, or the ablation)
+    # log p_target(s_t | ctx, s_<t) of each step token, in the target's tokenizer (a judge that
+    # reads the target); None otherwise
+    target_logprobs: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,21 @@ class TargetSession(Protocol):
         depend on it."""
         ...
 
+    def verify(
+        self, text: str, ids: list[int] | None, deadline: float | None, *, eos: bool = False
+    ) -> list[float]:
+        """Take the draft step tentatively and return ``log p_target(s_t | ctx, s_<t)`` of each
+        of its tokens (in the target's tokenizer): the catch-up prefill the target owes an
+        accepted step anyway. `ids` are the step's tokens when the pair shares a vocabulary
+        (EOS included when `eos`); `eos`: the step ended the text, and a target that can score
+        its own end of sequence there does. `accept` keeps the step (no second prefill),
+        `reject` drops it (the next `write_step` starts where the step would have)."""
+        ...
+
+    def accept(self) -> None: ...
+
+    def reject(self) -> None: ...
+
 
 @runtime_checkable
 class DraftModel(Protocol):
@@ -191,6 +210,11 @@ class TargetModel(Protocol):
 
     @property
     def local_model(self) -> TextModel | None: ...
+
+    def verify_refusal(self) -> str | None:
+        """None when sessions can `verify` a step (the target-verified judge); else why not,
+        naming the target (an engine that returns no prompt log-probabilities)."""
+        ...
 
     def start(self, prompt: str, *, add_special_tokens: bool = True) -> TargetSession: ...
 

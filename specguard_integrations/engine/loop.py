@@ -5,7 +5,8 @@ Per step i, with ctx = prompt + accepted steps:
 1. propose  k candidate steps from the draft, each up to a step boundary;
 2. select   j* = argmax_j sum_{l != j} exp(S[j, l]) over candidate embeddings;
 3. score    l = min_t log p_draft(s_t),  g = min_t sum_{j in ctx} R[t, j];
-4. decide   r = beta * l~ + (1 - beta) * g~, accept iff r >= tau;
+4. decide   r = beta * l~ + (1 - beta) * g~, accept iff r >= tau (the target-verified judge
+            first has the target prefill the step and fuses t~ from its log-probabilities);
 5. commit   the draft step, or discard it and let the target write the step from ctx.
 
 Generation stops at EOS, a final-answer line, a tool call, a stop sequence, `max_steps` or
@@ -16,6 +17,7 @@ verdict only by its `Judge` (`policy.py`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Generator, Sequence
@@ -46,7 +48,7 @@ from .backends import (
     check_prompt_text,
 )
 from .constraint import Constraint
-from .policy import FusionJudge, Judge, Verdict
+from .policy import Judge, Verdict, judge_for
 from .transcript import StepStream, Transcript
 
 if TYPE_CHECKING:
@@ -73,8 +75,9 @@ class SpecGuard:
             `LocalCausalLM`).
         target: the large model (any `TargetModel`, likewise).
         config: defaults for every call; a call may pass its own.
-        judge: step 4. None (default) is SpecGuard's fused signals against tau
-            (`FusionJudge`); `RewardModelJudge(prm)` is reward-guided speculative decoding.
+        judge: step 4. None (default): the judge the call's config names (`config.judge`:
+            SpecGuard's fused draft signals, `FusionJudge`, or the target-verified
+            `TargetJudge`); `RewardModelJudge(prm)` is reward-guided speculative decoding.
         runtime: what groups concurrent generations' model calls (None: nothing does; the
             package's `SpecGuard` passes the step scheduler).
     """
@@ -98,7 +101,7 @@ class SpecGuard:
         self.draft = draft
         self.target = target
         self.config = config or SpecGuardConfig()
-        self.judge: Judge = judge or FusionJudge()
+        self.judge: Judge | None = judge
         self.runtime: Runtime = runtime or NoRuntime()
         if not self.draft.supports_grounding:
             log.warning(
@@ -230,7 +233,23 @@ class SpecGuard:
                 " (Constraint.json_schema(...), .regex(...) or .lark(...))"
             )
         cfg = config or self.config
+        self._judge(cfg)  # a judge the target cannot serve is refused before anything runs
         return StepStream(self._run(prompt, cfg, stops, add_special_tokens, timeout, constraint))
+
+    def _judge(self, cfg: SpecGuardConfig) -> Judge:
+        """The engine's judge, else the one `cfg.judge` names; `ValueError` when it reads the
+        target's log-probabilities and the target cannot give them, or when both are set."""
+        if self.judge is not None and cfg.judge != "draft":
+            raise ValueError(
+                f"judge={type(self.judge).__name__} was given and the config names judge="
+                f"{cfg.judge!r}: choose one"
+            )
+        judge = self.judge or judge_for(cfg)
+        if judge.reads_target:
+            why = self.target.verify_refusal()
+            if why is not None:
+                raise ValueError(f"the target-verified judge cannot run: {why}")
+        return judge
 
     # ------------------------------------------------------------------ loop
     def _run(self, *args: Any) -> Generator[StepRecord, None, GenerationResult]:
@@ -255,6 +274,7 @@ class SpecGuard:
         target = self.target.start(prompt, add_special_tokens=special)
         gen_d, gen_t = _generators(cfg.seed, draft.device, target.device)
         segmenter = make_segmenter(cfg.segmenter, cfg.final_answer_markers, cfg.tool_call_format)
+        judge = self._judge(cfg)
         done = Transcript(stop)
         finish: FinishReason = "max_steps"
         for i in range(cfg.max_steps):
@@ -283,12 +303,23 @@ class SpecGuard:
                 j = draft.select(candidates)
             with times.timed("score"):  # 3. score
                 sig = draft.score(candidates[j])
+            if judge.reads_target:  # the target's catch-up prefill of the step
+                with times.timed("target"), self._away(target):
+                    sig = _verified(sig, candidates[j], draft, target, settings.deadline)
             with times.timed("decide"):  # 4. decide
                 context = prompt + "".join(done.pieces)
-                verdict = self.judge.judge(sig, context, candidates[j].text, cfg)
+                verdict = judge.judge(sig, context, candidates[j].text, cfg)
             # 5. commit or fall back
             step, source = self._commit_or_fall_back(
-                verdict, candidates[j], draft, target, settings, cfg, gen_t, times
+                verdict,
+                candidates[j],
+                draft,
+                target,
+                settings,
+                cfg,
+                gen_t,
+                times,
+                verified=judge.reads_target,
             )
             done.add(_record(i, step, source, candidates, j, sig, verdict, cfg, times))
             with self.runtime.paused():  # the consumer has the step; batches need not wait for it
@@ -321,16 +352,24 @@ class SpecGuard:
         cfg: SpecGuardConfig,
         gen_t: torch.Generator,
         times: PhaseTimes,
+        *,
+        verified: bool = False,
     ) -> tuple[Candidate, StepSource]:
-        """Keep the draft step, or discard it and have the target write the step from ctx."""
+        """Keep the draft step, or discard it and have the target write the step from ctx.
+        A step the target `verified` is already in its state: kept or dropped there."""
         shared = draft.shares_vocab_with(target)
         if verdict.accept:
             with times.timed("commit"):
                 draft.accept()
-                target.append(chosen.text, chosen.ids if shared else None)
+                if verified:
+                    target.accept()
+                else:
+                    target.append(chosen.text, chosen.ids if shared else None)
             return chosen, "draft"
         with times.timed("commit"):
             draft.reject()
+            if verified:
+                target.reject()
         greedy = cfg.target_mode == "greedy"
         # a constrained step is sampled under the target's own grammar state: no speculation
         plain = settings.constraint is None
@@ -375,6 +414,21 @@ def _generators(
     )
 
 
+def _verified(
+    sig: StepSignals,
+    chosen: Candidate,
+    draft: DraftSession,
+    target: TargetSession,
+    deadline: float | None,
+) -> StepSignals:
+    """`sig` with the target's log-probabilities of the chosen step (its EOS too when the step
+    ended with one: the target judges the stop as well)."""
+    shared = draft.shares_vocab_with(target)
+    ids = chosen.scored_ids if shared else None
+    logprobs = target.verify(chosen.text, ids, deadline, eos=chosen.eos_id is not None)
+    return dataclasses.replace(sig, target_logprobs=tuple(logprobs))
+
+
 def _record(
     i: int,
     step: Candidate,
@@ -398,6 +452,8 @@ def _record(
         confidence=sig.confidence,
         grounding_norm=verdict.grounding_norm,
         confidence_norm=verdict.confidence_norm,
+        target_score=verdict.target_score,
+        target_norm=verdict.target_norm,
         fused=verdict.fused,
         threshold=cfg.tau,
         beta=cfg.beta,

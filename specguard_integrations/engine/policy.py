@@ -9,11 +9,22 @@ confidence-only ablation) ``r = l~``.
 
 The loop asks a `Judge` for the verdict: `FusionJudge` is SpecGuard's rule above;
 `RewardModelJudge` is reward-guided speculative decoding (RSD), where a process reward model
-scores the step and ``r = PRM(ctx, step)``.
+scores the step and ``r = PRM(ctx, step)``; `TargetJudge` is the target-verified judge, which
+reads the target's own log-probabilities of the step's tokens (in the target's tokenizer) from
+the catch-up prefill the target owes the step anyway:
+
+    t  = agg_t log p_target(s_t | ctx, s_<t)       agg: min, mean or the q-quantile
+    t~ = clip((t - t_lo) / (t_hi - t_lo), 0, 1)
+    r  = gamma * t~ + (1 - gamma) * r_draft        accept  <=>  r >= tau
+
+with ``r_draft`` the fused draft score above (``gamma = 1``: the target's score alone). A step
+with no token the target can score (an empty step ended by EOS, seen by a remote target) is
+judged by ``r_draft``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -43,6 +54,8 @@ class Verdict:
     fused: float
     accept: bool
     signals: SignalMode = "grounding+confidence"
+    target_score: float | None = None  # t (the target-verified judge), else None
+    target_norm: float | None = None  # t~
 
 
 def decide(
@@ -62,8 +75,29 @@ def decide(
     return Verdict(l_norm, g_norm, r, r >= tau, mode)
 
 
+def aggregate(values: list[float] | tuple[float, ...], how: str, q: float = 0.1) -> float:
+    """min, mean, or the q-quantile (linear interpolation between order statistics)."""
+    if not values:
+        raise ValueError("cannot aggregate the log-probabilities of an empty step")
+    if how == "min":
+        return min(values)
+    if how == "mean":
+        return sum(values) / len(values)
+    if how != "quantile":
+        raise ValueError(f"unknown aggregate {how!r}: use min, mean or quantile")
+    xs = sorted(values)
+    pos = q * (len(xs) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
 class Judge(Protocol):
-    """Step 4 as a strategy: the verdict on the selected draft step."""
+    """Step 4 as a strategy: the verdict on the selected draft step. A judge that
+    `reads_target` gets the target's log-probabilities of the step in `signals.target_logprobs`
+    (the loop has the target verify the step first)."""
+
+    reads_target: bool
 
     def judge(
         self, signals: StepSignals, context: str, step: str, config: SpecGuardConfig
@@ -72,6 +106,8 @@ class Judge(Protocol):
 
 class FusionJudge:
     """SpecGuard: the fused draft signals against tau."""
+
+    reads_target = False
 
     def judge(
         self, signals: StepSignals, context: str, step: str, config: SpecGuardConfig
@@ -100,6 +136,7 @@ class RewardModelJudge:
     normalised and recorded beside the reward."""
 
     verifier: StepVerifier
+    reads_target = False
 
     def judge(
         self, signals: StepSignals, context: str, step: str, config: SpecGuardConfig
@@ -113,3 +150,37 @@ class RewardModelJudge:
             reward >= config.tau,
             "reward_model",
         )
+
+
+class TargetJudge:
+    """The target-verified judge: ``r = gamma * t~ + (1 - gamma) * r_draft`` against tau, with
+    ``t`` the aggregate of the target's log-probabilities of the step's tokens."""
+
+    reads_target = True
+
+    def judge(
+        self, signals: StepSignals, context: str, step: str, config: SpecGuardConfig
+    ) -> Verdict:
+        if signals.target_logprobs is None:
+            raise ValueError("the target-verified judge needs the target's log-probabilities")
+        draft = FusionJudge().judge(signals, context, step, config)
+        if not signals.target_logprobs:  # nothing the target could score: the draft's verdict
+            return dataclasses.replace(draft, signals="target_verified")
+        t = aggregate(signals.target_logprobs, config.target_aggregate, config.target_quantile)
+        t_norm = normalise(t, config.target_bounds)
+        gamma = config.target_weight
+        r = gamma * t_norm + (1.0 - gamma) * draft.fused
+        return Verdict(
+            draft.confidence_norm,
+            draft.grounding_norm,
+            r,
+            r >= config.tau,
+            "target_verified",
+            target_score=t,
+            target_norm=t_norm,
+        )
+
+
+def judge_for(config: SpecGuardConfig) -> Judge:
+    """The judge `config.judge` names."""
+    return TargetJudge() if config.judge == "target" else FusionJudge()

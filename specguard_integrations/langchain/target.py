@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..backends.remote.client import EndpointError
 from ..backends.remote.replies import Completion, step_stops
-from ..backends.remote.sessions import TextSession
+from ..backends.remote.sessions import TextTargetSession
 from ..engine.backends import check_prompt_text
 
 if TYPE_CHECKING:
@@ -39,11 +39,18 @@ class LangChainTarget:
             getattr(model, "model_name", None) or getattr(model, "model", None) or model._llm_type
         )
 
+    def verify_refusal(self) -> str:
+        return (
+            f"{self.name} is reached through LangChain, which returns no prompt"
+            " log-probabilities; use judge='draft', or an EndpointTarget on vLLM, SGLang or"
+            " llama-cpp-python"
+        )
+
     def start(self, prompt: str, *, add_special_tokens: bool = True) -> LangChainTargetSession:
         return LangChainTargetSession(self, check_prompt_text(prompt))
 
 
-class LangChainTargetSession(TextSession):
+class LangChainTargetSession(TextTargetSession):
     def __init__(self, backend: LangChainTarget, prompt: str) -> None:
         super().__init__(prompt)
         self.backend = backend

@@ -344,6 +344,28 @@ class LocalDraftSession:
             raise
 
 
+@dataclass
+class _Verified:
+    """A step the target fed to verify it, until accept() or reject()."""
+
+    base: int  # ids before the step
+    first: torch.Tensor  # (V,) logits predicting the step's first token
+    hidden: torch.Tensor | None  # (d,) the last hidden state before the step
+    ids: list[int]  # the step's text tokens
+
+
+def _stack(before: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    return torch.cat([before.unsqueeze(0), rows])
+
+
+def _logprobs(preds: torch.Tensor, ids: list[int]) -> list[float]:
+    import torch
+
+    return signals.token_logprobs(preds, torch.tensor(ids, device=preds.device)).tolist()
+
+
 class LocalTarget:
     """A local Hugging Face target: writes fallback steps, catching up on accepted text lazily."""
 
@@ -354,6 +376,9 @@ class LocalTarget:
     @property
     def local_model(self) -> LocalCausalLM:
         return self.lm
+
+    def verify_refusal(self) -> None:
+        return None  # the catch-up prefill gives the step's log-probabilities
 
     def start(self, prompt: str, *, add_special_tokens: bool = True) -> LocalTargetSession:
         return LocalTargetSession(self.lm, _start_ids(self.lm, prompt, add_special_tokens))
@@ -371,6 +396,7 @@ class LocalTargetSession:
         self.state = lm.new_state(prompt_ids)
         self.prompt_tokens = len(prompt_ids)
         self.grammar: Matcher | None = None  # under a constraint: the grammar state so far
+        self._verified: _Verified | None = None
 
     @property
     def tokens_left(self) -> int:
@@ -381,6 +407,66 @@ class LocalTargetSession:
         self.state.ids.extend(new)
         if self.grammar is not None:  # the accepted draft step, valid under the constraint
             self.grammar.follow(new)
+
+    # 4. the target-verified judge: the catch-up prefill, tentatively
+    def verify(
+        self, text: str, ids: list[int] | None, deadline: float | None, *, eos: bool = False
+    ) -> list[float]:
+        """Feed the pending context and the step in one forward (the catch-up prefill the
+        target owes the step anyway) and read ``log p(s_t | ctx, s_<t)`` of each step token."""
+        if self._verified is not None:
+            raise RuntimeError("verify() called twice without accept() or reject()")
+        if ids is not None:  # the draft's tokens (its EOS last when `eos`)
+            new, text_ids = list(ids), list(ids[:-1] if eos else ids)
+        else:
+            text_ids = self.lm.encode_continuation(text)
+            new = text_ids + ([min(self.lm.eos_ids)] if eos and self.lm.eos_ids else [])
+        if not new:
+            return []
+        base = len(self.state.ids)
+        if self.state.fed == base and self.state.next_logits is None:  # re-feed the last id
+            self.lm.crop(self.state.cache, base - 1)
+            self.state.fed = base - 1
+        start = self.state.fed
+        before = (self.state.next_logits, self.state.next_hidden) if start == base else None
+        self.state.ids.extend(new)
+        try:
+            out = self.lm.feed(self.state, hidden=True)
+        except BaseException:
+            del self.state.ids[base:]
+            raise
+        # the logits predicting the step's tokens: from position base - 1 to the end but one
+        at = base - 1 - start
+        if before is None:
+            preds = out.logits[at:-1]
+            assert out.hidden is not None
+            first = _Verified(base, preds[0], out.hidden[at], text_ids)
+        else:
+            assert before[0] is not None
+            preds = self.lm.call(_stack, before[0], out.logits[:-1])
+            first = _Verified(base, before[0], before[1], text_ids)
+        self._verified = first
+        return self.lm.call(_logprobs, preds, new)
+
+    def accept(self) -> None:
+        """Keep the verified step: it is in the cache already."""
+        v = self._verified
+        if v is None:
+            raise RuntimeError("accept() without a verified step")
+        if self.grammar is not None:
+            self.grammar.follow(v.ids)
+        self._verified = None
+
+    def reject(self) -> None:
+        """Drop the verified step: the cache is cropped to the context, and the prefill's logits
+        there give the first token of the target's own step."""
+        v = self._verified
+        if v is None:
+            raise RuntimeError("reject() without a verified step")
+        self.lm.rollback(self.state, v.base)
+        self.state.fed = v.base
+        self.state.next_logits, self.state.next_hidden = v.first, v.hidden
+        self._verified = None
 
     def write_step(
         self, settings: DecodeSettings, generator: Rng, assist: DraftAssist | None = None

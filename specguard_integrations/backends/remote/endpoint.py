@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ...engine.backends import DecodeSettings, SignalSettings, check_prompt_text
 from . import profiles
-from .client import MAX_BODY_BYTES, EndpointReplyError, OpenAICompatibleClient
+from .client import MAX_BODY_BYTES, EndpointError, EndpointReplyError, OpenAICompatibleClient
 from .profiles import Engine, EngineProfile
 from .replies import (
     LENGTH_SLACK_TOKENS,
     MAX_CHARS_PER_TOKEN,
     Completion,
     check_length,
+    read_echo,
     step_stops,
 )
 from .sessions import EndpointDraftSession, EndpointTargetSession
@@ -276,6 +277,43 @@ class _Endpoint:
             counted=c.tokens is not None or (c.completion_tokens is not None and count == 1),
             reported=(c.completion_tokens or 0) // max(count, 1),
         )
+
+    def verify_refusal(self) -> str | None:
+        """Why this server cannot give a step's log-probabilities, or None (see `profiles`)."""
+        if not self.profile.echo_logprobs:
+            return (
+                f"{self.where} runs {self.profile.name}, which returns no prompt"
+                " log-probabilities (no echo with logprobs on /v1/completions); use"
+                " judge='draft', or serve the target with vLLM, SGLang or llama-cpp-python"
+            )
+        if self._chat:
+            return (
+                f"{self.where}: prompt log-probabilities are read over /v1/completions; pass"
+                " chat_template= (the target's tokenizer or its id) to render turns here"
+            )
+        return None
+
+    def step_logprobs(
+        self, prompt: str, so_far: str, step: str, deadline: float | None
+    ) -> list[float]:
+        """``log p(s_t | ctx, s_<t)`` of the step's tokens: the server prefills ``ctx + step``
+        (its prefix cache holds ctx) and echoes it with logprobs."""
+        why = self.verify_refusal()
+        if why is not None:
+            raise EndpointError(why)
+        head = (self._rendered(prompt) if self.api == "chat" else prompt) + so_far
+        body = {
+            "model": self.model,
+            "prompt": head + step,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "echo": True,
+            "logprobs": 1,
+            **self.profile.extra,
+            **self.extra_body,
+        }
+        data = self.http.post("/v1/completions", body, deadline)
+        return read_echo(data, head, step, self.where)
 
     def _one_more(self, prompt: str, text: str, deadline: float | None) -> str:
         """The model's next greedy token after `text` (empty: it ended)."""

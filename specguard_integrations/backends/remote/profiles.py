@@ -15,6 +15,10 @@ apart:
 | `ollama`   | dropped         | nothing: asked     | no    | automatically              |
 | `generic`  | dropped?        | nothing: asked     | no    | no (rendered here instead) |
 
+Prompt log-probabilities (the target-verified judge) are read with ``echo`` and ``logprobs`` on
+``/v1/completions`` from vLLM, SGLang and llama-cpp-python's server (`echo_logprobs`). TGI's
+OpenAI routes, Ollama and unknown engines return none: the judge is refused for them.
+
 "Asked" means: when the answer ends with ``finish_reason: "stop"``, no stop string in its text
 and no field naming one, the model is asked for one more greedy token at that point (the server
 reuses its prefix cache). An empty answer means it ended there (EOS); anything else means it
@@ -51,6 +55,7 @@ class EngineProfile:
     stop_in_text: bool = False  # the stop string always stays in the text (TGI)
     n: bool = False  # serves n > 1 choices per request
     prefill: Prefill = "none"  # how a chat request continues a trailing assistant message
+    echo_logprobs: bool = False  # /v1/completions echoes the prompt with its token logprobs
     extra: dict[str, Any] = field(default_factory=dict)  # sent with every request
 
     @property
@@ -61,13 +66,24 @@ class EngineProfile:
 
 PROFILES: dict[str, EngineProfile] = {
     "vllm": EngineProfile(
-        "vllm", "include_stop_str_in_output", "stop_reason", n=True, prefill="flags"
+        "vllm",
+        "include_stop_str_in_output",
+        "stop_reason",
+        n=True,
+        prefill="flags",
+        echo_logprobs=True,
     ),
-    "sglang": EngineProfile("sglang", "no_stop_trim", "matched_stop", n=True, prefill="flags"),
+    "sglang": EngineProfile(
+        "sglang", "no_stop_trim", "matched_stop", n=True, prefill="flags", echo_logprobs=True
+    ),
     "tgi": EngineProfile("tgi", stop_sequence_finish=True, stop_in_text=True, prefill="auto"),
     # llama-cpp-python's defaults (repeat penalty 1.1, top-k 40, min-p 0.05) change greedy and
     # sampled tokens: a step's distribution is the model's own only without them
-    "llamacpp": EngineProfile("llamacpp", extra={"repeat_penalty": 1.0, "top_k": 0, "min_p": 0.0}),
+    "llamacpp": EngineProfile(
+        "llamacpp",
+        extra={"repeat_penalty": 1.0, "top_k": 0, "min_p": 0.0},
+        echo_logprobs=True,
+    ),
     "ollama": EngineProfile("ollama", prefill="auto"),
     "generic": EngineProfile("generic"),
 }

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from ...engine.backends import DecodeSettings
 from ...engine.candidate import Candidate, cut_text
@@ -73,3 +75,40 @@ def to_candidate(c: Completion, settings: DecodeSettings) -> Candidate:
     else:
         tokens = c.tokens
     return Candidate(ids=[], text=text, finish=finish, num_tokens=tokens)
+
+
+def read_echo(data: Any, head: str, step: str, where: str) -> list[float]:
+    """The log-probabilities of `step`'s tokens from a ``/v1/completions`` answer that echoed
+    ``head + step`` with ``logprobs``: the tokens whose text ends past `head` and starts
+    before its end. Every list is checked (lengths, offsets, finite log-probabilities of at
+    most 0): a reply is never taken for more than it says."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    first = choices[0] if isinstance(choices, list) and choices else None
+    lp = first.get("logprobs") if isinstance(first, dict) else None
+    if not isinstance(lp, dict):
+        raise EndpointReplyError(f"{where} echoed no logprobs for the prompt")
+    tokens, offsets, values = lp.get("tokens"), lp.get("text_offset"), lp.get("token_logprobs")
+    if not (isinstance(tokens, list) and isinstance(offsets, list) and isinstance(values, list)):
+        raise EndpointReplyError(f"{where} echoed logprobs without tokens, offsets and values")
+    if not len(tokens) == len(offsets) == len(values):
+        raise EndpointReplyError(f"{where} echoed logprobs whose lists do not match")
+    text = first.get("text") if isinstance(first, dict) else None
+    end = len(head) + len(step)
+    if not isinstance(text, str) or not text.startswith(head + step):
+        raise EndpointReplyError(f"{where} did not echo the prompt it was sent")
+    if len(values) > end + LENGTH_SLACK_TOKENS + 1:  # at most one token per character
+        raise EndpointReplyError(f"{where} echoed {len(values)} tokens for {end} characters")
+    ints = all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+    if not ints or any(b < a for a, b in itertools.pairwise(offsets)):
+        raise EndpointReplyError(f"{where} echoed token offsets that are not increasing")
+    ends = [*offsets[1:], len(text)]
+    out: list[float] = []
+    for at, stop, value in zip(offsets, ends, values, strict=True):
+        if stop <= len(head) or at >= end:
+            continue  # a context token, or the one token generated after the step
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise EndpointReplyError(f"{where} echoed no log-probability for a step token")
+        if not math.isfinite(value) or value > 1e-3:
+            raise EndpointReplyError(f"{where} echoed the log-probability {value!r}")
+        out.append(min(float(value), 0.0))
+    return out

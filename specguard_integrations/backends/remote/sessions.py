@@ -33,6 +33,10 @@ class StepWriter(Protocol):
         logprobs: bool = False,
     ) -> list[Completion]: ...
 
+    def step_logprobs(
+        self, prompt: str, so_far: str, step: str, deadline: float | None
+    ) -> list[float]: ...
+
 
 # steps in a row with no text that end a generation with an error (a server that keeps
 # answering nothing, e.g. 0-token "length" replies, would otherwise run to max_steps)
@@ -116,7 +120,41 @@ class TextSession:
             )
 
 
-class EndpointTargetSession(TextSession):
+class TextTargetSession(TextSession):
+    """A target session over text, which can verify a step when its backend gives the step's
+    log-probabilities (`step_logprobs`)."""
+
+    def __init__(self, prompt: str) -> None:
+        super().__init__(prompt)
+        self._verified: str | None = None
+
+    def step_logprobs(self, step: str, deadline: float | None) -> list[float]:
+        raise EndpointError(f"{self.where} cannot give a step's log-probabilities")
+
+    def verify(
+        self, text: str, ids: list[int] | None, deadline: float | None, *, eos: bool = False
+    ) -> list[float]:
+        """The step's log-probabilities, in the server's tokenizer (an end of sequence is not
+        text a server can be sent: a step's EOS is not scored)."""
+        if self._verified is not None:
+            raise RuntimeError("verify() called twice without accept() or reject()")
+        logprobs = self.step_logprobs(text, deadline) if text else []
+        self._verified = text
+        return logprobs
+
+    def accept(self) -> None:
+        if self._verified is None:
+            raise RuntimeError("accept() without a verified step")
+        text, self._verified = self._verified, None
+        self.append(text, None)
+
+    def reject(self) -> None:
+        if self._verified is None:
+            raise RuntimeError("reject() without a verified step")
+        self._verified = None
+
+
+class EndpointTargetSession(TextTargetSession):
     def __init__(self, backend: StepWriter, prompt: str) -> None:
         super().__init__(prompt)
         self.backend = backend
@@ -124,6 +162,9 @@ class EndpointTargetSession(TextSession):
 
     def complete(self, settings: DecodeSettings, generator: Rng) -> Completion:
         return self.backend.request_step(self.prompt, self.so_far, settings, generator)[0]
+
+    def step_logprobs(self, step: str, deadline: float | None) -> list[float]:
+        return self.backend.step_logprobs(self.prompt, self.so_far, step, deadline)
 
 
 class EndpointDraftSession(TextSession):
