@@ -21,15 +21,21 @@ def show_steps(console: Console, prompt: str, records: list[StepRecord]) -> None
     from rich.table import Table
 
     table = Table(title=prompt.strip(), title_justify="left", show_lines=False)
-    for col in ("#", "source", "grounding", "confidence", "fused", "decision", "text"):
+    verified = any(s.target_score is not None for s in records)
+    cols = ("#", "source", "grounding", "confidence", *(("target",) if verified else ()))
+    for col in (*cols, "fused", "decision", "text"):
         table.add_column(col)
     for n, s in enumerate(records):
         colour = "green" if s.source == "draft" else "magenta"
+        target = (
+            () if not verified else ("-" if s.target_score is None else f"{s.target_score:.2f}",)
+        )
         table.add_row(
             str(n),
             f"[{colour}]{s.source}[/]",
             "-" if s.grounding is None else f"{s.grounding:.3f}",
             f"{s.confidence:.2f}",
+            *target,
             f"{s.fused:.3f}",
             f"{s.decision} (tau {s.threshold})",
             repr(s.text[:60]),

@@ -93,6 +93,9 @@ def record_run(run: TraceRun, tracer: Tracer | None = None) -> None:
         if s.grounding is not None and s.grounding_norm is not None:
             step_attrs["specguard.step.grounding"] = s.grounding
             step_attrs["specguard.step.grounding_norm"] = s.grounding_norm
+        if s.target_score is not None and s.target_norm is not None:
+            step_attrs["specguard.step.target_score"] = s.target_score
+            step_attrs["specguard.step.target_norm"] = s.target_norm
         span.set_attributes(step_attrs)
         t += dur
         span.end(end_time=t)

@@ -35,12 +35,14 @@ section.errored{border-left:4px solid #c62828;padding-left:12px}
 _SERIES = (
     ("grounding_norm", "#2b7bba", "g~"),
     ("confidence_norm", "#e08a1e", "l~"),
+    ("target_norm", "#7b3fb8", "t~"),
     ("fused", "#222222", "r"),
 )
 
 
 def _chart(run: TraceRun, width: int = 720, height: int = 220) -> str:
-    """SVG line chart of g~, l~ and r per step, with the tau line and decision markers."""
+    """SVG line chart of g~, l~, t~ (the target-verified judge) and r per step, with the tau
+    line and decision markers."""
     steps = run.steps
     pad_l, pad_r, pad_t, pad_b = 40, 16, 12, 28
     w, h = width - pad_l - pad_r, height - pad_t - pad_b
@@ -91,7 +93,9 @@ def _chart(run: TraceRun, width: int = 720, height: int = 220) -> str:
         )
         parts.append(f'<text x="{x(i) - 3:.1f}" y="{height - 8}" font-size="10">{i}</text>')
     legend_x = pad_l
-    for _, colour, label in _SERIES:
+    for field, colour, label in _SERIES:
+        if all(getattr(s, field) is None for s in steps):
+            continue
         parts.append(
             f'<text x="{legend_x}" y="{pad_t + 10}" font-size="11" fill="{colour}">{label}</text>'
         )
@@ -105,7 +109,8 @@ def _text(run: TraceRun) -> str:
     for s in run.steps:
         title = (
             f"step {s.step_index}: {s.source}, g={s.grounding}, l={s.confidence:.3f}, "
-            f"r={s.fused:.3f} vs tau {s.threshold}"
+            + ("" if s.target_score is None else f"t={s.target_score:.3f}, ")
+            + f"r={s.fused:.3f} vs tau {s.threshold}"
         )
         if s.source == "target" and s.draft_text:
             out.append(
@@ -121,14 +126,17 @@ def _text(run: TraceRun) -> str:
 def _table(run: TraceRun) -> str:
     rows = [
         "<tr><th>#</th><th>source</th><th>g</th><th>l</th><th>g~</th><th>l~</th>"
-        "<th>r</th><th>decision</th><th>tokens</th></tr>"
+        "<th>t</th><th>t~</th><th>r</th><th>decision</th><th>tokens</th></tr>"
     ]
     for s in run.steps:
-        g = "-" if s.grounding is None else f"{s.grounding:.3f}"
-        gn = "-" if s.grounding_norm is None else f"{s.grounding_norm:.3f}"
+        g, gn, t, tn = (
+            "-" if v is None else f"{v:.3f}"
+            for v in (s.grounding, s.grounding_norm, s.target_score, s.target_norm)
+        )
         rows.append(
             f"<tr><td>{s.step_index}</td><td>{s.source}</td><td>{g}</td>"
             f"<td>{s.confidence:.3f}</td><td>{gn}</td><td>{s.confidence_norm:.3f}</td>"
+            f"<td>{t}</td><td>{tn}</td>"
             f"<td>{s.fused:.3f}</td><td>{s.decision}</td><td>{s.num_tokens}</td></tr>"
         )
     return "<table>" + "".join(rows) + "</table>"

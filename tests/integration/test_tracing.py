@@ -209,3 +209,40 @@ def test_a_truncated_last_line_is_skipped_with_a_warning(tmp_path, capsys):
     assert (tmp_path / "rep" / "report.html").is_file()
     (run,) = read_trace(path)
     assert run.ended_at is None and [s.step_index for s in run.steps] == [0, 1]
+
+
+def test_the_target_verified_score_reaches_metadata_traces_report_and_spans(engine, tmp_path):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from specguard_integrations.cli import main
+    from specguard_integrations.tracing.otel import record_run
+
+    verified = SpecGuard(
+        engine.draft.local_model,
+        engine.target.local_model,
+        engine.config.merged(judge="target", tau=0.5, target_bounds=(-5.0, -4.4)),
+    )
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    path = tmp_path / "trace.jsonl"
+    handler = SpecGuardTraceHandler(
+        str(path), on_run=lambda run: record_run(run, provider.get_tracer("t"))
+    )
+    msg = ChatSpecGuard(engine=verified).invoke("hello", config={"callbacks": [handler]})
+    records = msg.response_metadata["specguard_steps"]
+    assert records and all(r["signals"] == "target_verified" for r in records)
+    assert all(isinstance(r["target_score"], float) for r in records)
+    assert [s.target_score for s in read_trace(path)[0].steps] == [
+        r["target_score"] for r in records
+    ]
+    spans = [s for s in exporter.get_finished_spans() if s.name == "specguard.step"]
+    assert [s.attributes["specguard.step.target_score"] for s in spans] == [
+        r["target_score"] for r in records
+    ]
+    assert main(["trace", "view", str(path), "--out", str(tmp_path / "rep")]) == 0
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert 'class="series-t~"' in page and "<th>t</th><th>t~</th>" in page
+    assert f"<td>{records[0]['target_score']:.3f}</td>" in page
