@@ -167,17 +167,18 @@ def build_pair(
     device: str | None = "auto",
     draft_kwargs: dict[str, Any] | None = None,
     target_kwargs: dict[str, Any] | None = None,
+    judge: str | None = None,
 ) -> SpecGuard:
     """The pair the command line names, for the CLI and the server alike: `load_pair` with the
-    config read from `config_file` (None: the pair's default). A remote target (an
-    `EndpointTarget` the server built from its flags) comes in as `target`; the draft then
-    defaults to the bundled one."""
+    config read from `config_file` (None: the pair's default), and `judge` (``--judge``) over
+    the config's. A remote target (an `EndpointTarget` the server built from its flags) comes
+    in as `target`; the draft then defaults to the bundled one."""
     from .config import SpecGuardConfig
 
     cfg = SpecGuardConfig.from_file(config_file) if config_file else None
     if target is not None and not isinstance(target, str) and draft is None:
         draft = resolve(None, "draft")
-    return load_pair(
+    engine = load_pair(
         draft,
         target,
         cfg,
@@ -185,6 +186,10 @@ def build_pair(
         draft_kwargs=draft_kwargs,
         target_kwargs=target_kwargs,
     )
+    if judge is not None:
+        engine.config = engine.config.merged(judge=judge)
+    engine.judge_of(engine.config)  # a judge the target cannot serve is refused at start
+    return engine
 
 
 def _model(spec: Any, role: str, device: str | None, dtype: Any, kwargs: dict[str, Any]) -> Any:

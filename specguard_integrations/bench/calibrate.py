@@ -20,6 +20,11 @@ the user's own prompts stand in for the dev items: the bounds come from the same
 beta stays as given (there is nothing to choose it by), and tau is searched on end-to-end runs
 until the measured target-call rate is closest to R.
 
+Under the target-verified judge (``judge="target"``) the keep-all run records the target's
+score ``t`` of every step as well: its bounds ``(t_lo, t_hi)`` come from the same percentiles,
+and the weight ``gamma`` of ``t~`` against the draft's fused score is chosen with beta and tau
+(labelled) or stays as given (unlabelled).
+
 The result is a `SpecGuardConfig` written with `to_file`, which `generate`, `bench`, `serve` and
 the adapters accept, with the dev figures beside it.
 """
@@ -42,6 +47,7 @@ if TYPE_CHECKING:
 Progress = Callable[[str], None] | None
 
 BETAS = (0.0, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0)
+GAMMAS = (1.0, 0.8, 0.6, 0.4)  # weights of the target's score under the target-verified judge
 TAU_QUANTILES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
@@ -50,6 +56,7 @@ class Candidate:
     beta: float
     tau: float
     predicted_target_rate: float
+    target_weight: float | None = None  # gamma (the target-verified judge), else None
     predicted_bad_accepts: float | None = None  # share of incorrect steps kept (None: no labels)
     accuracy: float | None = None
     target_call_rate: float | None = None
@@ -92,25 +99,37 @@ class Signals:
 
     confidence: list[float] = field(default_factory=list)
     grounding: list[float | None] = field(default_factory=list)
+    target: list[float | None] = field(default_factory=list)  # t (target-verified judge)
     labels: list[bool | None] = field(default_factory=list)
 
     def add(self, records: list[Any], labels: list[bool | None]) -> None:
         for r, y in zip(records, labels, strict=True):
             self.confidence.append(r.confidence)
             self.grounding.append(r.grounding)
+            self.target.append(r.target_score)
             self.labels.append(y)
 
     @property
     def labelled(self) -> bool:
         return bool(self.labels) and all(y is not None for y in self.labels)
 
-    def fused(self, beta: float, cfg: SpecGuardConfig) -> list[float]:
+    def fused(self, beta: float, cfg: SpecGuardConfig, gamma: float | None = None) -> list[float]:
+        """r of every step: the draft's fused score, or with `gamma` the target-verified
+        ``gamma * t~ + (1 - gamma) * r_draft`` (``r_draft`` where the target scored nothing)."""
         (c_lo, c_hi), (g_lo, g_hi) = cfg.confidence_bounds, cfg.grounding_bounds
+        t_lo, t_hi = cfg.target_bounds
         out = []
-        for lc, g in zip(self.confidence, self.grounding, strict=True):
+        for lc, g, t in zip(self.confidence, self.grounding, self.target, strict=True):
             ln = _norm(lc, c_lo, c_hi)
-            out.append(ln if g is None else beta * ln + (1 - beta) * _norm(g, g_lo, g_hi))
+            r = ln if g is None else beta * ln + (1 - beta) * _norm(g, g_lo, g_hi)
+            if gamma is not None and t is not None:
+                r = gamma * _norm(t, t_lo, t_hi) + (1 - gamma) * r
+            out.append(r)
         return out
+
+    def gamma(self, cfg: SpecGuardConfig) -> float | None:
+        """The config's target weight when its judge reads the target, else None."""
+        return cfg.target_weight if cfg.judge == "target" else None
 
 
 def fit_bounds(sig: Signals, base: SpecGuardConfig) -> SpecGuardConfig:
@@ -127,22 +146,34 @@ def fit_bounds(sig: Signals, base: SpecGuardConfig) -> SpecGuardConfig:
             g_lo, g_hi = g_lo - 0.01, g_lo + 0.01
     else:
         g_lo, g_hi = base.grounding_bounds
-    return base.merged(confidence_bounds=(c_lo, c_hi), grounding_bounds=(g_lo, g_hi))
+    bounded = base.merged(confidence_bounds=(c_lo, c_hi), grounding_bounds=(g_lo, g_hi))
+    ts = [t for t in sig.target if t is not None]
+    if ts:
+        t_lo, t_hi = percentile(ts, 0.05), percentile(ts, 0.95)
+        if t_hi <= t_lo:
+            t_lo, t_hi = t_hi - 1.0, t_hi
+        bounded = bounded.merged(target_bounds=(t_lo, t_hi))
+    return bounded
 
 
 def _predict(sig: Signals, bounded: SpecGuardConfig) -> list[Candidate]:
     """2. Every (beta, tau) on the grid with its predicted rate and kept incorrect steps."""
     grounded = any(g is not None for g in sig.grounding) and bounded.use_grounding
+    verified = bounded.judge == "target"
     cands = []
-    for beta in BETAS if grounded else (1.0,):
-        fused = sig.fused(beta, bounded)
-        for tau in sorted({round(percentile(fused, q), 4) for q in TAU_QUANTILES}):
-            kept = [r >= tau for r in fused]
-            bad = None
-            if sig.labelled:
-                wrong = [k for k, y in zip(kept, sig.labels, strict=True) if not y]
-                bad = sum(wrong) / max(len(wrong), 1)
-            cands.append(Candidate(beta, tau, 1.0 - sum(kept) / len(kept), bad))
+    for gamma in GAMMAS if verified else (None,):
+        # with the target's score alone, beta changes nothing
+        betas = BETAS if grounded and gamma != 1.0 else (bounded.beta if grounded else 1.0,)
+        for beta in betas:
+            fused = sig.fused(beta, bounded, gamma)
+            for tau in sorted({round(percentile(fused, q), 4) for q in TAU_QUANTILES}):
+                kept = [r >= tau for r in fused]
+                bad = None
+                if sig.labelled:
+                    wrong = [k for k, y in zip(kept, sig.labels, strict=True) if not y]
+                    bad = sum(wrong) / max(len(wrong), 1)
+                rate = 1.0 - sum(kept) / len(kept)
+                cands.append(Candidate(beta, tau, rate, gamma, bad))
     return cands
 
 
@@ -199,20 +230,22 @@ def calibrate(
     bounded = fit_bounds(sig, base)  # 1.
     short = sorted(_predict(sig, bounded), key=_predicted_key(max_target_rate, goal))[:shortlist]
     for c in short:  # 3. measured
-        c.accuracy, c.target_call_rate, c.seconds = _evaluate(
-            engine, items, bounded.merged(beta=c.beta, tau=c.tau)
-        )
+        c.accuracy, c.target_call_rate, c.seconds = _evaluate(engine, items, _config(bounded, c))
         if progress:
             progress("candidates")
     chosen = min(short, key=_measured_key(max_target_rate, goal))
     objective = {"max_target_rate": goal} if max_target_rate is not None else {"target_rate": goal}
     return CalibrationResult(
-        config=bounded.merged(beta=chosen.beta, tau=chosen.tau),
+        config=_config(bounded, chosen),
         chosen=chosen,
         candidates=short,
         objective=objective,
         dev_items=len(items),
     )
+
+
+def _config(bounded: SpecGuardConfig, c: Candidate) -> SpecGuardConfig:
+    return bounded.merged(beta=c.beta, tau=c.tau, target_weight=c.target_weight)
 
 
 def _predicted_key(cap: float | None, goal: float) -> Callable[[Candidate], tuple[float, ...]]:
@@ -291,13 +324,14 @@ def calibrate_unlabelled(
         records = engine.generate(p, config=keep_all).steps
         sig.add(records, [None] * len(records))
     bounded = fit_bounds(sig, base)
-    fused = sorted(sig.fused(bounded.beta, bounded))
+    gamma = sig.gamma(bounded)
+    fused = sorted(sig.fused(bounded.beta, bounded, gamma))
     lo, hi = 0.0, max(1.0, fused[-1] + 1e-6)
     tau = percentile(fused, goal) if 0.0 < goal < 1.0 else (lo if goal == 0.0 else hi)
     tried: list[Candidate] = []
     for _ in range(rounds):
         rate = _rate(engine, prompts, bounded.merged(tau=tau))
-        tried.append(Candidate(bounded.beta, round(tau, 4), _share_below(fused, tau)))
+        tried.append(Candidate(bounded.beta, round(tau, 4), _share_below(fused, tau), gamma))
         tried[-1].target_call_rate = rate
         if progress:
             progress("round")

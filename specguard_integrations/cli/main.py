@@ -47,6 +47,12 @@ def _pair_args(p: argparse.ArgumentParser, device: str = "auto") -> None:
         "--target-kwargs", type=_json_object, default=None, metavar="JSON", help="same, target"
     )
     p.add_argument("--config", help="a SpecGuard config JSON file (default: the pair's own)")
+    p.add_argument(
+        "--judge",
+        choices=("draft", "target"),
+        help="step 4's judge over the config's: the draft's fused signals, or the"
+        " target-verified judge (the target's log-probabilities of each step)",
+    )
     p.add_argument("--device", default=device)
 
 
@@ -197,6 +203,7 @@ def load(args: argparse.Namespace) -> tuple[SpecGuard, SpecGuardConfig]:
         device=args.device,
         draft_kwargs=args.draft_kwargs,
         target_kwargs=args.target_kwargs,
+        judge=args.judge,
     )
     return engine, engine.config
 

@@ -231,8 +231,9 @@ def calibrate(
     for c in result.candidates:
         mark = "->" if c is result.chosen else "  "
         acc = "n/a (no labels)" if c.accuracy is None else f"{c.accuracy:.1%}"
+        gamma = "" if c.target_weight is None else f"gamma {c.target_weight:.2f} "
         console.print(
-            f"{mark} beta {c.beta:.2f} tau {c.tau:.3f}: dev accuracy {acc}, "
+            f"{mark} {gamma}beta {c.beta:.2f} tau {c.tau:.3f}: dev accuracy {acc}, "
             f"target-call rate {c.target_call_rate:.2f} (predicted {c.predicted_target_rate:.2f})"
         )
     console.print(f"wrote {args.out}")

@@ -233,10 +233,10 @@ class SpecGuard:
                 " (Constraint.json_schema(...), .regex(...) or .lark(...))"
             )
         cfg = config or self.config
-        self._judge(cfg)  # a judge the target cannot serve is refused before anything runs
+        self.judge_of(cfg)  # a judge the target cannot serve is refused before anything runs
         return StepStream(self._run(prompt, cfg, stops, add_special_tokens, timeout, constraint))
 
-    def _judge(self, cfg: SpecGuardConfig) -> Judge:
+    def judge_of(self, cfg: SpecGuardConfig) -> Judge:
         """The engine's judge, else the one `cfg.judge` names; `ValueError` when it reads the
         target's log-probabilities and the target cannot give them, or when both are set."""
         if self.judge is not None and cfg.judge != "draft":
@@ -274,7 +274,7 @@ class SpecGuard:
         target = self.target.start(prompt, add_special_tokens=special)
         gen_d, gen_t = _generators(cfg.seed, draft.device, target.device)
         segmenter = make_segmenter(cfg.segmenter, cfg.final_answer_markers, cfg.tool_call_format)
-        judge = self._judge(cfg)
+        judge = self.judge_of(cfg)
         done = Transcript(stop)
         finish: FinishReason = "max_steps"
         for i in range(cfg.max_steps):

@@ -122,6 +122,7 @@ def served_from_args(args: argparse.Namespace) -> ServedModel:
         device=args.device,
         draft_kwargs=args.draft_kwargs,
         target_kwargs=args.target_kwargs,
+        judge=args.judge,
     )
     cfg = engine.config
     name = args.served_model_name or "specguard"

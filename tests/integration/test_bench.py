@@ -175,3 +175,30 @@ def test_calibrate_cli_writes_a_config_the_bench_accepts(tmp_path):
         == 0
     )
     assert "config:cal" in (res / "bench.md").read_text()
+
+
+def test_calibrate_fits_the_target_verified_judge_labelled_and_not(pair, cfg, tmp_path):
+    from specguard_integrations.bench.calibrate import calibrate_unlabelled
+
+    base = cfg.merged(judge="target")
+    engine = SpecGuard(*pair, base)
+    dev = load_suite("bundled:arithmetic,multihop", limit=3, offset=400)
+    res = calibrate(engine, dev, base, max_target_rate=0.5, shortlist=3)
+    t_lo, t_hi = res.config.target_bounds
+    assert t_lo < t_hi <= 0.0 and (t_lo, t_hi) != base.target_bounds  # fitted on the steps
+    assert res.config.judge == "target" and res.chosen.target_weight is not None
+    assert res.config.target_weight == res.chosen.target_weight
+    assert {c.target_weight for c in res.candidates} <= {1.0, 0.8, 0.6, 0.4}
+    # the chosen config runs as measured: its steps carry the target's score
+    steps = [s for it in dev for s in engine.generate(it.prompt, config=res.config).steps]
+    assert all(s.target_score is not None and s.signals == "target_verified" for s in steps)
+    # label-free: tau by bisection on the measured rate, gamma as given
+    free = calibrate_unlabelled(
+        engine, [it.prompt for it in dev], base.merged(target_weight=0.8), target_rate=0.4
+    )
+    assert free.config.target_weight == 0.8 and free.chosen.target_weight == 0.8
+    assert free.config.target_bounds[0] < free.config.target_bounds[1]
+    out = tmp_path / "cal.json"
+    argv = ["calibrate", "--suite", "bundled:equation", "--limit", "2", "--shortlist", "1"]
+    assert main([*argv, "--judge", "target", "--max-target-rate", "0.5", "--out", str(out)]) == 0
+    assert SpecGuardConfig.from_file(out).judge == "target"
