@@ -21,6 +21,10 @@ class StepRow:
     label: bool
     split: str = "test"
     values: dict[str, float] = field(default_factory=dict)
+    # the target's ids of prompt + committed steps, and of the step (a local target), for the
+    # target's own score of the step (``t_min``, ``t_mean``)
+    target_ctx: list[int] | None = None
+    target_step: list[int] | None = None
 
 
 @dataclass

@@ -8,6 +8,8 @@ variant sees exactly the same steps. `signal_report` turns the values into AUROC
 Variants (the paper's form first):
 
 - confidence: ``conf_min`` (the paper, l = min_t log p), ``conf_mean``;
+- the target's own score of the step (the target-verified judge, a local target): ``t_min``,
+  ``t_mean`` and ``t_q10`` of ``log p_target(s_t | ctx, s_<t)`` in the target's tokenizer;
 - grounding: ``g_paper`` (last 3 layers, mean of heads, 0.01 cut, min over the step, prompt and
   accepted steps as context), and one change at a time: aggregation ``g_mean``, ``g_q10``
   (10th percentile), ``g_content`` (min over number/name tokens); depth ``g_last1``, ``g_all``;
@@ -95,7 +97,11 @@ def record_steps(
     from ..engine.policy import judge_for
     from ..tasks.runner import solve_specguard
 
+    from ..backends.local.model import LocalCausalLM
+
     lm = draft_model(engine)
+    local = engine.target.local_model
+    target = local if isinstance(local, LocalCausalLM) else None
     rows: list[StepRow] = []
     inner = engine.judge or judge_for(config)
     recorder = _Recorder(inner)
@@ -122,19 +128,14 @@ def record_steps(
                 kind = getattr(item, "step_kind", None)
                 family = f"{item.family}:{kind(step)}" if kind else item.family
                 if step_ids:
-                    rows.append(
-                        StepRow(
-                            family,
-                            n,
-                            i,
-                            ctx_ids,
-                            len(prompt_ids),
-                            step_ids,
-                            step,
-                            verdict.ok,
-                            split,
-                        )
+                    row = StepRow(
+                        family, n, i, ctx_ids, len(prompt_ids), step_ids, step, verdict.ok, split
                     )
+                    if target is not None:
+                        row.target_ctx = target.encode_prompt(item.prompt)
+                        row.target_ctx += target.encode_continuation(ctx[len(item.prompt) :])
+                        row.target_step = target.encode_continuation(step)
+                    rows.append(row)
             if progress:
                 progress("record")
     finally:
@@ -192,6 +193,32 @@ def compute_values(lm: LocalCausalLM, row: StepRow, heads_from: int = 3) -> dict
     return values
 
 
+def target_values(engine: SpecGuard, row: StepRow) -> dict[str, float]:
+    """``t_min``, ``t_mean`` and ``t_q10`` of the step from one from-scratch pass of the target
+    (nothing when the target is not local)."""
+    import torch
+
+    from ..backends.local.model import LocalCausalLM
+    from ..engine.policy import aggregate
+
+    target = engine.target.local_model
+    if not isinstance(target, LocalCausalLM) or not row.target_ctx or not row.target_step:
+        return {}
+    ids = row.target_ctx + row.target_step
+    with torch.inference_mode():
+        logits = target.model(torch.tensor([ids], device=target.device)).logits[0].float()
+    n = len(row.target_ctx)
+    lp = signals.token_logprobs(
+        logits[n - 1 : -1], torch.tensor(row.target_step, device=target.device)
+    )
+    xs = lp.tolist()
+    return {
+        "t_min": aggregate(xs, "min"),
+        "t_mean": aggregate(xs, "mean"),
+        "t_q10": aggregate(xs, "quantile", 0.1),
+    }
+
+
 def add_chosen_heads(lm: LocalCausalLM, rows: list[StepRow], heads: tuple[int, ...]) -> None:
     """``g_heads``: the paper's form with only `heads` joined (chosen on the dev split)."""
     import torch
@@ -246,7 +273,7 @@ def selection_accuracy(
 
 
 # ---------------------------------------------------------------- the whole study
-VARIANTS = ("conf_min", "conf_mean", *GROUNDING, "g_heads")
+VARIANTS = ("conf_min", "conf_mean", *GROUNDING, "g_heads", "t_min", "t_mean", "t_q10")
 
 
 @dataclass
@@ -281,6 +308,7 @@ def run_study(
         raise ValueError("signals: no labelled draft step was recorded (are the items checkable?)")
     for row in rows:
         row.values = compute_values(lm, row)
+        row.values.update(target_values(engine, row))
         if progress:
             progress("values")
     heads = report.choose_heads(rows)

@@ -14,6 +14,8 @@ from specguard_integrations.bench.signal_study import (
     _grounding,
     compute_values,
     forward_all,
+    record_steps,
+    target_values,
 )
 from specguard_integrations.engine import signals
 from specguard_integrations.tasks import FAMILIES
@@ -67,7 +69,7 @@ def test_compute_values_names_every_variant_and_head():
     row = StepRow("arithmetic", 0, 0, ids[:-4], len(ids) - 4, ids[-4:], "x", True)
     values = compute_values(draft, row)
     heads = draft.model.config.num_attention_heads
-    assert set(VARIANTS) - {"g_heads"} <= set(values)
+    assert set(VARIANTS) - {"g_heads", "t_min", "t_mean", "t_q10"} <= set(values)
     assert sum(k.startswith("head:") for k in values) == 3 * heads
     # the paper's form, written out: last 3 layers, mean of heads, 0.01 cut, min over the step
     _, attn = forward_all(draft, row.ctx_ids + row.step_ids)
@@ -112,3 +114,22 @@ def test_signals_command_end_to_end_on_the_bundled_pair(tmp_path):
     assert len(steps) == data["steps"] and {"conf_min", "g_paper"} <= set(steps[0]["values"])
     md = (out / "signals.md").read_text()
     assert "specguard signals" in md and "| g_paper |" in md and "attention medoid" in md
+
+
+def test_the_study_scores_the_target_as_the_target_verified_judge_does():
+    from specguard_integrations.tasks import make_split
+
+    draft, target = tiny_lm("llama", seed=1, layers=3), tiny_lm("llama", seed=2, layers=4)
+    cfg = SpecGuardConfig.greedy(
+        judge="target", tau=0.0, max_step_tokens=8, max_new_tokens=40, target_aggregate="min"
+    )
+    engine = SpecGuard(draft, target, cfg)
+    item = make_split("arithmetic", "test", 1)[0]
+    online = [s.target_score for s in engine.generate(item.prompt).steps]
+    rows = record_steps(engine, [item], cfg, dev_share=1.0)
+    assert len(rows) >= 3
+    for row in rows:  # the labelled steps, scored from scratch by the target
+        values = target_values(engine, row)
+        assert set(values) == {"t_min", "t_mean", "t_q10"}
+        assert values["t_min"] <= values["t_q10"] <= values["t_mean"] <= 0.0
+        assert values["t_min"] == pytest.approx(online[row.index], abs=1e-4)
