@@ -94,10 +94,9 @@ def record_steps(
 ) -> list[StepRow]:
     """Run each item once with `config` and keep every labelled draft step. Items alternate
     between the dev and test splits (by item, so no item is in both)."""
+    from ..backends.local.model import LocalCausalLM
     from ..engine.policy import judge_for
     from ..tasks.runner import solve_specguard
-
-    from ..backends.local.model import LocalCausalLM
 
     lm = draft_model(engine)
     local = engine.target.local_model

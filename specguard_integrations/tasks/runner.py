@@ -15,6 +15,8 @@ from ..segmentation import make_segmenter
 from .base import Item, StepVerdict, calculator
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..backends.local.model import LocalCausalLM
     from ..config import SpecGuardConfig
     from ..engine.loop import SpecGuard
@@ -95,10 +97,13 @@ def solve_plain(
     markers: tuple[str, ...] = (),
     assistant: LocalCausalLM | None = None,
 ) -> Solved:
-    """One model alone, greedy `generate`; the tools family stops at `Observation:`.
+    """One model alone, greedy `generate`; the tools family stops at `Observation:`, the others
+    once a final-answer line is complete (as SpecGuard's steps do), so neither pays for text
+    past the answer.
 
     With `assistant`, transformers' assisted generation (token-level speculative decoding) runs
-    with that model as the draft: the output equals the model's own greedy output.
+    with that model as the draft: the output equals the model's own greedy output. Across
+    tokenizers it is universal assisted decoding (both tokenizers passed).
     """
     import torch
 
@@ -108,13 +113,17 @@ def solve_plain(
     t0 = time.perf_counter()
     for _ in range(MAX_TOOL_ROUNDS):
         ids = torch.tensor([lm.encode_prompt(item.prompt + completion)], device=lm.device)
-        kwargs: dict[str, object] = {}
-        if tools:
-            # a stopping criterion, not `stop_strings`: assisted generation hands stop strings to
-            # the assistant without a tokenizer
-            kwargs["stopping_criteria"] = _text_stop(lm, ids.shape[1], "Observation:")
+        # a stopping criterion, not `stop_strings`: assisted generation hands stop strings to
+        # the assistant without a tokenizer
+        ends = _has_observation if tools else _answer_line(markers or FINAL_MARKERS)
+        kwargs: dict[str, object] = {"stopping_criteria": _text_stop(lm, ids.shape[1], ends)}
         if assistant is not None:
             kwargs["assistant_model"] = assistant.model
+            if not lm.same_vocab(assistant):
+                kwargs["tokenizer"], kwargs["assistant_tokenizer"] = (
+                    lm.tokenizer,
+                    assistant.tokenizer,
+                )
         with torch.inference_mode(), lm.lock:
             out = lm.model.generate(
                 ids,
@@ -136,26 +145,37 @@ def solve_plain(
         completion += text
         break
     solved = Solved(item, completion, time.perf_counter() - t0, tokens)
-    solved.steps = split_steps(completion, item.segmenter, markers or ("Final Answer:", "Answer:"))
+    solved.steps = split_steps(completion, item.segmenter, markers or FINAL_MARKERS)
     if item.has_step_labels:
         solved.verdicts = [item.check_step(i, s) for i, s in enumerate(solved.steps)]
     return solved
 
 
-def _text_stop(lm: LocalCausalLM, start: int, text: str) -> object:
-    """A transformers stopping criterion: stop once the generated text contains `text`."""
+FINAL_MARKERS = ("Final Answer:", "Answer:")
+
+
+def _has_observation(text: str) -> bool:
+    return "Observation:" in text
+
+
+def _answer_line(markers: tuple[str, ...]) -> Callable[[str], bool]:
+    """Whether a final-answer line is complete: a marker, then the end of its line."""
+
+    def ends(text: str) -> bool:
+        return any(m in text and "\n" in text.split(m, 1)[1] for m in markers)
+
+    return ends
+
+
+def _text_stop(lm: LocalCausalLM, start: int, ends: Callable[[str], bool]) -> object:
+    """A transformers stopping criterion: stop once the generated text `ends`."""
     from transformers import StoppingCriteria, StoppingCriteriaList
 
     class _Stop(StoppingCriteria):
-        checked = start  # the text was absent up to here (assisted steps add several tokens)
-
         def __call__(self, input_ids, scores, **kwargs):  # type: ignore[no-untyped-def]
             import torch
 
-            # a new occurrence ends past `checked`, so it starts at most len(text) tokens before
-            tail = max(start, self.checked - len(text))
-            self.checked = input_ids.shape[1]
-            done = [text in lm.decode(row[tail:].tolist()) for row in input_ids]
+            done = [ends(lm.decode(row[start:].tolist())) for row in input_ids]
             return torch.tensor(done, device=input_ids.device)
 
     return StoppingCriteriaList([_Stop()])
