@@ -3,7 +3,7 @@
 # (draft) and Gemma-3-270M (target), both GGUF files from PyPI packages (fetched by the tests'
 # asset helper), on generated arithmetic word problems (the `words` suite).
 #
-#     bash benchmarks/target_judge_real_pair.sh [ITEMS] [OUT]
+#     bash benchmarks/target_judge_real_pair.sh [ITEMS] [OUT] [DEV_ITEMS]
 #
 # 1. calibrate SpecGuard with the draft's signals, and with the target-verified judge, on dev
 #    items 2000-2029 (best accuracy at a target-call rate of at most 0.5);
@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 items="${1:-100}"
 out="${2:-bench_real_pair}"
+dev="${3:-30}"
 mkdir -p "$out"
 read -r dd df < <(.venv/bin/python -c 'import sys; sys.path.insert(0, "tests")
 from fetch_assets import smollm2_gguf; print(*smollm2_gguf())')
@@ -23,7 +24,7 @@ pair=(--device cpu --draft "$dd" --draft-kwargs "{\"gguf_file\": \"$df\"}"
   --target "$td" --target-kwargs "{\"gguf_file\": \"$tf\"}")
 base=benchmarks/configs/real_pair_greedy.json
 for judge in draft target; do
-  .venv/bin/specguard calibrate --suite words --limit 30 --offset 2000 "${pair[@]}" \
+  .venv/bin/specguard calibrate --suite words --limit "$dev" --offset 2000 "${pair[@]}" \
     --config "$base" --judge "$judge" --max-target-rate 0.5 --shortlist 3 \
     --out "$out/${judge}_judge.json"
 done

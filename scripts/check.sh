@@ -15,7 +15,15 @@ models=$!
 "$PY" tests/fetch_assets.py server >"$logs/server" 2>&1 &
 server=$!
 pids=("$models" "$server")
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+stop() {  # stop PID...: each process and everything it started (a build's compilers)
+  local p
+  for p in "$@"; do
+    # shellcheck disable=SC2046
+    stop $(pgrep -P "$p" 2>/dev/null || true)
+    kill "$p" 2>/dev/null || true
+  done
+}
+trap 'stop "${pids[@]}"' EXIT
 
 echo "== lint and types"
 .venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .engine.constraint import Constraint
+from .segmentation import TOOL_CALL_BLOCKS
 from .tool_formats import AnyFormat, ParsedReply
-from .tool_grammar import forced_call, grammar_available
+from .tool_grammar import auto_call, forced_call, grammar_available
 from .tool_templates import detect
 
 __all__ = ["CHAT_TEMPLATE", "ChatCall", "ParsedReply", "prepare_chat"]
@@ -138,7 +139,8 @@ class ChatCall:
         """The reply `text` (the generated part) split into content and tool calls; special
         tokens are removed from the content."""
         full = self.prefix + text
-        if self.end and not full.rstrip().endswith(self.end):
+        opened = self.fmt is not None and TOOL_CALL_BLOCKS[self.fmt.name][0] in full
+        if self.end and opened and not full.rstrip().endswith(self.end):
             full += self.end  # the grammar ended the call before its end markers
         if self.fmt is None:
             return ParsedReply(strip_special(full, self.special).strip())
@@ -261,10 +263,15 @@ def prepare_chat(
     cfg = None
     if config is not None:
         cfg = config.merged(segmenter="tool_call", tool_call_format=fmt.name)
-    if forced is None or not grammar_available():
+    if not grammar_available():
         return ChatCall(text + prefix, prefix, cfg, fmt, tools, special)
     # added tokens (special or not) are single ids with no text for the grammar's byte view
     added = tuple(str(t) for t in lm.tokenizer.get_added_vocab())
+    if forced is None:  # "auto": free text, or a valid call once the call opener appears
+        auto = auto_call(fmt, tools, special + added)
+        if auto is None:
+            return ChatCall(text, "", cfg, fmt, tools, special)
+        return ChatCall(text, "", cfg, fmt, tools, special, *auto)
     grammar, end = forced_call(fmt, tools, forced, special + added)
     return ChatCall(text + prefix, prefix, cfg, fmt, tools, special, grammar, end)
 

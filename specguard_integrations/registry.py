@@ -40,7 +40,8 @@ class SpecGuard(loop.SpecGuard):
         runtime: Runtime | None = None,
     ) -> None:
         from .backends.local.model import LocalCausalLM
-        from .backends.local.sessions import LocalDraft, LocalTarget
+        from .backends.local.sessions import LocalDraft
+        from .backends.local.target import LocalTarget
         from .runtime.scheduler import SCHEDULER, StepScheduler
 
         runtime = runtime or SCHEDULER

@@ -2,6 +2,8 @@
 
 A forced call (`tool_choice` required, named or any; a ``response_format`` served as a call)
 already starts with the format's forced prefix in the prompt (`ToolCallFormat.forced_prefix`).
+Under ``tool_choice="auto"`` (`auto_call`) the reply is free text without the format's call
+opener, or text up to the first opener and then one call, as above.
 What the model writes after it is constrained (`engine.constraint.Constraint`, a Lark grammar
 with an embedded JSON schema): the name of a bound tool when none was named, the format's text
 between name and arguments, the arguments as compact JSON valid under that tool's schema, and
@@ -49,6 +51,61 @@ def _arguments(tool: dict[str, Any]) -> str:
     return "%json " + json.dumps(schema)
 
 
+_REGEX_META = set("\\.+*?()|[]{}^$#&-~/")
+
+
+def _regex(text: str) -> str:
+    """`text` as a literal inside a grammar regex (only the regex syntax's own metacharacters
+    escaped: a backslash before ``<`` means a word boundary there)."""
+    return "".join("\\" + c if c in _REGEX_META else c for c in text)
+
+
+def _calls(fmt: AnyFormat, tools: list[dict[str, Any]], close: str) -> tuple[str, list[str]]:
+    """The alternatives ``NAME args_prefix ARGS close``, one rule per bound tool."""
+    rules = []
+    for i, tool in enumerate(tools):
+        between = _literal(_name(tool) + fmt.args_prefix)
+        rules.append(f"call{i}: {between} {_arguments(tool)} {close}")
+    return " | ".join(f"call{i}" for i in range(len(tools))), rules
+
+
+def _closing(fmt: AnyFormat, special: tuple[str, ...]) -> tuple[str, str]:
+    """The grammar's closing literal, and the end markers left for `ChatCall.parse`."""
+    plain_end = not any(s and s in fmt.end for s in special)
+    closing = fmt.args_suffix + (fmt.end if plain_end else "")
+    return (_literal(closing) if closing else ""), ("" if plain_end else fmt.end)
+
+
+def auto_call(
+    fmt: AnyFormat, tools: list[dict[str, Any]], special: tuple[str, ...] = ()
+) -> tuple[Constraint, str] | None:
+    """What a reply may be under ``tool_choice="auto"``: text without the format's call opener
+    (``<tool_call>``, ``[TOOL_CALLS]``), or text up to the first opener and then one call to a
+    bound tool with arguments valid under its schema. None where the opener is not text a
+    grammar can match (a special or added token, DeepSeek's markers) or the format has none
+    (llama3_json's bare object): such replies are parsed as written, and a call that is not
+    valid becomes an invalid call (`chat.keep_bound_calls`)."""
+    from .segmentation import TOOL_CALL_BLOCKS
+
+    opener = TOOL_CALL_BLOCKS[fmt.name][0]
+    if not opener or any(s and (s in opener or opener in s) for s in special):
+        return None
+    head = fmt.forced_prefix(None)
+    if not head.startswith(opener):
+        return None
+    rest = head[len(opener) :].lstrip()
+    close, left = _closing(fmt, special)
+    alternatives, rules = _calls(fmt, tools, close)
+    o = _regex(opener)
+    grammar = (
+        f"start: TEXT? | CALLED WS? {_literal(rest)} ({alternatives})\n"
+        f"TEXT: /(?s:.+)/ & ~/(?s:.*{o}.*)/\n"
+        f"CALLED: /(?s:.*){o}/ & ~/(?s:.*{o}.+)/\n"
+        "WS: /[ \\t\\n]+/\n" + "\n".join(rules) + "\n"
+    )
+    return Constraint.lark(grammar), left
+
+
 def forced_call(
     fmt: AnyFormat, tools: list[dict[str, Any]], forced: str, special: tuple[str, ...] = ()
 ) -> tuple[Constraint, str]:
@@ -59,17 +116,10 @@ def forced_call(
     one is an added or special token of the model (`special`), which has no text for a grammar
     to match."""
     gap = fmt.args_prefix[len(fmt.args_prefix.rstrip(" ")) :]  # spaces the prefix left out
-    plain_end = not any(s and s in fmt.end for s in special)
-    closing = fmt.args_suffix + (fmt.end if plain_end else "")
-    left = "" if plain_end else fmt.end
-    close = _literal(closing) if closing else ""
+    close, left = _closing(fmt, special)
     if forced:
         tool = next(t for t in tools if _name(t) == forced)
         head = _literal(gap) if gap else ""
         return Constraint.lark(f"start: {head} {_arguments(tool)} {close}\n"), left
-    rules = []
-    for i, tool in enumerate(tools):
-        between = _literal(_name(tool) + fmt.args_prefix)
-        rules.append(f"call{i}: {between} {_arguments(tool)} {close}")
-    alternatives = " | ".join(f"call{i}" for i in range(len(tools)))
+    alternatives, rules = _calls(fmt, tools, close)
     return Constraint.lark(f"start: {alternatives}\n" + "\n".join(rules) + "\n"), left

@@ -49,7 +49,7 @@ from .backends import (
 )
 from .constraint import Constraint
 from .policy import Judge, Verdict, judge_for
-from .transcript import StepStream, Transcript
+from .transcript import StepStream, Transcript, record
 
 if TYPE_CHECKING:
     import torch
@@ -303,12 +303,10 @@ class SpecGuard:
                 j = draft.select(candidates)
             with times.timed("score"):  # 3. score
                 sig = draft.score(candidates[j])
-            if judge.reads_target:  # the target's catch-up prefill of the step
-                with times.timed("target"), self._away(target):
-                    sig = _verified(sig, candidates[j], draft, target, settings.deadline)
-            with times.timed("decide"):  # 4. decide
-                context = prompt + "".join(done.pieces)
-                verdict = judge.judge(sig, context, candidates[j].text, cfg)
+            context = prompt + "".join(done.pieces)  # 4. decide
+            sig, verdict = self._decide(
+                judge, sig, candidates[j], draft, target, context, cfg, settings, times
+            )
             # 5. commit or fall back
             step, source = self._commit_or_fall_back(
                 verdict,
@@ -321,7 +319,7 @@ class SpecGuard:
                 times,
                 verified=judge.reads_target,
             )
-            done.add(_record(i, step, source, candidates, j, sig, verdict, cfg, times))
+            done.add(record(i, step, source, candidates, j, sig, verdict, cfg, times))
             with self.runtime.paused():  # the consumer has the step; batches need not wait for it
                 yield done.records[-1]
             if step.finish in _ENDS_GENERATION:
@@ -340,6 +338,27 @@ class SpecGuard:
             draft_prompt_tokens=draft.prompt_tokens,
             wall_time=time.perf_counter() - t0,
         )
+
+    # 4. decide
+    def _decide(
+        self,
+        judge: Judge,
+        sig: StepSignals,
+        chosen: Candidate,
+        draft: DraftSession,
+        target: TargetSession,
+        context: str,
+        cfg: SpecGuardConfig,
+        settings: DecodeSettings,
+        times: PhaseTimes,
+    ) -> tuple[StepSignals, Verdict]:
+        """The judge's verdict on the chosen step; a judge that reads the target first has the
+        target verify the step (its catch-up prefill, timed as the target's)."""
+        if judge.reads_target:
+            with times.timed("target"), self._away(target):
+                sig = _verified(sig, chosen, draft, target, settings.deadline)
+        with times.timed("decide"):
+            return sig, judge.judge(sig, context, chosen.text, cfg)
 
     # 5. commit or fall back
     def _commit_or_fall_back(
@@ -427,40 +446,3 @@ def _verified(
     ids = chosen.scored_ids if shared else None
     logprobs = target.verify(chosen.text, ids, deadline, eos=chosen.eos_id is not None)
     return dataclasses.replace(sig, target_logprobs=tuple(logprobs))
-
-
-def _record(
-    i: int,
-    step: Candidate,
-    source: StepSource,
-    candidates: list[Candidate],
-    j: int,
-    sig: StepSignals,
-    verdict: Verdict,
-    cfg: SpecGuardConfig,
-    times: PhaseTimes,
-) -> StepRecord:
-    chosen = candidates[j]
-    return StepRecord(
-        step_index=i,
-        text=step.text,
-        source=source,
-        num_tokens=step.num_tokens,
-        decision="accept" if verdict.accept else "reject",
-        signals=verdict.signals,
-        grounding=sig.grounding if verdict.grounding_norm is not None else None,
-        confidence=sig.confidence,
-        grounding_norm=verdict.grounding_norm,
-        confidence_norm=verdict.confidence_norm,
-        target_score=verdict.target_score,
-        target_norm=verdict.target_norm,
-        fused=verdict.fused,
-        threshold=cfg.tau,
-        beta=cfg.beta,
-        draft_text=chosen.text,
-        draft_tokens=chosen.num_tokens,
-        num_candidates=len(candidates),
-        selected_candidate=j,
-        finish=step.finish,
-        times=times,
-    )

@@ -8,7 +8,11 @@ from typing import TYPE_CHECKING
 from ..types import StepRecord
 
 if TYPE_CHECKING:
-    from ..types import FinishReason, GenerationResult
+    from ..config import SpecGuardConfig
+    from ..types import FinishReason, GenerationResult, PhaseTimes, StepSource
+    from .backends import StepSignals
+    from .candidate import Candidate
+    from .policy import Verdict
 
 
 class StepStream(Iterator[StepRecord]):
@@ -59,3 +63,42 @@ class Transcript:
             hits = [i for i in (text.find(s) for s in self.stop) if i >= 0]
             text = text[: min(hits)] if hits else text
         return text
+
+
+def record(
+    i: int,
+    step: Candidate,
+    source: StepSource,
+    candidates: list[Candidate],
+    j: int,
+    sig: StepSignals,
+    verdict: Verdict,
+    cfg: SpecGuardConfig,
+    times: PhaseTimes,
+) -> StepRecord:
+    """The record of step `i`: what was committed (`step`, by `source`), the selected draft
+    candidate `j`, its signals and the verdict on it."""
+    chosen = candidates[j]
+    return StepRecord(
+        step_index=i,
+        text=step.text,
+        source=source,
+        num_tokens=step.num_tokens,
+        decision="accept" if verdict.accept else "reject",
+        signals=verdict.signals,
+        grounding=sig.grounding if verdict.grounding_norm is not None else None,
+        confidence=sig.confidence,
+        grounding_norm=verdict.grounding_norm,
+        confidence_norm=verdict.confidence_norm,
+        target_score=verdict.target_score,
+        target_norm=verdict.target_norm,
+        fused=verdict.fused,
+        threshold=cfg.tau,
+        beta=cfg.beta,
+        draft_text=chosen.text,
+        draft_tokens=chosen.num_tokens,
+        num_candidates=len(candidates),
+        selected_candidate=j,
+        finish=step.finish,
+        times=times,
+    )

@@ -115,15 +115,30 @@ def chat_message(
             message.update(content=content or None, reasoning_content=reasoning)
     if json_reply and parsed.tool_calls:
         message["content"] = json.dumps(parsed.tool_calls[0]["args"])
-    elif parsed.tool_calls:
-        message["tool_calls"] = openai_tool_calls(parsed.tool_calls)
-    elif parsed.invalid_tool_calls:
-        # keep the malformed call visible instead of dropping it
-        message["content"] = call.prefix + c.text
+    elif parsed.tool_calls or parsed.invalid_tool_calls:
+        # a call the model wrote is a call, never markup in the content: one to a tool that is
+        # not bound keeps its name, a malformed one its arguments' text as written (a client
+        # reads them as it reads any call: LangGraph answers an unknown tool with an error
+        # message, langchain-openai puts unparsable arguments in invalid_tool_calls)
+        message["tool_calls"] = openai_tool_calls(parsed.tool_calls) + [
+            _as_written(bad) for bad in parsed.invalid_tool_calls
+        ]
     return message
 
 
+def _as_written(bad: dict[str, Any]) -> dict[str, Any]:
+    """An invalid call (unbound name or malformed) as an OpenAI tool call, arguments as text."""
+    return {
+        "id": bad["id"],
+        "type": "function",
+        "function": {"name": bad.get("name") or "", "arguments": str(bad.get("args") or "")},
+    }
+
+
 def chat_finish(c: Choice, message: dict[str, Any]) -> str:
+    """tool_calls for a message with calls, unless the reply was cut (length stays length)."""
+    if c.finish_reason == "length":
+        return "length"
     if message.get("tool_calls"):
         return "tool_calls"
     return "stop" if c.finish_reason == "tool_calls" else c.finish_reason

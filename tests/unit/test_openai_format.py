@@ -63,3 +63,62 @@ def test_chat_messages_parse_calls_and_drop_special_tokens():
     assert split == {"role": "assistant", "content": "Answer: 4", "reasoning_content": "2 + 2 = 4"}
     delta = fmt.final_delta(message, ("", ""))
     assert delta["tool_calls"][0]["index"] == 0 and "content" not in delta
+
+
+CALC = {
+    "type": "function",
+    "function": {
+        "name": "Calculator",
+        "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}},
+    },
+}
+
+
+def _reply(text: str, finish: str = "stop") -> tuple[dict, str]:
+    call = ChatCall("prompt", "", None, Hermes(), [CALC])
+    choice = Choice(text, finish)
+    message = fmt.chat_message(choice, call)
+    return message, fmt.chat_finish(choice, message)
+
+
+def test_unbound_malformed_and_cut_calls_are_calls_never_markup():
+    import openai.types.chat as oai
+    from langchain_openai.chat_models.base import _convert_dict_to_message
+
+    unbound = (
+        'Let me use it.\n<tool_call>{"name": "calculator", "arguments": {"expression": "2*3"}}'
+    )
+    malformed = '<tool_call>{"name": "Calculator", "arguments": {"expression": 2*3}}'
+    cases = {
+        "unbound": (unbound + "</tool_call>", "stop"),
+        "malformed": (malformed + "</tool_call>", "stop"),
+        "cut": ('<tool_call>{"name', "length"),
+    }
+    for kind, (text, finish) in cases.items():
+        message, reason = _reply(text, finish)
+        assert "<tool_call>" not in (message["content"] or ""), kind
+        assert reason == ("length" if kind == "cut" else "tool_calls"), kind
+        # the official SDK reads the reply; langchain-openai turns it into a message
+        parsed = oai.ChatCompletion.model_validate(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [{"index": 0, "message": message, "finish_reason": reason}],
+            }
+        )
+        (tc,) = parsed.choices[0].message.tool_calls
+        ai = _convert_dict_to_message(message)
+        if kind == "unbound":  # a call to a tool that is not bound keeps its name and args
+            assert tc.function.name == "calculator"
+            assert json.loads(tc.function.arguments) == {"expression": "2*3"}
+            assert ai.tool_calls[0]["name"] == "calculator"
+            assert message["content"] == "Let me use it."
+        else:  # malformed or cut: the client sees an invalid call, not text
+            assert ai.invalid_tool_calls and not ai.tool_calls and not ai.content
+    # a valid call to a bound tool is unchanged
+    message, reason = _reply(
+        '<tool_call>{"name": "Calculator", "arguments": {"expression": "1"}}</tool_call>'
+    )
+    assert reason == "tool_calls" and message["tool_calls"][0]["function"]["name"] == "Calculator"

@@ -152,8 +152,8 @@ def test_the_loop_refuses_the_judge_before_anything_is_sent():
     target = EndpointTarget("http://127.0.0.1:9", "m", engine="ollama")
     target.http._client = httpx.Client(transport=httpx.MockTransport(sent.append))
     engine = SpecGuard(tiny_lm(seed=1), target, SpecGuardConfig.greedy(judge="target"))
-    with pytest.raises(ValueError, match="target-verified judge cannot run.*ollama"):
+    with pytest.raises(ValueError, match=r"target-verified judge cannot run.*ollama"):
         engine.generate("Q: 1 + 1?\n")
-    with pytest.raises(ValueError, match="target-verified judge cannot run.*ollama"):
+    with pytest.raises(ValueError, match=r"target-verified judge cannot run.*ollama"):
         engine.stream("Q: 1 + 1?\n", config=SpecGuardConfig.greedy(judge="target"))
     assert sent == []

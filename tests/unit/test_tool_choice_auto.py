@@ -1,0 +1,76 @@
+"""tool_choice="auto" under a grammar: free text, or text up to the call opener and then one
+valid call to a bound tool; formats whose opener is not text get no grammar."""
+
+import pytest
+
+from specguard_integrations.backends.local.grammar import TextChecker
+from specguard_integrations.tool_formats import DeepSeekV3, Hermes, Llama3Json, Mistral
+from specguard_integrations.tool_grammar import auto_call
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "Calculator",
+            "parameters": {
+                "type": "object",
+                "properties": {"expression": {"type": "string"}},
+                "required": ["expression"],
+            },
+        },
+    },
+    {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}},
+]
+
+
+def verdict(fmt, text):
+    constraint, left = auto_call(fmt, TOOLS)
+    checker = TextChecker(constraint)
+    return checker.follow(text), checker.complete, left
+
+
+@pytest.mark.parametrize(
+    ("fmt", "call"),
+    [
+        (
+            Hermes(),
+            '<tool_call>{"name": "Calculator", "arguments": {"expression": "2*3"}}</tool_call>',
+        ),
+        (Hermes(), '<tool_call>\n{"name": "get_weather", "arguments": {}}</tool_call>'),
+        (Mistral(), '[TOOL_CALLS] [{"name": "Calculator", "arguments": {"expression": "1"}}]'),
+    ],
+)
+def test_free_text_then_one_valid_call_is_taken(fmt, call):
+    assert verdict(fmt, "The sky is blue.\n\nNo tool needed.")[:2] == (None, True)
+    assert verdict(fmt, "")[:2] == (None, True)  # an empty reply (the model ended at once)
+    assert verdict(fmt, "Let me compute.\n" + call)[:2] == (None, True)
+    assert verdict(fmt, call)[:2] == (None, True)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '<tool_call>{"name": "calculator", "arguments": {"expression": "2"}}</tool_call>',
+        '<tool_call>{"name": "Calculator", "arguments": {"expr": "2"}}</tool_call>',  # schema
+        '<tool_call>{"name": "Calculator", "arguments": {"expression": 2}}</tool_call>',  # type
+        '<tool_call>{"name": "Calculator", "arguments": {"expression": "2"}}</tool_call> more',
+        "text <tool_call>not json",
+    ],
+)
+def test_once_the_opener_appears_only_a_valid_call_follows(bad):
+    why, _, _ = verdict(Hermes(), bad)
+    assert why is not None
+
+
+def test_an_unfinished_call_is_not_a_complete_reply():
+    why, complete, _ = verdict(Hermes(), 'ok <tool_call>{"name": "Calculator", "argu')
+    assert why is None and not complete
+
+
+def test_openers_that_are_not_text_get_no_grammar():
+    assert auto_call(Hermes(), TOOLS, special=("<tool_call>",)) is None  # an added token
+    assert auto_call(Llama3Json(), TOOLS) is None  # a bare JSON object has no opener
+    assert (
+        auto_call(DeepSeekV3(), TOOLS, special=("<\uff5ctool\u2581calls\u2581begin\uff5c>",))
+        is None
+    )
