@@ -17,4 +17,4 @@ from fetch_assets import gemma3_gguf; print(*gemma3_gguf())')
 .venv/bin/specguard signals --suite words --limit "$items" --offset 1000 --device cpu \
   --draft "$dd" --draft-kwargs "{\"gguf_file\": \"$df\"}" \
   --target "$td" --target-kwargs "{\"gguf_file\": \"$tf\"}" \
-  --config benchmarks/configs/real_pair_k4.json --k 4,16 --selection-limit 40 --out "$out"
+  --config benchmarks/configs/real_pair_k4.json --k "${SIGNALS_K:-4,16}" --selection-limit "${SIGNALS_SELECTION:-40}" --out "$out"

@@ -7,8 +7,10 @@ The paper hand-tunes its threshold. Here:
    confidence and grounding.
 2. **Shortlist.** For beta on a grid and tau at quantiles of the resulting fused scores, predict
    from those steps the target-call rate (share of steps with r < tau) and, where the checker
-   labels steps, the incorrect steps that would be kept. Keep the candidates that best meet the
-   objective on this prediction.
+   labels steps, the incorrect steps that would be kept. Under a rate cap, keep in each 0.05
+   bucket of predicted rate within the cap the candidate with the fewest incorrect steps kept,
+   and shortlist buckets spread from the lowest rate to the highest; for a rate goal, the
+   candidates predicted closest to it.
 3. **Choose.** Run each shortlisted config end to end on the dev items (the trajectory changes
    once steps are rejected, so the prediction is only a guide) and pick by the objective:
    - ``max_target_rate=R``: the highest accuracy with a measured target-call rate <= R (ties:
@@ -48,6 +50,7 @@ Progress = Callable[[str], None] | None
 
 BETAS = (0.0, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0)
 GAMMAS = (1.0, 0.8, 0.6, 0.4)  # weights of the target's score under the target-verified judge
+RATE_BUCKET = 0.05  # width of the predicted-rate buckets the shortlist spreads over
 TAU_QUANTILES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
@@ -228,7 +231,7 @@ def calibrate(
         raise ValueError("shortlist must be >= 1")
     sig = _keep_all_signals(engine, items, base, progress)
     bounded = fit_bounds(sig, base)  # 1.
-    short = sorted(_predict(sig, bounded), key=_predicted_key(max_target_rate, goal))[:shortlist]
+    short = _shortlist(_predict(sig, bounded), max_target_rate, goal, shortlist)
     for c in short:  # 3. measured
         c.accuracy, c.target_call_rate, c.seconds = _evaluate(engine, items, _config(bounded, c))
         if progress:
@@ -242,6 +245,26 @@ def calibrate(
         objective=objective,
         dev_items=len(items),
     )
+
+
+def _shortlist(cands: list[Candidate], cap: float | None, goal: float, n: int) -> list[Candidate]:
+    """The `n` candidates run end to end. With a rate cap: among those predicted within it, the
+    fewest predicted incorrect steps kept in each rate bucket (0.05 wide), buckets spread from
+    the lowest rate to the highest, so the measured rule can take the cheapest config that keeps
+    the accuracy (a judge that separates well keeps it far below the cap). Otherwise, or when
+    no candidate fits the cap, the best by the predicted objective."""
+    by_key = sorted(cands, key=_predicted_key(cap, goal))
+    fits = [c for c in by_key if cap is not None and c.predicted_target_rate <= cap + 1e-9]
+    if not fits:
+        return by_key[:n]
+    best: dict[int, Candidate] = {}
+    for c in fits:  # by_key order: the first in a bucket keeps the fewest bad accepts
+        best.setdefault(round(c.predicted_target_rate / RATE_BUCKET), c)
+    spread = [best[b] for b in sorted(best)]
+    if len(spread) > n:
+        spread = [spread[round(i * (len(spread) - 1) / max(n - 1, 1))] for i in range(n)]
+    rest = [c for c in by_key if c not in spread]
+    return (spread + rest)[:n]
 
 
 def _config(bounded: SpecGuardConfig, c: Candidate) -> SpecGuardConfig:
