@@ -144,8 +144,9 @@ def _rsd(n: str, p: _Pair) -> Method:
 
     if p.prm is None:
         raise ValueError("the rsd method needs a process reward model (--prm PATH)")
-    rsd = SpecGuard(p.draft, p.target, p.config, judge=RewardModelJudge(p.prm))
-    return LoopMethod(n, rsd, p.config.merged(tau=p.prm_threshold))
+    base = p.config.merged(judge="draft")  # the PRM is the judge, whatever the config names
+    rsd = SpecGuard(p.draft, p.target, base, judge=RewardModelJudge(p.prm))
+    return LoopMethod(n, rsd, p.config.merged(tau=p.prm_threshold, judge="draft"))
 
 
 @dataclass

@@ -313,7 +313,7 @@ def run_study(
     heads = report.choose_heads(rows)
     if heads:
         add_chosen_heads(lm, rows, heads)
-    variants = [v for v in VARIANTS if v in rows[0].values]
+    variants = [v for v in VARIANTS if all(v in r.values for r in rows)]
     table = report.cells(rows, variants, "dev", boots) + report.cells(rows, variants, "test", boots)
     fusions = [report.fuse(rows, v, boots) for v in variants if v != "conf_min"]
     selections = [

@@ -159,10 +159,14 @@ def _has_observation(text: str) -> bool:
 
 
 def _answer_line(markers: tuple[str, ...]) -> Callable[[str], bool]:
-    """Whether a final-answer line is complete: a marker, then the end of its line."""
+    """Whether a final-answer line is complete, by SpecGuard's own rule (a line that starts
+    with a marker, through its end)."""
+    from ..segmentation import FinalAnswer
+
+    final = FinalAnswer(markers)
 
     def ends(text: str) -> bool:
-        return any(m in text and "\n" in text.split(m, 1)[1] for m in markers)
+        return final.find(text) is not None
 
     return ends
 

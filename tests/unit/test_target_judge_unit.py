@@ -85,6 +85,34 @@ def echo(text: str, offsets: list[int], values: list[float | None]) -> dict:
     }
 
 
+def test_echo_places_tokens_by_their_text_whatever_the_engine_says_of_offsets():
+    text = HEAD + STEP + "A"
+    step_values = [-0.3, -0.4, -0.5]
+    tokens = ["Q: 2 + 3?", "\n", "2 + ", "3 = ", "5\n\n", "A"]
+    values = [None, -0.2, *step_values, -9.0]
+    # vLLM: a BOS token's text first, every offset shifted by it
+    vllm = echo(text, [0, 9, 10, 14, 18, 21], values)
+    vllm["choices"][0]["logprobs"].update(
+        tokens=["<s>", *tokens],
+        token_logprobs=[None, *values],
+        text_offset=[0, 3, 12, 13, 17, 21, 24],
+    )
+    # SGLang: no offsets at all (-1 each); llama-cpp-python: a special token rendered as ""
+    sglang = echo(text, [0, 9, 10, 14, 18, 21], values)
+    sglang["choices"][0]["logprobs"]["text_offset"] = [-1] * 6
+    llama = echo(text, [0, 9, 10, 14, 18, 21], values)
+    llama["choices"][0]["logprobs"].update(
+        tokens=["", *tokens], token_logprobs=[None, -0.1, *values[1:]], text_offset=[0] * 7
+    )
+    # a generated end of sequence that is not in the text
+    eos = echo(HEAD + STEP, [0, 9, 10, 14, 18], values[:-1])
+    eos["choices"][0]["logprobs"].update(
+        tokens=[*tokens[:-1], "</s>"], token_logprobs=values, text_offset=[0, 9, 10, 14, 18, 21]
+    )
+    for data in (vllm, sglang, llama, eos):
+        assert read_echo(data, HEAD, STEP, "srv") == step_values
+
+
 def test_echo_reads_the_step_tokens_only():
     text = HEAD + STEP + "A"  # the one generated token after the step
     # tokens: "Q: 2 + 3?" , "\n" (context), "2 + ", "3 = ", "5\n\n" (step), "A" (generated)
@@ -102,8 +130,12 @@ def test_echo_reads_the_step_tokens_only():
         (lambda d: d["choices"][0].pop("logprobs"), "no logprobs"),
         (lambda d: d["choices"][0]["logprobs"]["token_logprobs"].pop(), "do not match"),
         (
-            lambda d: d["choices"][0]["logprobs"].update(text_offset=[0, 9, 8, 14, 18, 21]),
-            "not increasing",
+            lambda d: d["choices"][0]["logprobs"]["tokens"].__setitem__(3, "3 + "),
+            "not the text at its place",
+        ),
+        (
+            lambda d: d["choices"][0]["logprobs"].update(tokens=["A"], token_logprobs=[-1.0]),
+            "fewer tokens",
         ),
         (lambda d: d["choices"][0]["logprobs"]["token_logprobs"].__setitem__(3, 0.7), "0.7"),
         (lambda d: d["choices"][0]["logprobs"]["token_logprobs"].__setitem__(3, math.nan), "nan"),

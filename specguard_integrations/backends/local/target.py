@@ -26,7 +26,7 @@ class _Verified:
     """A step the target fed to verify it, until accept() or reject()."""
 
     base: int  # ids before the step
-    first: torch.Tensor  # (V,) logits predicting the step's first token
+    first: torch.Tensor | None  # (V,) logits predicting the step's first token (None: empty)
     hidden: torch.Tensor | None  # (d,) the last hidden state before the step
     ids: list[int]  # the step's text tokens
 
@@ -37,10 +37,17 @@ def _stack(before: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return torch.cat([before.unsqueeze(0), rows])
 
 
-def _logprobs(preds: torch.Tensor, ids: list[int]) -> list[float]:
+def _logprobs(preds: torch.Tensor, ids: list[int], ends: list[int]) -> list[float]:
+    """log p of each token; with `ends` (the step ended the text) the last position is the
+    probability of ending there by any of the model's end tokens (``<|im_end|>`` and
+    ``<|endoftext|>`` alike), ``log sum_e p(e)``."""
     import torch
 
-    return signals.token_logprobs(preds, torch.tensor(ids, device=preds.device)).tolist()
+    out = signals.token_logprobs(preds, torch.tensor(ids, device=preds.device)).tolist()
+    if ends:
+        logp = torch.log_softmax(preds[-1].float(), dim=-1)
+        out[-1] = float(torch.logsumexp(logp[ends], dim=0))
+    return out
 
 
 class LocalTarget:
@@ -98,7 +105,8 @@ class LocalTargetSession:
         else:
             text_ids = self.lm.encode_continuation(text)
             new = text_ids + ([min(self.lm.eos_ids)] if eos and self.lm.eos_ids else [])
-        if not new:
+        if not new:  # nothing the target can score: accept and reject change nothing
+            self._verified = _Verified(len(self.state.ids), None, None, [])
             return []
         base = len(self.state.ids)
         if self.state.fed == base and self.state.next_logits is None:  # re-feed the last id
@@ -123,7 +131,8 @@ class LocalTargetSession:
             preds = self.lm.call(_stack, before[0], out.logits[:-1])
             first = _Verified(base, before[0], before[1], text_ids)
         self._verified = first
-        return self.lm.call(_logprobs, preds, new)
+        ends = sorted(self.lm.eos_ids) if eos else []
+        return self.lm.call(_logprobs, preds, new, ends)
 
     def accept(self) -> None:
         """Keep the verified step: it is in the cache already."""
@@ -140,6 +149,9 @@ class LocalTargetSession:
         v = self._verified
         if v is None:
             raise RuntimeError("reject() without a verified step")
+        self._verified = None
+        if v.first is None:  # an empty step: nothing was fed
+            return
         self.lm.rollback(self.state, v.base)
         self.state.fed = v.base
         self.state.next_logits, self.state.next_hidden = v.first, v.hidden

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -79,36 +78,53 @@ def to_candidate(c: Completion, settings: DecodeSettings) -> Candidate:
 
 def read_echo(data: Any, head: str, step: str, where: str) -> list[float]:
     """The log-probabilities of `step`'s tokens from a ``/v1/completions`` answer that echoed
-    ``head + step`` with ``logprobs``: the tokens whose text ends past `head` and starts
-    before its end. Every list is checked (lengths, offsets, finite log-probabilities of at
-    most 0): a reply is never taken for more than it says."""
+    ``head + step`` with ``logprobs``.
+
+    Engines disagree on ``text_offset`` (vLLM counts a BOS token's text, llama-cpp-python
+    renders special tokens as nothing, SGLang sends -1), so the tokens are placed by their own
+    text instead, walking back from the end of the echoed text: the generated token(s) first,
+    then the step's tokens (a token that straddles the context's end belongs to the step), down
+    to the context. A token whose text is not the echoed text at its place, a missing or
+    non-finite log-probability, or a positive one is an `EndpointReplyError`: a reply is never
+    taken for more than it says."""
     choices = data.get("choices") if isinstance(data, dict) else None
     first = choices[0] if isinstance(choices, list) and choices else None
     lp = first.get("logprobs") if isinstance(first, dict) else None
     if not isinstance(lp, dict):
         raise EndpointReplyError(f"{where} echoed no logprobs for the prompt")
-    tokens, offsets, values = lp.get("tokens"), lp.get("text_offset"), lp.get("token_logprobs")
-    if not (isinstance(tokens, list) and isinstance(offsets, list) and isinstance(values, list)):
-        raise EndpointReplyError(f"{where} echoed logprobs without tokens, offsets and values")
-    if not len(tokens) == len(offsets) == len(values):
+    tokens, values = lp.get("tokens"), lp.get("token_logprobs")
+    if not (isinstance(tokens, list) and isinstance(values, list)):
+        raise EndpointReplyError(f"{where} echoed logprobs without tokens and their values")
+    if len(tokens) != len(values) or not all(isinstance(t, str) for t in tokens):
         raise EndpointReplyError(f"{where} echoed logprobs whose lists do not match")
     text = first.get("text") if isinstance(first, dict) else None
-    end = len(head) + len(step)
+    start, end = len(head), len(head) + len(step)
     if not isinstance(text, str) or not text.startswith(head + step):
         raise EndpointReplyError(f"{where} did not echo the prompt it was sent")
-    if len(values) > end + LENGTH_SLACK_TOKENS + 1:  # at most one token per character
-        raise EndpointReplyError(f"{where} echoed {len(values)} tokens for {end} characters")
-    ints = all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-    if not ints or any(b < a for a, b in itertools.pairwise(offsets)):
-        raise EndpointReplyError(f"{where} echoed token offsets that are not increasing")
-    ends = [*offsets[1:], len(text)]
+    if len(values) > len(text) + LENGTH_SLACK_TOKENS + 1:  # at most one token per character
+        raise EndpointReplyError(f"{where} echoed {len(values)} tokens for {len(text)} characters")
     out: list[float] = []
-    for at, stop, value in zip(offsets, ends, values, strict=True):
-        if stop <= len(head) or at >= end:
-            continue  # a context token, or the one token generated after the step
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise EndpointReplyError(f"{where} echoed no log-probability for a step token")
-        if not math.isfinite(value) or value > 1e-3:
-            raise EndpointReplyError(f"{where} echoed the log-probability {value!r}")
-        out.append(min(float(value), 0.0))
-    return out
+    pos = len(text)
+    for tok, value in zip(reversed(tokens), reversed(values), strict=True):
+        if pos <= start:
+            break
+        if not text.endswith(tok, 0, pos):
+            if pos == len(text):  # a generated end of sequence, which is not in the text
+                continue
+            raise EndpointReplyError(
+                f"{where} echoed a token {tok[:20]!r} that is not the text at its place"
+            )
+        if pos - len(tok) < end:  # a token of the step
+            out.append(_logprob(value, where))
+        pos -= len(tok)
+    if pos > start:
+        raise EndpointReplyError(f"{where} echoed fewer tokens than the step has text")
+    return out[::-1]
+
+
+def _logprob(value: Any, where: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise EndpointReplyError(f"{where} echoed no log-probability for a step token")
+    if not math.isfinite(value) or value > 1e-3:
+        raise EndpointReplyError(f"{where} echoed the log-probability {value!r}")
+    return min(float(value), 0.0)
