@@ -46,6 +46,7 @@ class Run:
     output_tokens: int
     steps: list[StepRecord] = field(default_factory=list)
     labels: list[bool] = field(default_factory=list)  # checker label of each record's draft step
+    fallbacks: int = 0  # assisted generations that failed and ran without the assistant
 
 
 @dataclass
@@ -103,6 +104,7 @@ class BenchResult:
                     "correct": r.correct,
                     "seconds": r.seconds,
                     "output_tokens": r.output_tokens,
+                    "fallbacks": r.fallbacks,
                     "labels": r.labels,
                     "steps": [s.model_dump(mode="json") for s in r.steps],
                 }
@@ -214,6 +216,7 @@ def run_bench(
                     output_tokens=solved.output_tokens,
                     steps=list(solved.records),
                     labels=_labels(item, solved.records),
+                    fallbacks=solved.fallbacks,
                 )
             )
             if progress is not None:
