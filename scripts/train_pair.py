@@ -50,7 +50,7 @@ CALCULATOR = {
 }
 
 
-def tool_call_conversation(item) -> list[dict]:
+def tool_call_conversation(item, name: str = "calculator") -> list[dict]:
     """The tools family in chat tool-call form: calls, real tool results, then the answer."""
     import re
 
@@ -59,12 +59,62 @@ def tool_call_conversation(item) -> list[dict]:
         expr = re.search(r"Action Input: ([^\n]*)", step).group(1)
         call = {
             "type": "function",
-            "function": {"name": "calculator", "arguments": {"expression": expr}},
+            "function": {"name": name, "arguments": {"expression": expr}},
         }
         msgs.append({"role": "assistant", "content": "", "tool_calls": [call]})
         msgs.append({"role": "tool", "content": item.observations[i].split(": ", 1)[1].strip()})
     msgs.append({"role": "assistant", "content": f"Answer: {item.answer}"})
     return msgs
+
+
+ROLES = ["an assistant", "a helper", "an agent", "a math tutor", "a bot"]
+SYSTEM_OPENERS = [
+    "You are {role}.",
+    "You are a {adj} {role_noun}.",
+    "Be {adj}.",
+    "",
+]
+SYSTEM_RULES = [
+    "Use the {tool} tool when it helps.",
+    "Use {tool} for arithmetic.",
+    "Call the tools you are given.",
+    "Answer briefly.",
+    "Think step by step.",
+    "Always check your work.",
+    "",
+]
+ADJECTIVES = ["helpful", "precise", "friendly", "concise", "smart", "careful", "patient"]
+
+
+def system_turn(rng: random.Random, tool: str) -> dict:
+    """A system message as agents send them next to tools (LangGraph's `prompt=`, LlamaIndex's
+    `system_prompt`): a role line and/or a rule, sometimes naming the tool."""
+    parts = [
+        rng.choice(SYSTEM_OPENERS).format(
+            adj=rng.choice(ADJECTIVES), role=(role := rng.choice(ROLES)), role_noun=role[2:].strip()
+        ),
+        *(r.format(tool=tool) for r in rng.sample(SYSTEM_RULES, rng.choice((1, 1, 2)))),
+    ]
+    text = " ".join(p for p in parts if p) or "You are a helpful assistant."
+    return {"role": "system", "content": text}
+
+
+def cased(rng: random.Random, words: list[str]) -> str:
+    """A tool name in one of the spellings tool lists use: snake_case, PascalCase (pydantic
+    classes, `@tool("Calculator")`), camelCase (`lookupFlight`), or all lower-case run
+    together."""
+    style = rng.choice(("snake", "pascal", "camel", "lower"))
+    if style == "snake":
+        return "_".join(words)
+    if style == "pascal":
+        return "".join(w.capitalize() for w in words)
+    if style == "camel":
+        return words[0] + "".join(w.capitalize() for w in words[1:])
+    return "".join(words)
+
+
+def calculator_tool(name: str) -> dict:
+    return {**CALCULATOR, "function": {**CALCULATOR["function"], "name": name}}
 
 
 SIZES = {
@@ -138,7 +188,7 @@ PLACES = ["San Francisco, CA", "Paris", "New York", "Tokyo", "Berlin", "Lima", "
 
 
 def generic_tool_conversation(
-    rng: random.Random, made_up_params: float = 0.0
+    rng: random.Random, made_up_params: float = 0.0, name_case: float = 0.0
 ) -> tuple[list[dict], list[dict]]:
     """A made-up tool and a question that asks for it: copying names and values from the
     tool list and the question, so any bound tool can be called. Then the tool's result and an
@@ -146,10 +196,12 @@ def generic_tool_conversation(
 
     With probability `made_up_params` the parameter names are made up too (so they can only be
     copied from the tool list, not recalled), and half of those questions name no values, so
-    every parameter of the schema has to be filled in."""
-    name = "_".join(rng.sample(TOOL_WORDS, rng.choice((1, 2, 2, 3))))
+    every parameter of the schema has to be filled in. With probability `name_case` the tool's
+    name is spelled in another case (`GetWeather`, `lookupFlight`)."""
+    words = rng.sample(TOOL_WORDS, rng.choice((1, 2, 2, 3)))
     if rng.random() < 0.3:
-        name = "magic_function" if rng.random() < 0.5 else f"{name}_function"
+        words = ["magic", "function"] if rng.random() < 0.5 else [*words, "function"]
+    name = cased(rng, words) if rng.random() < name_case else "_".join(words)
     made_up = rng.random() < made_up_params
     if made_up:
         params = list(
@@ -281,10 +333,29 @@ def examples(
     curriculum: str = "",
     generic: float = 0.5,
     made_up_params: float = 0.0,
+    system_share: float = 0.0,
+    name_case: float = 0.0,
 ) -> list[tuple[list[int], int]]:
-    """(ids, completion start) pairs: plain and chat renderings of every train item."""
+    """(ids, completion start) pairs: plain and chat renderings of every train item.
+
+    `system_share` of the chat renderings (tool calls, made-up tools, plain chats) start with a
+    system turn; `name_case` of the tool conversations spell the tool's name in another case."""
     out = []
     rng = random.Random(seed)
+
+    def chat(msgs: list[dict], tools: list[dict] | None, tool: str) -> tuple[list[int], int]:
+        """The conversation rendered through the chat template: the prompt is everything up to
+        the first assistant turn, the completion the rest."""
+        if rng.random() < system_share:
+            msgs = [system_turn(rng, tool), *msgs]
+        first = next(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+        head = tok.apply_chat_template(
+            msgs[:first], tools=tools, tokenize=False, add_generation_prompt=True
+        )
+        full = tok.apply_chat_template(msgs, tools=tools, tokenize=False)
+        prompt = tok(head, add_special_tokens=False)["input_ids"]
+        return prompt + tok(full[len(head) :], add_special_tokens=False)["input_ids"], len(prompt)
+
     react_from = 0.6 + react_share
     for fam in FAMILIES:
         n = int(n_per_family * (weights or {}).get(fam, 1.0))
@@ -305,32 +376,25 @@ def examples(
                 prompt = tok(head, add_special_tokens=False)["input_ids"]
                 comp = tok(full[len(head) :], add_special_tokens=False)["input_ids"]
             elif fam == "tools" and roll < 0.85:
-                msgs = tool_call_conversation(item)
-                head = tok.apply_chat_template(
-                    msgs[:1], tools=[CALCULATOR], tokenize=False, add_generation_prompt=True
-                )
-                full = tok.apply_chat_template(msgs, tools=[CALCULATOR], tokenize=False)
-                prompt = tok(head, add_special_tokens=False)["input_ids"]
-                comp = tok(full[len(head) :], add_special_tokens=False)["input_ids"]
+                name = cased(rng, ["calculator"]) if rng.random() < name_case else "calculator"
+                if rng.random() < name_case / 2:
+                    name = cased(rng, [rng.choice(("calc", "calculator", "math")), "tool"])
+                msgs = tool_call_conversation(item, name)
+                out.append(chat(msgs, [calculator_tool(name)], name))
+                continue
             else:
-                text = tok.apply_chat_template(
-                    [{"role": "user", "content": item.prompt}],
-                    tokenize=False,
-                    add_generation_prompt=True,
-                )
-                prompt = tok(text, add_special_tokens=False)["input_ids"]
-                comp = tok(item.target_text + "<|end|>", add_special_tokens=False)["input_ids"]
+                msgs = [
+                    {"role": "user", "content": item.prompt},
+                    {"role": "assistant", "content": item.target_text},
+                ]
+                ids, start = chat(msgs, None, "calculator")
+                # the completion is the steps as written, ended by the chat's end token
+                out.append((ids, start))
+                continue
             out.append((prompt + comp, len(prompt)))
     for _ in range(int(n_per_family * generic)):
-        msgs, tools = generic_tool_conversation(rng, made_up_params)
-        head = tok.apply_chat_template(
-            msgs[:1], tools=tools, tokenize=False, add_generation_prompt=True
-        )
-        full = tok.apply_chat_template(msgs, tools=tools, tokenize=False)
-        prompt = tok(head, add_special_tokens=False)["input_ids"]
-        out.append(
-            (prompt + tok(full[len(head) :], add_special_tokens=False)["input_ids"], len(prompt))
-        )
+        msgs, tools = generic_tool_conversation(rng, made_up_params, name_case)
+        out.append(chat(msgs, tools, tools[0]["function"]["name"]))
     rng.shuffle(out)
     return out
 
@@ -429,6 +493,8 @@ def train_model(args: argparse.Namespace) -> None:
         args.multihop_curriculum,
         args.generic,
         args.made_up_params,
+        args.system_share,
+        args.name_case,
     )
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     rng = random.Random(args.seed)
@@ -512,6 +578,18 @@ def main() -> None:
         type=float,
         default=0.0,
         help="share of those whose parameter names are made up too",
+    )
+    ap.add_argument(
+        "--system-share",
+        type=float,
+        default=0.0,
+        help="share of chat renderings that start with a system turn",
+    )
+    ap.add_argument(
+        "--name-case",
+        type=float,
+        default=0.0,
+        help="share of tool conversations whose tool name is spelled in another case",
     )
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -173,6 +173,12 @@ class SpecGuardConfig(BaseModel):
         description="gamma: r = gamma * t~ + (1 - gamma) * r_draft under judge='target' (1: the"
         " target's score alone).",
     )
+    target_band: tuple[StrictFloat, StrictFloat] = Field(
+        (0.0, 1.0),
+        description="(lo, hi) under judge='target': the target verifies a step whose draft score"
+        " r_draft is in [lo, hi]; above hi the step is kept, below lo rejected, on the draft's"
+        " word alone (its catch-up deferred, as under judge='draft'). (0, 1): every step.",
+    )
     # 5. fall back
     target_mode: TargetMode = Field(
         "greedy", description="Target fallback step: 'greedy', or 'sample' k and select."
@@ -201,6 +207,9 @@ class SpecGuardConfig(BaseModel):
             lo, hi = getattr(self, name)
             if not lo < hi:
                 raise ValueError(f"{name}: lower bound {lo} must be below upper bound {hi}")
+        lo, hi = self.target_band
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"target_band: need 0 <= lo <= hi <= 1, got ({lo}, {hi})")
         if self.temperature == 0.0 and self.k > 1:
             raise ValueError(
                 f"k={self.k} with temperature=0: greedy candidates are identical; use k=1"

@@ -25,7 +25,13 @@ until the measured target-call rate is closest to R.
 Under the target-verified judge (``judge="target"``) the keep-all run records the target's
 score ``t`` of every step as well: its bounds ``(t_lo, t_hi)`` come from the same percentiles,
 and the weight ``gamma`` of ``t~`` against the draft's fused score is chosen with beta and tau
-(labelled) or stays as given (unlabelled).
+(labelled) or stays as given (unlabelled). Labelled, a fourth stage fits the cascade's band:
+
+4. **Band.** On the keep-all steps, take the widest top range of the draft's score ``r_draft``
+   in which at least 98% of the steps would be kept by the chosen rule, and the widest bottom
+   range in which at least 98% would be rejected; outside ``[lo, hi]`` the draft's word then
+   stands in for the target's, with no prefill. The banded config is run end to end and taken
+   when it is at least as accurate as the chosen one in fewer seconds.
 
 The result is a `SpecGuardConfig` written with `to_file`, which `generate`, `bench`, `serve` and
 the adapters accept, with the dev figures beside it.
@@ -33,6 +39,7 @@ the adapters accept, with the dev figures beside it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -51,6 +58,7 @@ Progress = Callable[[str], None] | None
 BETAS = (0.0, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0)
 GAMMAS = (1.0, 0.8, 0.6, 0.4)  # weights of the target's score under the target-verified judge
 RATE_BUCKET = 0.05  # width of the predicted-rate buckets the shortlist spreads over
+BAND_AGREEMENT = 0.98  # share of band-decided dev steps whose draft verdict matches the target's
 TAU_QUANTILES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
@@ -64,6 +72,7 @@ class Candidate:
     accuracy: float | None = None
     target_call_rate: float | None = None
     seconds: float | None = None
+    target_band: tuple[float, float] | None = None  # the cascade's band (stage 4), else None
 
 
 @dataclass
@@ -237,6 +246,10 @@ def calibrate(
         if progress:
             progress("candidates")
     chosen = min(short, key=_measured_key(max_target_rate, goal))
+    if bounded.judge == "target" and sig.labelled:  # 4. the band
+        chosen = _banded(engine, items, sig, bounded, chosen, short, max_target_rate, goal)
+        if progress:
+            progress("candidates")
     objective = {"max_target_rate": goal} if max_target_rate is not None else {"target_rate": goal}
     return CalibrationResult(
         config=_config(bounded, chosen),
@@ -268,7 +281,54 @@ def _shortlist(cands: list[Candidate], cap: float | None, goal: float, n: int) -
 
 
 def _config(bounded: SpecGuardConfig, c: Candidate) -> SpecGuardConfig:
-    return bounded.merged(beta=c.beta, tau=c.tau, target_weight=c.target_weight)
+    return bounded.merged(
+        beta=c.beta, tau=c.tau, target_weight=c.target_weight, target_band=c.target_band
+    )
+
+
+def fit_band(sig: Signals, cfg: SpecGuardConfig) -> tuple[float, float]:
+    """4. ``(lo, hi)``: the lowest ``hi`` such that at least `BAND_AGREEMENT` of the steps with
+    ``r_draft > hi`` are kept by `cfg`'s target-verified rule, and the highest ``lo`` such that
+    at least as many of those with ``r_draft < lo`` are rejected by it. (0, 1): no band."""
+    r_draft = sig.fused(cfg.beta, cfg)
+    kept = [r >= cfg.tau for r in sig.fused(cfg.beta, cfg, cfg.target_weight)]
+    steps = sorted(zip(r_draft, kept, strict=True))
+    lo, hi = 0.0, 1.0
+    for h in sorted({r for r, _ in steps}, reverse=True):
+        above = [k for r, k in steps if r > h]
+        if above and sum(above) < BAND_AGREEMENT * len(above):
+            break
+        hi = h if above else hi
+    for low in sorted({r for r, _ in steps}):
+        below = [not k for r, k in steps if r < low]
+        if below and sum(below) < BAND_AGREEMENT * len(below):
+            break
+        lo = low if below else lo
+    return (min(lo, hi), hi)
+
+
+def _banded(
+    engine: SpecGuard,
+    items: list[Item],
+    sig: Signals,
+    bounded: SpecGuardConfig,
+    chosen: Candidate,
+    short: list[Candidate],
+    cap: float | None,
+    goal: float,
+) -> Candidate:
+    """The chosen candidate with the fitted band, when it runs at least as accurately in fewer
+    seconds and still meets the objective; else the chosen one."""
+    band = fit_band(sig, _config(bounded, chosen))
+    if band == (0.0, 1.0):
+        return chosen
+    c = dataclasses.replace(chosen, target_band=band)
+    c.accuracy, c.target_call_rate, c.seconds = _evaluate(engine, items, _config(bounded, c))
+    short.append(c)
+    assert chosen.accuracy is not None and c.accuracy is not None
+    faster = (c.seconds or 0.0) < (chosen.seconds or 0.0) and c.accuracy >= chosen.accuracy
+    key = _measured_key(cap, goal)
+    return c if faster and key(c)[0] <= key(chosen)[0] else chosen
 
 
 def _predicted_key(cap: float | None, goal: float) -> Callable[[Candidate], tuple[float, ...]]:

@@ -111,6 +111,9 @@ def record_steps(
         def judge(self, sig: Any, context: str, step: str, cfg: Any) -> Any:
             return recorder.judge_step(sig, context, step, cfg)
 
+        def needs_target(self, sig: Any, cfg: Any) -> bool:
+            return inner.needs_target(sig, cfg)
+
     saved, engine.judge = engine.judge, Judge()
     try:
         for n, item in enumerate(items):

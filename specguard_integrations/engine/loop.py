@@ -317,7 +317,7 @@ class SpecGuard:
                 cfg,
                 gen_t,
                 times,
-                verified=judge.reads_target,
+                verified=sig.target_logprobs is not None,
             )
             done.add(record(i, step, source, candidates, j, sig, verdict, cfg, times))
             with self.runtime.paused():  # the consumer has the step; batches need not wait for it
@@ -353,8 +353,8 @@ class SpecGuard:
         times: PhaseTimes,
     ) -> tuple[StepSignals, Verdict]:
         """The judge's verdict on the chosen step; a judge that reads the target first has the
-        target verify the step (its catch-up prefill, timed as the target's)."""
-        if judge.reads_target:
+        target verify the step where it needs to (its catch-up prefill, timed as the target's)."""
+        if judge.reads_target and judge.needs_target(sig, cfg):
             with times.timed("target"), self._away(target):
                 sig = _verified(sig, chosen, draft, target, settings.deadline)
         with times.timed("decide"):

@@ -19,7 +19,11 @@ the catch-up prefill the target owes the step anyway:
 
 with ``r_draft`` the fused draft score above (``gamma = 1``: the target's score alone). A step
 with no token the target can score (an empty step ended by EOS, seen by a remote target) is
-judged by ``r_draft``.
+judged by ``r_draft``. With a band ``(lo, hi)`` the target verifies only the steps the draft is
+unsure of, a cascade:
+
+    r_draft > hi  ->  accept,  r_draft < lo  ->  reject   (on the draft's word, no prefill)
+    otherwise     ->  the target-verified rule above
 """
 
 from __future__ import annotations
@@ -94,14 +98,19 @@ def aggregate(values: list[float] | tuple[float, ...], how: str, q: float = 0.1)
 
 class Judge(Protocol):
     """Step 4 as a strategy: the verdict on the selected draft step. A judge that
-    `reads_target` gets the target's log-probabilities of the step in `signals.target_logprobs`
-    (the loop has the target verify the step first)."""
+    `reads_target` is asked `needs_target` first; when it says so, the loop has the target
+    verify the step, and the judge gets the target's log-probabilities of the step in
+    `signals.target_logprobs`."""
 
     reads_target: bool
 
     def judge(
         self, signals: StepSignals, context: str, step: str, config: SpecGuardConfig
     ) -> Verdict: ...
+
+    def needs_target(self, signals: StepSignals, config: SpecGuardConfig) -> bool:
+        """Whether this step needs the target's verification (asked only if `reads_target`)."""
+        ...
 
 
 class FusionJudge:
@@ -120,6 +129,9 @@ class FusionJudge:
             confidence_bounds=config.confidence_bounds,
             grounding_bounds=config.grounding_bounds,
         )
+
+    def needs_target(self, signals: StepSignals, config: SpecGuardConfig) -> bool:
+        return False
 
 
 class StepVerifier(Protocol):
@@ -151,6 +163,9 @@ class RewardModelJudge:
             "reward_model",
         )
 
+    def needs_target(self, signals: StepSignals, config: SpecGuardConfig) -> bool:
+        return False
+
 
 class TargetJudge:
     """The target-verified judge: ``r = gamma * t~ + (1 - gamma) * r_draft`` against tau, with
@@ -158,12 +173,20 @@ class TargetJudge:
 
     reads_target = True
 
+    def needs_target(self, signals: StepSignals, config: SpecGuardConfig) -> bool:
+        """r_draft within `config.target_band`."""
+        lo, hi = config.target_band
+        return lo <= _draft_score(signals, config) <= hi
+
     def judge(
         self, signals: StepSignals, context: str, step: str, config: SpecGuardConfig
     ) -> Verdict:
-        if signals.target_logprobs is None:
-            raise ValueError("the target-verified judge needs the target's log-probabilities")
         draft = FusionJudge().judge(signals, context, step, config)
+        if signals.target_logprobs is None:
+            if self.needs_target(signals, config):
+                raise ValueError("the target-verified judge needs the target's log-probabilities")
+            # outside the band, the draft's word: above it keep, below it reject
+            return dataclasses.replace(draft, accept=draft.fused > config.target_band[1])
         if not signals.target_logprobs:  # nothing the target could score: the draft's verdict
             return dataclasses.replace(draft, signals="target_verified")
         t = aggregate(signals.target_logprobs, config.target_aggregate, config.target_quantile)
@@ -179,6 +202,10 @@ class TargetJudge:
             target_score=t,
             target_norm=t_norm,
         )
+
+
+def _draft_score(signals: StepSignals, config: SpecGuardConfig) -> float:
+    return FusionJudge().judge(signals, "", "", config).fused
 
 
 def judge_for(config: SpecGuardConfig) -> Judge:

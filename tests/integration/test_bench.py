@@ -189,9 +189,22 @@ def test_calibrate_fits_the_target_verified_judge_labelled_and_not(pair, cfg, tm
     assert res.config.judge == "target" and res.chosen.target_weight is not None
     assert res.config.target_weight == res.chosen.target_weight
     assert {c.target_weight for c in res.candidates} <= {1.0, 0.8, 0.6, 0.4}
-    # the chosen config runs as measured: its steps carry the target's score
+    # the chosen config runs as measured: its steps carry the target's score, those in the
+    # band where one was fitted (stage 4: measured beside the shortlist, taken when faster)
+    banded = [c for c in res.candidates if c.target_band is not None]
+    assert len(banded) <= 1 and all(c.target_band != (0.0, 1.0) for c in banded)
+    lo, hi = res.config.target_band
     steps = [s for it in dev for s in engine.generate(it.prompt, config=res.config).steps]
-    assert all(s.target_score is not None and s.signals == "target_verified" for s in steps)
+    for s in steps:
+        g = s.grounding_norm
+        r_draft = (
+            s.confidence_norm
+            if g is None
+            else (res.config.beta * s.confidence_norm + (1 - res.config.beta) * g)
+        )
+        inside = lo - 1e-9 <= r_draft <= hi + 1e-9
+        assert (s.target_score is not None) == inside, (r_draft, lo, hi)
+        assert (s.signals == "target_verified") == inside
     # label-free: tau by bisection on the measured rate, gamma as given
     free = calibrate_unlabelled(
         engine, [it.prompt for it in dev], base.merged(target_weight=0.8), target_rate=0.4

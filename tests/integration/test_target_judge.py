@@ -143,6 +143,36 @@ def test_a_rejected_step_costs_no_second_prefill_of_the_context():
     assert result.text == plain.text
 
 
+def test_a_band_verifies_only_the_unsure_steps_and_feeds_nothing_twice():
+    draft, target = pairs()["same-vocab"]
+    base = cfg(beta=1.0, target_speculation=0)
+    # the band: the middle of the draft scores of a run that keeps every step
+    kept = SpecGuard(draft, target, base.merged(tau=0.0)).generate(PROMPT).steps
+    r_draft = sorted(s.confidence_norm for s in kept)
+    lo, hi = r_draft[len(r_draft) // 4], r_draft[(3 * len(r_draft)) // 4]
+    tau = sorted(s.target_norm for s in kept)[len(kept) // 2]
+    fed: list[int] = []
+    count_forwards(target, fed)
+    banded = base.merged(tau=tau, target_band=(lo, hi))
+    result = SpecGuard(draft, target, banded).generate(PROMPT)
+    verified = [s for s in result.steps if s.target_score is not None]
+    skipped = [s for s in result.steps if s.target_score is None]
+    assert verified and skipped, [s.confidence_norm for s in result.steps]
+    for s in verified:  # inside the band the target decides
+        assert lo <= s.confidence_norm <= hi and s.accepted == (s.target_norm >= tau)
+    for s in skipped:  # outside it the draft does: kept above, rejected below
+        assert not lo <= s.confidence_norm <= hi and s.accepted == (s.confidence_norm > hi)
+        assert s.signals == "grounding+confidence"
+    # nothing the target was fed is fed again: the prompt, every verified draft step, every
+    # step kept on the draft's word (caught up later), and what the target wrote, once each
+    prompt = len(target.encode_prompt(PROMPT))
+    written = sum(s.num_tokens for s in result.steps if s.source == "target")
+    kept_unverified = sum(s.num_tokens for s in skipped if s.accepted)
+    bound = prompt + sum(s.draft_tokens for s in verified) + kept_unverified + written
+    assert sum(fed) <= bound + result.num_steps
+    assert len(fed) < sum(s.num_tokens for s in result.steps)  # not token by token
+
+
 def test_tau_zero_and_above_one_bracket_the_judge():
     draft, target = pairs()["same-vocab"]
     keep = SpecGuard(draft, target, cfg(tau=0.0)).generate(PROMPT)

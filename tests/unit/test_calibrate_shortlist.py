@@ -49,3 +49,35 @@ def test_target_scores_get_their_own_bounds_and_weight():
         cn = min(1.0, max(0.0, (c - c_lo) / (c_hi - c_lo)))
         assert r == pytest.approx(0.5 * tn + 0.5 * cn)
     assert sig.fused(1.0, cfg) != fused  # without gamma: the draft's score alone
+
+
+def test_the_band_is_where_the_draft_agrees_with_the_target():
+    from specguard_integrations.bench.calibrate import fit_band
+
+    # r_draft = l~ with bounds (-1, 0): confidence -0.05 * i -> 1 - 0.05 i; the target's score
+    # keeps every step with r_draft >= 0.7 and one at 0.4, and nothing else
+    sig = Signals()
+    keep = {0.4}
+    for i in range(20):
+        r = round(1 - 0.05 * i, 2)
+        t = -0.1 if r >= 0.7 or r in keep else -2.9
+        sig.confidence.append(-0.05 * i)
+        sig.grounding.append(None)
+        sig.target.append(t)
+        sig.labels.append(True)
+    cfg = SpecGuardConfig(
+        judge="target",
+        beta=1.0,
+        tau=0.5,
+        confidence_bounds=(-1.0, 0.0),
+        target_bounds=(-3.0, 0.0),
+    )
+    lo, hi = fit_band(sig, cfg)
+    # above 0.65 every step is kept; going lower adds 0.65 (rejected): 1 in 8 disagree (> 2%)
+    assert hi == pytest.approx(0.65)
+    # below 0.4 every step is rejected; at 0.45 the kept 0.4 is 1 in 8 (> 2%)
+    assert lo == pytest.approx(0.4)
+    # a target that agrees with nothing the draft says: no band
+    flip = Signals(sig.confidence, sig.grounding, [-2.9 if t == -0.1 else -0.1 for t in sig.target])
+    flip.labels = sig.labels
+    assert fit_band(flip, cfg) == (0.0, 1.0)

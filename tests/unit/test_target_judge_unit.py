@@ -59,6 +59,39 @@ def test_aggregates_and_an_empty_step():
         TargetJudge().judge(StepSignals(-0.5, None, None), "c", "s", cfg)
 
 
+def test_the_band_leaves_the_sure_steps_to_the_draft():
+    # r_draft = l~ (no grounding): confidence -0.2 -> 0.9, -1.0 -> 0.5, -1.8 -> 0.1
+    cfg = SpecGuardConfig(
+        judge="target", tau=0.5, beta=1.0, confidence_bounds=(-2.0, 0.0), target_band=(0.3, 0.8)
+    )
+    judge, sure, unsure, bad = (
+        TargetJudge(),
+        StepSignals(-0.2, None, None),
+        StepSignals(-1.0, None, None),
+        StepSignals(-1.8, None, None),
+    )
+    assert [judge.needs_target(s, cfg) for s in (sure, unsure, bad)] == [False, True, False]
+    kept = judge.judge(sure, "c", "s", cfg)  # above the band: kept without the target
+    assert kept.accept and kept.target_score is None and kept.fused == pytest.approx(0.9)
+    assert not judge.judge(bad, "c", "s", cfg).accept  # below it: rejected without the target
+    with pytest.raises(ValueError, match="log-probabilities"):  # inside it the target must speak
+        judge.judge(unsure, "c", "s", cfg)
+    # inside the band the target's score decides, whatever the draft says (gamma = 1)
+    v = judge.judge(StepSignals(-1.0, None, (-2.9,)), "c", "s", cfg)
+    assert v.target_score == pytest.approx(-2.9) and not v.accept
+    # the band's ends are kept: 0.3 and 0.8 themselves are verified; the default verifies all
+    edge = SpecGuardConfig(judge="target", beta=1.0, confidence_bounds=(-2.0, 0.0))
+    assert judge.needs_target(StepSignals(0.0, None, None), edge)
+    assert judge.needs_target(StepSignals(-2.0, None, None), edge)
+    assert judge.needs_target(StepSignals(-1.4, None, None), cfg)  # r_draft = 0.3
+    with pytest.raises(ValueError, match="target_band"):
+        SpecGuardConfig(target_band=(0.8, 0.3))
+    with pytest.raises(ValueError, match="target_band"):
+        SpecGuardConfig(target_band=(-0.1, 1.0))
+    # the draft's judge never asks the target
+    assert judge_for(SpecGuardConfig()).needs_target(unsure, cfg) is False
+
+
 def test_config_names_the_judge_and_checks_its_fields():
     assert judge_for(SpecGuardConfig()).reads_target is False
     assert judge_for(SpecGuardConfig(judge="target")).reads_target is True
