@@ -266,9 +266,10 @@ def prepare_chat(
     if not grammar_available():
         return ChatCall(text + prefix, prefix, cfg, fmt, tools, special)
     # added tokens (special or not) are single ids with no text for the grammar's byte view
-    added = tuple(str(t) for t in lm.tokenizer.get_added_vocab())
+    vocab = lm.tokenizer.get_added_vocab()
+    added = tuple(str(t) for t in vocab)
     if forced is None:  # "auto": free text, or a valid call once the call opener appears
-        auto = auto_call(fmt, tools, special + added)
+        auto = auto_call(fmt, tools, special + added, {str(t): int(i) for t, i in vocab.items()})
         if auto is None:
             return ChatCall(text, "", cfg, fmt, tools, special)
         return ChatCall(text, "", cfg, fmt, tools, special, *auto)

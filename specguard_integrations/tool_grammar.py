@@ -76,34 +76,66 @@ def _closing(fmt: AnyFormat, special: tuple[str, ...]) -> tuple[str, str]:
     return (_literal(closing) if closing else ""), ("" if plain_end else fmt.end)
 
 
+def _tokens(text: str, ids: dict[str, int]) -> str:
+    """`text` as grammar items: each of the model's special or added tokens in it (`ids`) as
+    its single token ``<[id]>``, the text between as literals."""
+    items, i = [], 0
+    while i < len(text):
+        hit = max((t for t in ids if t and text.startswith(t, i)), key=len, default=None)
+        if hit is not None:
+            items.append(f"<[{ids[hit]}]>")
+            i += len(hit)
+            continue
+        j = i + 1
+        while j < len(text) and not any(t and text.startswith(t, j) for t in ids):
+            j += 1
+        items.append(_literal(text[i:j]))
+        i = j
+    return " ".join(items)
+
+
 def auto_call(
-    fmt: AnyFormat, tools: list[dict[str, Any]], special: tuple[str, ...] = ()
+    fmt: AnyFormat,
+    tools: list[dict[str, Any]],
+    special: tuple[str, ...] = (),
+    token_ids: dict[str, int] | None = None,
 ) -> tuple[Constraint, str] | None:
     """What a reply may be under ``tool_choice="auto"``: text without the format's call opener
     (``<tool_call>``, ``[TOOL_CALLS]``), or text up to the first opener and then one call to a
-    bound tool with arguments valid under its schema. None where the opener is not text a
-    grammar can match (a special or added token, DeepSeek's markers) or the format has none
-    (llama3_json's bare object): such replies are parsed as written, and a call that is not
-    valid becomes an invalid call (`chat.keep_bound_calls`)."""
+    bound tool with arguments valid under its schema.
+
+    Where the opener is one of the model's special or added tokens (Qwen's ``<tool_call>``,
+    DeepSeek's markers) and `token_ids` gives its id, the grammar names that token
+    (``<[id]>``); free text may not spell the opener out either. Such a grammar carries its text
+    twin (the tokens as text) for checking text another writer produced. None where the format
+    has no opener (llama3_json's bare object) or a special opener's id is unknown: such
+    replies are parsed as written, and a call that is not valid becomes an invalid call
+    (`chat.keep_bound_calls`)."""
     from .segmentation import TOOL_CALL_BLOCKS
 
     opener = TOOL_CALL_BLOCKS[fmt.name][0]
-    if not opener or any(s and (s in opener or opener in s) for s in special):
-        return None
     head = fmt.forced_prefix(None)
-    if not head.startswith(opener):
+    if not opener or not head.startswith(opener):
         return None
     rest = head[len(opener) :].lstrip()
     close, left = _closing(fmt, special)
     alternatives, rules = _calls(fmt, tools, close)
     o = _regex(opener)
-    grammar = (
+    body = f"TEXT: /(?s:.+)/ & ~/(?s:.*{o}.*)/\nWS: /[ \\t\\n]+/\n" + "\n".join(rules) + "\n"
+    as_text = (
         f"start: TEXT? | CALLED WS? {_literal(rest)} ({alternatives})\n"
-        f"TEXT: /(?s:.+)/ & ~/(?s:.*{o}.*)/\n"
-        f"CALLED: /(?s:.*){o}/ & ~/(?s:.*{o}.+)/\n"
-        "WS: /[ \\t\\n]+/\n" + "\n".join(rules) + "\n"
+        f"CALLED: /(?s:.*){o}/ & ~/(?s:.*{o}.+)/\n" + body
     )
-    return Constraint.lark(grammar), left
+    named = [s for s in special if s and (s in head or opener in s)]
+    if not named:
+        return Constraint.lark(as_text), left
+    ids = {s: i for s, i in (token_ids or {}).items() if s in named}
+    if any(s not in ids for s in named):
+        return None
+    tokens = (
+        f"start: TEXT? | TEXT? {_tokens(opener, ids)} WS? {_tokens(rest, ids)} ({alternatives})\n"
+    )
+    return Constraint.lark(tokens + body, text_twin=as_text), left
 
 
 def forced_call(

@@ -27,6 +27,9 @@ class Constraint:
 
     kind: Kind
     source: str  # the schema as JSON text, the pattern, or the grammar
+    # a grammar that names a model's tokens (``<[id]>``) has a twin with them as text, for
+    # checking text another writer produced
+    text_source: str | None = None
 
     @classmethod
     def json_schema(cls, schema: dict[str, Any] | str) -> Constraint:
@@ -52,12 +55,13 @@ class Constraint:
         return cls("regex", pattern)
 
     @classmethod
-    def lark(cls, grammar: str) -> Constraint:
+    def lark(cls, grammar: str, text_twin: str | None = None) -> Constraint:
         """Text in the language of a Lark grammar (llguidance's dialect, with ``%json {...}``
-        for an embedded JSON schema)."""
+        for an embedded JSON schema). A grammar that names tokens of one model (``<[id]>``)
+        gives `text_twin`, the same language with those tokens as text."""
         if not isinstance(grammar, str) or not grammar.strip():
             raise ValueError("lark: the grammar is empty")
-        return cls("lark", grammar)
+        return cls("lark", grammar, text_twin)
 
     @property
     def schema(self) -> dict[str, Any]:

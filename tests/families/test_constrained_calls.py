@@ -182,3 +182,51 @@ def test_without_the_grammar_these_models_never_write_a_valid_call(engine, monke
         except (AssertionError, jsonschema.ValidationError):
             pass
     assert valid == 0
+
+
+def test_auto_takes_text_or_one_valid_call_after_the_opener_token(engine):
+    """tool_choice="auto": the opener, a special or added token in Qwen3 and DeepSeek-V3, is
+    named in the grammar by its id; free text cannot spell it out; the text twin checks the
+    same language on text. Sampled replies are text or valid calls, never markup."""
+    from langchain_core.messages import HumanMessage
+
+    from specguard_integrations.backends.local.grammar import Matcher, TextChecker
+    from specguard_integrations.chat import prepare_chat
+    from specguard_integrations.langchain import ChatSpecGuard
+    from specguard_integrations.segmentation import TOOL_CALL_BLOCKS
+
+    lm = engine.target.lm
+    msgs = [{"role": "user", "content": "Weather in Oslo?"}]
+    call = prepare_chat(lm, msgs, tools=TOOLS, tool_choice="auto")
+    opener = TOOL_CALL_BLOCKS[call.fmt.name][0]
+    if not opener:  # llama3_json writes a bare object: parsed as written, no grammar
+        assert call.constraint is None
+        return
+    assert call.constraint is not None
+    token = opener in lm.tokenizer.get_added_vocab()
+    assert (call.constraint.text_source is not None) == token
+    assert ("<[" in call.constraint.source) == token
+    args = {"city": "Oslo", "unit": "celsius"}
+    fmt = call.fmt
+    good = f"Let me look. {fmt.name_prefix}get_weather{fmt.args_prefix}{json.dumps(args)}"
+    good += fmt.args_suffix
+    matcher = Matcher.start(lm, call.constraint)
+    matcher.follow(lm.encode_continuation(good))
+    assert matcher.accepting
+    checker = TextChecker(call.constraint)
+    assert checker.follow(good) is None and checker.complete
+    if token:  # the opener token's text spelled out in ordinary tokens is not text either
+        half = len(opener) // 2
+        spelled = lm.encode_continuation("Hi " + opener[:half])
+        spelled += lm.encode_continuation(opener[half:])
+        assert opener not in lm.tokenizer.convert_ids_to_tokens(spelled)
+        with pytest.raises(ValueError, match="constraint"):
+            Matcher.start(lm, call.constraint).follow(spelled)
+    bound = ChatSpecGuard(engine=engine).bind_tools(TOOLS, tool_choice="auto")
+    for seed in range(6):
+        engine.config = SpecGuardConfig(k=3, temperature=1.0, tau=0.6, max_new_tokens=48, seed=seed)
+        msg = bound.invoke([HumanMessage("Weather in Oslo, or flight LH123?")])
+        assert not msg.invalid_tool_calls, msg.invalid_tool_calls
+        if msg.tool_calls:
+            _check(msg.tool_calls)
+        assert opener not in str(msg.content)

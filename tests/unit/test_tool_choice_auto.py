@@ -1,5 +1,5 @@
 """tool_choice="auto" under a grammar: free text, or text up to the call opener and then one
-valid call to a bound tool; formats whose opener is not text get no grammar."""
+valid call to a bound tool; an opener that is one of the model's tokens is named by its id."""
 
 import pytest
 
@@ -67,10 +67,36 @@ def test_an_unfinished_call_is_not_a_complete_reply():
     assert why is None and not complete
 
 
-def test_openers_that_are_not_text_get_no_grammar():
-    assert auto_call(Hermes(), TOOLS, special=("<tool_call>",)) is None  # an added token
-    assert auto_call(Llama3Json(), TOOLS) is None  # a bare JSON object has no opener
+def test_an_opener_token_is_named_by_its_id_and_its_text_twin_checks_text():
+    # Qwen's <tool_call> is an added token: the grammar names its id, the twin its text
+    special = ("<tool_call>", "</tool_call>", "<|im_end|>")
+    ids = {"<tool_call>": 151657, "</tool_call>": 151658, "<|im_end|>": 151645}
+    constraint, left = auto_call(Hermes(), TOOLS, special, ids)
+    assert "<[151657]>" in constraint.source and "<[151658]>" not in constraint.source
+    assert left == "</tool_call>"  # the end token is put back by the parser
+    checker = TextChecker(constraint)  # checks text by the twin
+    assert checker.follow('ok <tool_call>{"name": "get_weather", "arguments": {}}') is None
+    assert checker.complete
+    bad = TextChecker(constraint).follow('ok <tool_call>{"name": "calculator", "arguments": {}}')
+    assert bad is not None
+    # DeepSeek's block opens with three special tokens, each named by its id
+    begin, call, sep = (
+        "<\uff5ctool\u2581calls\u2581begin\uff5c>",
+        "<\uff5ctool\u2581call\u2581begin\uff5c>",
+        "<\uff5ctool\u2581sep\uff5c>",
+    )
+    ds, _ = auto_call(DeepSeekV3(), TOOLS, (begin, call, sep), {begin: 7, call: 8, sep: 9})
+    assert all(f"<[{i}]>" in ds.source for i in (7, 8, 9)) and ds.text_source is not None
+
+
+def test_openers_a_grammar_cannot_name_get_none():
+    # a special opener without its id, and a bare JSON object (no opener)
+    assert auto_call(Hermes(), TOOLS, special=("<tool_call>",)) is None
+    assert auto_call(Llama3Json(), TOOLS) is None
     assert (
         auto_call(DeepSeekV3(), TOOLS, special=("<\uff5ctool\u2581calls\u2581begin\uff5c>",))
         is None
     )
+    # a text opener (the bundled pair's) has one grammar, over text
+    constraint, _ = auto_call(Hermes(), TOOLS)
+    assert constraint.text_source is None and "<[" not in constraint.source

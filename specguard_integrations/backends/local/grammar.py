@@ -188,7 +188,8 @@ class TextChecker:
 
     def __init__(self, constraint: Constraint) -> None:
         llg = _llguidance()
-        grammar = _grammar(constraint.kind, constraint.source, flexible=True)
+        source = constraint.text_source or constraint.source
+        grammar = _grammar(constraint.kind, source, flexible=True)
         self.inner = llg.LLMatcher(_byte_tokenizer(), grammar, log_level=0)
         if self.inner.is_error():
             raise ValueError(
