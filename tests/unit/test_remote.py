@@ -1,5 +1,7 @@
 """Text-level pieces of the remote backends and the plain decoder, without a server."""
 
+import json
+
 import httpx
 import pytest
 
@@ -129,3 +131,86 @@ def test_client_validates_settings_and_does_not_retry_4xx():
 
     client._client = httpx.Client(transport=httpx.MockTransport(retry))
     assert client.post("/v1/completions", {}) == {"choices": []}
+
+
+def _structured_server(log: list[dict]) -> httpx.MockTransport:
+    """Writes "4" (cut by the budget), then "2" and EOS, whatever it is asked, and keeps every
+    request body."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        log.append(body)
+        chat = "messages" in body
+        msgs = body.get("messages") or []
+        written = msgs[-1]["content"] if chat and msgs[-1]["role"] == "assistant" else ""
+        full = written if chat else body["prompt"]
+        text, finish = ("", "stop") if full.endswith("42") else ("2", "stop")
+        if not full.endswith("4") and not full.endswith("42"):
+            text, finish = "4", "length"
+        choice = {"index": 0, "finish_reason": finish, "stop_reason": None}
+        choice.update(
+            {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
+        )
+        usage = {"prompt_tokens": 5, "completion_tokens": len(text), "total_tokens": 5}
+        return httpx.Response(200, json={"choices": [choice], "usage": usage})
+
+    return httpx.MockTransport(answer)
+
+
+@pytest.mark.parametrize(
+    ("engine", "api", "kind", "field"),
+    [
+        (
+            "vllm",
+            "completions",
+            "json_schema",
+            {"structured_outputs": {"json": {"type": "integer"}}},
+        ),
+        ("vllm", "chat", "regex", {"structured_outputs": {"regex": "[0-9]+"}}),
+        ("sglang", "completions", "json_schema", {"json_schema": '{"type": "integer"}'}),
+        ("sglang", "completions", "regex", {"regex": "[0-9]+"}),
+        ("llamacpp", "completions", "json_schema", {"json_schema": {"type": "integer"}}),
+        ("llamacpp", "completions", "regex", {}),
+        ("tgi", "completions", "json_schema", {}),
+        (
+            "ollama",
+            "chat",
+            "json_schema",
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": "output",
+                        "schema": {"type": "integer"},
+                        "strict": True,
+                    },
+                }
+            },
+        ),
+        ("ollama", "chat", "regex", {}),
+    ],
+)
+def test_a_constraint_goes_in_the_engines_field_where_the_text_starts(engine, api, kind, field):
+    from specguard_integrations import SpecGuard, SpecGuardConfig
+    from specguard_integrations.backends.remote.endpoint import EndpointTarget
+    from specguard_integrations.engine.constraint import Constraint
+    from specguard_integrations.testing import tiny_lm
+
+    log: list[dict] = []
+    remote = EndpointTarget("http://engine.test", "m", engine=engine, api=api)
+    remote.http._client = httpx.Client(transport=_structured_server(log))
+    c = (
+        Constraint.json_schema({"type": "integer"})
+        if kind == "json_schema"
+        else Constraint.regex("[0-9]+")
+    )
+    cfg = SpecGuardConfig.greedy(tau=1.01, max_step_tokens=1, max_new_tokens=8)
+    result = SpecGuard(tiny_lm("llama", seed=1), remote, cfg).generate("Q: 6 * 7?\n", constraint=c)
+    assert result.text == "42" and all(s.source == "target" for s in result.steps)
+    steps = [b for b in log if b["max_tokens"] == 1 and not b.get("echo")]
+    first, later = steps[0], steps[1:]
+    assert {k: first[k] for k in field} == field  # the first step: the engine's own field
+    assert not set(field) & {k for b in later for k in b}  # mid-text steps: checked instead
+    assert {"structured_outputs", "json_schema", "regex", "response_format"} & set(first) == set(
+        field
+    )

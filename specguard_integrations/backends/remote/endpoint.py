@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ...engine.backends import DecodeSettings, SignalSettings, check_prompt_text
 from . import profiles
 from .client import MAX_BODY_BYTES, EndpointError, EndpointReplyError, OpenAICompatibleClient
-from .profiles import Engine, EngineProfile
+from .profiles import Engine, EngineProfile, structured_fields
 from .replies import (
     LENGTH_SLACK_TOKENS,
     MAX_CHARS_PER_TOKEN,
@@ -143,6 +143,9 @@ class _Endpoint:
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         stops = step_stops(settings) + self.end_of_turn
         body = self._body(settings, stops, seed, logprobs)
+        if settings.constraint is not None and not so_far:  # the constrained text starts here
+            c = settings.constraint
+            body.update(structured_fields(self.profile.name, c.kind, c.source, chat=self._chat))
         deadline = settings.deadline
         if n == 1 or self.profile.n:
             return self._answer(prompt, so_far, {**body, "n": n}, stops, n, deadline)

@@ -19,6 +19,22 @@ Prompt log-probabilities (the target-verified judge) are read with ``echo`` and 
 ``/v1/completions`` from vLLM, SGLang and llama-cpp-python's server (`echo_logprobs`). TGI's
 OpenAI routes, Ollama and unknown engines return none: the judge is refused for them.
 
+Constraints (a JSON schema or a regex) go in the engine's own field where the step starts the
+constrained text (nothing of it written yet; an engine's field constrains a reply from its
+start, and none takes a prefix to continue from). Every step is checked against the constraint
+all the same (`TextChecker`): a server's text is never trusted to have honoured a field.
+
+| engine     | `/v1/completions`: JSON schema; regex       | chat API, a new turn         |
+|------------|---------------------------------------------|------------------------------|
+| `vllm`     | ``structured_outputs: {json}``; ``{regex}`` | the same                     |
+| `sglang`   | ``json_schema`` (text); ``regex``           | the same                     |
+| `llamacpp` | ``json_schema`` (see below); none           | ``response_format``          |
+| others     | none                                        | ``response_format`` (schema) |
+
+llama.cpp's own server reads ``json_schema``; llama-cpp-python's reads only a GBNF ``grammar``
+and ignores it, so its steps rest on the check alone, as TGI's and Ollama's completions do.
+Lark grammars (forced tool calls, ``tool_choice="auto"``) are checked on every engine.
+
 "Asked" means: when the answer ends with ``finish_reason: "stop"``, no stop string in its text
 and no field naming one, the model is asked for one more greedy token at that point (the server
 reuses its prefix cache). An empty answer means it ended there (EOS); anything else means it
@@ -89,6 +105,26 @@ PROFILES: dict[str, EngineProfile] = {
 }
 # `specguard serve --mode plain` answers as vLLM does
 PROFILES["specguard"] = PROFILES["vllm"]
+
+
+def structured_fields(engine: str, kind: str, source: str, *, chat: bool) -> dict[str, Any]:
+    """The request fields that ask `engine` for text in a constraint's language from the start
+    of its reply (the table above); {} where it has none for this kind."""
+    if kind not in ("json_schema", "regex"):
+        return {}
+    import json
+
+    schema = json.loads(source) if kind == "json_schema" else None
+    if engine in ("vllm", "specguard"):
+        return {"structured_outputs": {"json": schema} if schema is not None else {"regex": source}}
+    if engine == "sglang":
+        return {"json_schema": source} if schema is not None else {"regex": source}
+    if schema is None:
+        return {}
+    if chat:  # the OpenAI API's own field
+        strict = {"name": "output", "schema": schema, "strict": True}
+        return {"response_format": {"type": "json_schema", "json_schema": strict}}
+    return {"json_schema": schema} if engine == "llamacpp" else {}
 
 
 def profile(name: str) -> EngineProfile:
