@@ -6,8 +6,8 @@ its own copy of the grammar state, the selected step is scored on the tokens act
 an accepted step moves the draft's state on, a rejected one leaves it where the step began, and
 the target writes its fallback step under its own state for its own tokenizer, which follows
 every accepted step. A local backend enforces the constraint with a token mask
-(`backends/local/grammar.py`); a remote target's steps are checked against it (an engine's own
-grammar field constrains a whole reply, not a step continued from text). Asking for no
+(`backends/local/grammar.py`); a remote model's steps are checked against it (the step that
+starts the text is also asked for in the engine's own field; no field continues a prefix). Asking for no
 constraint costs nothing: the samplers take their usual path.
 """
 

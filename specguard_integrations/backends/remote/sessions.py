@@ -101,8 +101,8 @@ class TextSession:
 
     def check(self, settings: DecodeSettings, step: Candidate) -> None:
         """`EndpointReplyError` when a step breaks the constraint, or ends the generation before
-        the constrained text is complete: a server's text is never passed on unchecked (the
-        engines' own grammar fields constrain a whole reply, not a step continued from text)."""
+        the constrained text is complete: a server's text is never passed on unchecked, even
+        where the request carried the engine's own field (`profiles.structured_fields`)."""
         if settings.constraint is None:
             return
         from ..local.grammar import TextChecker
