@@ -132,15 +132,26 @@ def test_body_limits_and_content_type(client):
 
 
 def test_response_format_is_honoured(client):
-    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}}
-    for fmt in (
-        {"type": "json_object"},
-        {"type": "json_schema", "json_schema": {"name": "result", "schema": schema}},
+    import jsonschema
+
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "integer"}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    for fmt, valid in (
+        ({"type": "json_object"}, {"type": "object"}),
+        ({"type": "json_schema", "json_schema": {"name": "result", "schema": schema}}, schema),
+        (
+            {"type": "json_schema", "json_schema": {"name": "r", "schema": schema, "strict": True}},
+            schema,
+        ),
     ):
         r = post(client, {**BASE, "response_format": fmt})
         assert r.status_code == 200, r.text
         choice = r.json()["choices"][0]
-        assert isinstance(json.loads(choice["message"]["content"]), dict)
+        jsonschema.validate(json.loads(choice["message"]["content"]), valid)
         assert choice["finish_reason"] == "stop" and "tool_calls" not in choice["message"]
     both = post(client, {**BASE, "tools": [TOOL], "response_format": {"type": "json_object"}})
     assert both.status_code == 400
