@@ -113,6 +113,21 @@ def cased(rng: random.Random, words: list[str]) -> str:
     return "".join(words)
 
 
+# names agents give the calculator, in words: spelled in any case, and of other token lengths,
+# so that copying the tool's results does not lean on where they sit
+CALCULATOR_NAMES = [
+    ["calculator"],
+    ["calculator"],
+    ["calc"],
+    ["calculator", "tool"],
+    ["math", "tool"],
+    ["evaluate"],
+    ["compute", "expression"],
+    ["arithmetic"],
+    ["simple", "calculator"],
+]
+
+
 def calculator_tool(name: str) -> dict:
     return {**CALCULATOR, "function": {**CALCULATOR["function"], "name": name}}
 
@@ -335,11 +350,13 @@ def examples(
     made_up_params: float = 0.0,
     system_share: float = 0.0,
     name_case: float = 0.0,
+    tool_call_share: float = 0.0,
 ) -> list[tuple[list[int], int]]:
     """(ids, completion start) pairs: plain and chat renderings of every train item.
 
     `system_share` of the chat renderings (tool calls, made-up tools, plain chats) start with a
-    system turn; `name_case` of the tool conversations spell the tool's name in another case."""
+    system turn; `name_case` of the tool conversations spell the tool's name in another case;
+    `tool_call_share` of the tools items are rendered as chat tool calls first."""
     out = []
     rng = random.Random(seed)
 
@@ -366,6 +383,8 @@ def examples(
         )
         for item in items:
             roll = rng.random()
+            if fam == "tools" and rng.random() < tool_call_share:
+                roll = 0.8  # a chat tool-call conversation
             if roll < 0.6:
                 prompt = tok(item.prompt)["input_ids"]
                 comp = tok(item.target_text + "</s>", add_special_tokens=False)["input_ids"]
@@ -376,9 +395,11 @@ def examples(
                 prompt = tok(head, add_special_tokens=False)["input_ids"]
                 comp = tok(full[len(head) :], add_special_tokens=False)["input_ids"]
             elif fam == "tools" and roll < 0.85:
-                name = cased(rng, ["calculator"]) if rng.random() < name_case else "calculator"
-                if rng.random() < name_case / 2:
-                    name = cased(rng, [rng.choice(("calc", "calculator", "math")), "tool"])
+                name = (
+                    cased(rng, rng.choice(CALCULATOR_NAMES))
+                    if rng.random() < name_case
+                    else "calculator"
+                )
                 msgs = tool_call_conversation(item, name)
                 out.append(chat(msgs, [calculator_tool(name)], name))
                 continue
@@ -495,6 +516,7 @@ def train_model(args: argparse.Namespace) -> None:
         args.made_up_params,
         args.system_share,
         args.name_case,
+        args.tool_call_share,
     )
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     rng = random.Random(args.seed)
@@ -590,6 +612,12 @@ def main() -> None:
         type=float,
         default=0.0,
         help="share of tool conversations whose tool name is spelled in another case",
+    )
+    ap.add_argument(
+        "--tool-call-share",
+        type=float,
+        default=0.0,
+        help="share of tools items rendered as chat tool calls before the usual split",
     )
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)

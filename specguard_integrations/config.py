@@ -196,6 +196,12 @@ class SpecGuardConfig(BaseModel):
             " forwards). 0 writes the step token by token. Needs a shared vocabulary."
         ),
     )
+    constraint: dict[str, Any] | None = Field(
+        None,
+        description="A constraint on the generated text of every call: {'json_schema': {...}},"
+        " {'regex': '...'} or {'lark': '...'} (docs/structured-output.md); a call's own"
+        " constraint= replaces it.",
+    )
     use_grounding: StrictBool = Field(
         True, description="False runs the confidence-only ablation (fused score = normalised l)."
     )
@@ -207,6 +213,8 @@ class SpecGuardConfig(BaseModel):
             lo, hi = getattr(self, name)
             if not lo < hi:
                 raise ValueError(f"{name}: lower bound {lo} must be below upper bound {hi}")
+        if self.constraint is not None:
+            _check_constraint(self.constraint)
         lo, hi = self.target_band
         if not 0.0 <= lo <= hi <= 1.0:
             raise ValueError(f"target_band: need 0 <= lo <= hi <= 1, got ({lo}, {hi})")
@@ -245,3 +253,24 @@ class SpecGuardConfig(BaseModel):
         """Write the config as JSON; `extra` keys (e.g. calibration metrics) sit beside it."""
         payload: dict[str, Any] = {"config": self.model_dump(mode="json"), **extra}
         Path(path).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
+def _check_constraint(spec: dict[str, Any]) -> None:
+    """A constraint spec names one kind, with a value of that kind's type (a regex compiles; a
+    grammar is compiled where it runs)."""
+    import re
+
+    if len(spec) != 1 or next(iter(spec)) not in ("json_schema", "regex", "lark"):
+        raise ValueError(
+            f"constraint: give exactly one of json_schema, regex or lark, got {sorted(spec)}"
+        )
+    ((kind, value),) = spec.items()
+    if kind == "json_schema" and not isinstance(value, dict):
+        raise ValueError("constraint: json_schema must be a JSON object (a dict)")
+    if kind != "json_schema" and (not isinstance(value, str) or not value.strip()):
+        raise ValueError(f"constraint: {kind} must be a non-empty string")
+    if kind == "regex":
+        try:
+            re.compile(value)
+        except re.error as err:
+            raise ValueError(f"constraint: regex: {err}") from None

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..config import SpecGuardConfig
 from .backends import check_text
+from .constraint import Constraint
 
 
 def normalise_stop(stop: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
@@ -23,6 +24,18 @@ def normalise_stop(stop: str | list[str] | tuple[str, ...] | None) -> tuple[str,
             raise ValueError(f"stop[{i}] is empty: stop sequences must be non-empty strings")
         check_text(s, f"stop[{i}]")
     return tuple(items)
+
+
+def resolve_constraint(constraint: Constraint | None, cfg: SpecGuardConfig) -> Constraint | None:
+    """The call's constraint, else the config's (`SpecGuardConfig.constraint`), else None."""
+    if constraint is not None and not isinstance(constraint, Constraint):
+        raise TypeError(
+            f"constraint must be a Constraint, got {type(constraint).__name__}"
+            " (Constraint.json_schema(...), .regex(...) or .lark(...))"
+        )
+    if constraint is None and cfg.constraint is not None:
+        return Constraint.from_spec(cfg.constraint)
+    return constraint
 
 
 def check_timeout(timeout: float | None) -> None:

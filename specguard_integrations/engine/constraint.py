@@ -6,8 +6,9 @@ its own copy of the grammar state, the selected step is scored on the tokens act
 an accepted step moves the draft's state on, a rejected one leaves it where the step began, and
 the target writes its fallback step under its own state for its own tokenizer, which follows
 every accepted step. A local backend enforces the constraint with a token mask
-(`backends/local/grammar.py`); a remote model's steps are checked against it (the step that
-starts the text is also asked for in the engine's own field; no field continues a prefix). Asking for no
+(`backends/local/grammar.py`); a remote model's steps are checked against it (the step
+that starts the text is also asked for in the engine's own field; no field continues a
+prefix). Asking for no
 constraint costs nothing: the samplers take their usual path.
 """
 
@@ -62,6 +63,21 @@ class Constraint:
         if not isinstance(grammar, str) or not grammar.strip():
             raise ValueError("lark: the grammar is empty")
         return cls("lark", grammar, text_twin)
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Constraint:
+        """The constraint a config names: ``{"json_schema": {...}}``, ``{"regex": "..."}`` or
+        ``{"lark": "..."}``."""
+        if not isinstance(spec, dict) or len(spec) != 1:
+            raise ValueError("constraint: give exactly one of json_schema, regex or lark")
+        ((kind, source),) = spec.items()
+        if kind == "json_schema":
+            return cls.json_schema(source)
+        if kind in ("regex", "lark") and isinstance(source, str):
+            return cls.regex(source) if kind == "regex" else cls.lark(source)
+        raise ValueError(
+            f"constraint: {kind!r} is not json_schema (an object), regex or lark (strings)"
+        )
 
     @property
     def schema(self) -> dict[str, Any]:

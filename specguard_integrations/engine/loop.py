@@ -33,7 +33,7 @@ from ..types import (
     StepRecord,
     StepSource,
 )
-from .arguments import batch_arguments, check_timeout, normalise_stop
+from .arguments import batch_arguments, check_timeout, normalise_stop, resolve_constraint
 from .backends import (
     DecodeSettings,
     DraftModel,
@@ -216,8 +216,8 @@ class SpecGuard:
         raises `TimeoutError` (the steps already yielded stand); a request in flight to a remote
         model is bounded by it too.
         `constraint`: a JSON schema, regex or Lark grammar (`engine.constraint.Constraint`) the
-        whole generated text must match; every sampler (draft candidates, the target's
-        fallback) samples under it (docs/structured-output.md).
+        whole generated text must match (else the config's `constraint`); every sampler (draft
+        candidates, the target's fallback) samples under it (docs/structured-output.md).
         """
         check_prompt_text(prompt)
         stops = normalise_stop(stop)
@@ -227,12 +227,8 @@ class SpecGuard:
                 f"config must be a SpecGuardConfig, got {type(config).__name__}"
                 " (for a few changes: engine.config.merged(k=..., tau=...))"
             )
-        if constraint is not None and not isinstance(constraint, Constraint):
-            raise TypeError(
-                f"constraint must be a Constraint, got {type(constraint).__name__}"
-                " (Constraint.json_schema(...), .regex(...) or .lark(...))"
-            )
         cfg = config or self.config
+        constraint = resolve_constraint(constraint, cfg)
         self.judge_of(cfg)  # a judge the target cannot serve is refused before anything runs
         return StepStream(self._run(prompt, cfg, stops, add_special_tokens, timeout, constraint))
 

@@ -44,6 +44,17 @@ _RUN_PREFIX = "lc_run--"
 _M = TypeVar("_M", CallbackManager, AsyncCallbackManager)
 
 
+# json_mode without a schema: a forced call whose arguments are any JSON object
+_JSON_OBJECT = {
+    "type": "function",
+    "function": {
+        "name": "json_object",
+        "description": "The reply as JSON.",
+        "parameters": {"type": "object"},
+    },
+}
+
+
 def _run_id_of(chunk: ChatGenerationChunk) -> UUID | None:
     """The chat run's id, which langchain-core writes into the first chunk's message id."""
     mid = chunk.message.id or ""
@@ -132,29 +143,61 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
 
     def with_structured_output(
         self,
-        schema: dict[str, Any] | type,
+        schema: dict[str, Any] | type | None = None,
         *,
         include_raw: bool = False,
         method: Literal["function_calling", "json_schema", "json_mode"] = "function_calling",
         strict: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
-        """Structured output through a forced call of a tool whose parameters are `schema`.
+        """Structured output through a forced call of a tool whose parameters are `schema`,
+        sampled under a grammar of that schema (the ``[grammar]`` extra), so the output is
+        valid by construction.
 
-        All three methods decode the same way (a JSON object in the model's tool-call format);
-        they differ only in how the schema is given, and `json_mode` needs a schema too.
-        Decoding is not grammar-constrained, so `strict` is accepted but cannot be guaranteed.
-        A reply that does not fit the schema: without `include_raw` the parser raises
-        (``OutputParserException``); with `include_raw` the result is
-        ``{"raw": message, "parsed": None, "parsing_error": error}`` and nothing raises.
+        All three methods decode the same way, as `specguard serve` serves ``response_format``:
+        `function_calling` and `json_schema` take the schema; `json_mode` without one returns
+        any JSON object (a dict). `strict=True` is OpenAI's strict schema: no properties beyond
+        the schema's (``additionalProperties: false`` throughout). A reply that does not parse
+        (no grammar, or cut by the token budget): without `include_raw` the parser raises
+        (``OutputParserException``); with it the result is
+        ``{"raw": message, "parsed": None, "parsing_error": error}``.
         """
+        from langchain_core.output_parsers.openai_tools import (
+            JsonOutputKeyToolsParser,
+            PydanticToolsParser,
+        )
+        from langchain_core.runnables import RunnableMap, RunnablePassthrough
+
         if kwargs:
             raise ValueError(f"unsupported arguments: {sorted(kwargs)}")
         if method not in ("function_calling", "json_schema", "json_mode"):
             raise ValueError(f"method: unknown value {method!r}")
-        if schema is None:
-            raise ValueError("with_structured_output needs a schema")
-        return super().with_structured_output(schema, include_raw=include_raw)
+        if schema is None and method != "json_mode":
+            raise ValueError(f"with_structured_output(method={method!r}) needs a schema")
+        tool = _JSON_OBJECT if schema is None else convert_to_openai_tool(schema, strict=strict)
+        name = tool["function"]["name"]
+        llm = self.bind_tools(
+            [tool],
+            tool_choice=name,
+            ls_structured_output_format={
+                "kwargs": {"method": method, "strict": strict},
+                "schema": tool if schema is None else schema,
+            },
+        )
+        parser: Runnable[Any, Any] = (
+            PydanticToolsParser(tools=[schema], first_tool_only=True)
+            if isinstance(schema, type) and issubclass(schema, BaseModel)
+            else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
+        )
+        if not include_raw:
+            return llm | parser
+        parsed = RunnablePassthrough.assign(
+            parsed=lambda x: parser.invoke(x["raw"]), parsing_error=lambda _: None
+        )
+        fallback = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | parsed.with_fallbacks(
+            [fallback], exception_key="parsing_error"
+        )
 
     # ------------------------------------------------------------ calls
     def _call(

@@ -230,3 +230,32 @@ def test_auto_takes_text_or_one_valid_call_after_the_opener_token(engine):
         if msg.tool_calls:
             _check(msg.tool_calls)
         assert opener not in str(msg.content)
+
+
+def test_every_structured_output_method_parses(engine):
+    """`with_structured_output` by each of LangChain's methods, a pydantic class, a JSON schema
+    and json_mode without a schema: each result parses and validates."""
+    from pydantic import BaseModel, Field
+
+    from specguard_integrations.langchain import ChatSpecGuard
+
+    class Flight(BaseModel):
+        """A flight to look up."""
+
+        code: str = Field(pattern="^[A-Z]{2}[0-9]{2,3}$")
+
+    engine.config = SpecGuardConfig(k=3, temperature=0.9, tau=0.6, max_new_tokens=64, seed=5)
+    chat = ChatSpecGuard(engine=engine)
+    for method in ("function_calling", "json_schema", "json_mode"):
+        # strict: no properties beyond the schema's (a random model would wander into them)
+        flight = chat.with_structured_output(Flight, method=method, strict=True)
+        flight = flight.invoke("Flight LH123?")
+        assert isinstance(flight, Flight), (method, flight)
+        raw = chat.with_structured_output(FLIGHT | {"title": "Flight"}, method=method)
+        out = raw.invoke("Flight LH123?")
+        jsonschema.validate(out, FLIGHT)
+    anything = chat.with_structured_output(None, method="json_mode", include_raw=True)
+    out = anything.invoke("Flight LH123?")
+    assert out["parsing_error"] is None and isinstance(out["parsed"], dict), out
+    with pytest.raises(ValueError, match="needs a schema"):
+        chat.with_structured_output(None, method="json_schema")

@@ -94,6 +94,30 @@ def test_regex_and_lark_constraints(pair):
             assert re.fullmatch(pattern, text), (c.kind, text)
 
 
+def test_a_constraint_in_the_config_holds_for_every_call_and_a_call_replaces_it(pair, tmp_path):
+    draft, target = pair
+    pattern = r"Answer: [0-9]{1,3} (kg|g)\."
+    cfg = _cfg(tau=0.5, max_new_tokens=40, constraint={"regex": pattern})
+    path = tmp_path / "cfg.json"
+    cfg.to_file(path)  # a config file carries it too
+    sg = SpecGuard(draft, target, SpecGuardConfig.from_file(path))
+    for seed in range(5):
+        assert re.fullmatch(pattern, sg.generate(PROMPT, config=sg.config.merged(seed=seed)).text)
+    digits = sg.generate(PROMPT, constraint=Constraint.regex("[0-9]{2}")).text
+    assert re.fullmatch("[0-9]{2}", digits)  # the call's own constraint replaces the config's
+    as_json = SpecGuard(draft, target, _cfg(tau=0.5, constraint={"json_schema": SCHEMA}))
+    jsonschema.validate(json.loads(as_json.generate(PROMPT).text), SCHEMA)
+    for bad, why in (
+        ({"regex": "([a-z"}, "constraint: regex"),
+        ({"regex": "a", "lark": "b"}, "exactly one"),
+        ({"json": {}}, "exactly one"),
+        ({"json_schema": "[1]"}, "JSON object"),
+        ({"lark": ""}, "non-empty"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            _cfg(constraint=bad)
+
+
 def test_bad_constraints_are_named():
     with pytest.raises(ValueError, match="regex"):
         Constraint.regex("([a-z")
