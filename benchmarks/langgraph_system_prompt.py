@@ -1,8 +1,9 @@
-"""LangGraph's `create_react_agent` on the bundled pair with a system prompt and a PascalCase
-tool name, with and without the `tool_choice="auto"` grammar: how many held-out tools items end
-with the right answer, and which tools were called.
+"""LangGraph's `create_react_agent` on the bundled pair as agents are written: with and without a
+system prompt, with the tool named in PascalCase, snake_case, camelCase or lower case, and with
+the `tool_choice="auto"` grammar on and off. Prints, per setup, how many held-out tools items
+end with the right answer and no pending call.
 
-    .venv/bin/python benchmarks/langgraph_system_prompt.py [on] [off]
+    .venv/bin/python benchmarks/langgraph_system_prompt.py [ITEMS] [on] [off]
 """
 
 from __future__ import annotations
@@ -22,34 +23,45 @@ from specguard_integrations.tasks.base import calculator as evaluate
 SYSTEM = "You are a careful assistant. Use the Calculator tool for arithmetic."
 
 
-@tool("Calculator")
-def calculator(expression: str) -> str:
-    """Evaluate a + b, a - b or a * b with integers."""
-    try:
-        return evaluate(expression)
-    except ValueError as err:
-        return f"error: {err}"
+def named(name: str):
+    @tool(name)
+    def calculator(expression: str) -> str:
+        """Evaluate a + b, a - b or a * b with integers."""
+        try:
+            return evaluate(expression)
+        except ValueError as err:
+            return f"error: {err}"
+
+    return calculator
 
 
-def main(modes: list[str]) -> None:
-    items = make_split("tools", "test", 6)
+SETUPS = [
+    ("system prompt, Calculator", "Calculator", SYSTEM),
+    ("no system prompt, calculator", "calculator", None),
+    ("system prompt, get_result", "get_result", "Be precise. Use get_result."),
+    ("no system prompt, computeExpression", "computeExpression", None),
+]
+
+
+def main(n: int, modes: list[str]) -> None:
+    items = make_split("tools", "test", n)
     model = ChatSpecGuard(device="cpu")
     for mode in modes:
         if mode == "off":  # no grammar: the reply is parsed as written
             chat.grammar_available = lambda: False  # type: ignore[assignment]
-        solved, t0 = 0, time.perf_counter()
-        for item in items:
-            agent = create_react_agent(model, [calculator], prompt=SYSTEM)
-            out = agent.invoke({"messages": [("user", item.prompt)]}, {"recursion_limit": 12})
-            msgs = out["messages"]
-            calls = [c["name"] for m in msgs if isinstance(m, AIMessage) for c in m.tool_calls]
-            final = msgs[-1]
-            ok = isinstance(final, AIMessage) and not final.tool_calls
-            ok = ok and item.answer in str(final.content)
-            solved += ok
-            print(mode, ok, calls, repr(str(final.content)[-60:]))
-        print(f"{mode}: {solved}/{len(items)} right, {time.perf_counter() - t0:.1f} s")
+        for label, name, prompt in SETUPS:
+            solved, t0 = 0, time.perf_counter()
+            for item in items:
+                agent = create_react_agent(model, [named(name)], prompt=prompt)
+                out = agent.invoke({"messages": [("user", item.prompt)]}, {"recursion_limit": 12})
+                final = out["messages"][-1]
+                ok = isinstance(final, AIMessage) and not final.tool_calls
+                solved += ok and item.answer in str(final.content)
+            took = time.perf_counter() - t0
+            print(f"grammar {mode}, {label}: {solved}/{len(items)} right, {took:.1f} s", flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["on", "off"])
+    args = sys.argv[1:]
+    count = int(args.pop(0)) if args and args[0].isdigit() else 10
+    main(count, args or ["on", "off"])

@@ -167,6 +167,7 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
             PydanticToolsParser,
         )
         from langchain_core.runnables import RunnableMap, RunnablePassthrough
+        from langchain_core.utils.pydantic import is_basemodel_subclass
 
         if kwargs:
             raise ValueError(f"unsupported arguments: {sorted(kwargs)}")
@@ -186,7 +187,7 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
         )
         parser: Runnable[Any, Any] = (
             PydanticToolsParser(tools=[schema], first_tool_only=True)
-            if isinstance(schema, type) and issubclass(schema, BaseModel)
+            if isinstance(schema, type) and is_basemodel_subclass(schema)  # pydantic v1 or v2
             else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
         )
         if not include_raw:

@@ -17,9 +17,11 @@ from specguard_integrations.tasks.base import calculator as evaluate
 ITEMS = make_split("tools", "test", 6)
 # Items the agents must solve end to end out of ITEMS, one below what they solve with the bundled
 # weights and config (measured with the round-5 weights, on the first 10 / first 6 items:
-# LangChain agent and FunctionAgent 9/10 and 5/6 each, ReActAgent 7/10 and 4/6).
+# LangChain agent and FunctionAgent 9/10 and 5/6 each, ReActAgent 7/10 and 4/6; LangGraph with a
+# system prompt and `Calculator`, round-6 weights: 10/10 and 6/6).
 MIN_SOLVED = 4
 MIN_SOLVED_REACT = 3
+MIN_SOLVED_LANGGRAPH = 5
 
 
 def gold_expressions(item):
@@ -51,6 +53,39 @@ def langchain_agent_solves(item):
 def test_langchain_agent_uses_the_tool_and_answers():
     solved = [langchain_agent_solves(item) for item in ITEMS]
     assert sum(solved) >= MIN_SOLVED, solved
+
+
+SYSTEM = "You are a careful assistant. Use the Calculator tool for arithmetic."
+
+
+@tool("Calculator")
+def pascal_calculator(expression: str) -> str:
+    """Evaluate a + b, a - b or a * b with integers."""
+    return evaluate(expression)
+
+
+def langgraph_agent_solves(item):
+    """LangGraph's prebuilt ReAct agent with a system prompt and a PascalCase tool name, as
+    LangGraph users write it: the bound tool called with the gold arguments, the right answer."""
+    from langgraph.prebuilt import create_react_agent
+
+    agent = create_react_agent(ChatSpecGuard(device="cpu"), [pascal_calculator], prompt=SYSTEM)
+    out = agent.invoke({"messages": [("user", item.prompt)]}, {"recursion_limit": 12})
+    msgs = out["messages"]
+    calls = [c for m in msgs if isinstance(m, AIMessage) for c in m.tool_calls]
+    final = msgs[-1]
+    return (
+        [(c["name"], c["args"]) for c in calls]
+        == [("Calculator", {"expression": e}) for e in gold_expressions(item)]
+        and isinstance(final, AIMessage)
+        and not final.tool_calls
+        and item.answer in str(final.content)
+    )
+
+
+def test_langgraph_agent_with_a_system_prompt_and_a_pascal_case_tool():
+    solved = [langgraph_agent_solves(item) for item in ITEMS]
+    assert sum(solved) >= MIN_SOLVED_LANGGRAPH, solved
 
 
 def _example(name):
