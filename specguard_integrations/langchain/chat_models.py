@@ -45,7 +45,7 @@ _M = TypeVar("_M", CallbackManager, AsyncCallbackManager)
 
 
 # json_mode without a schema: a forced call whose arguments are any JSON object
-_JSON_OBJECT = {
+_JSON_OBJECT: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "json_object",
@@ -175,8 +175,10 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
             raise ValueError(f"method: unknown value {method!r}")
         if schema is None and method != "json_mode":
             raise ValueError(f"with_structured_output(method={method!r}) needs a schema")
-        tool = _JSON_OBJECT if schema is None else convert_to_openai_tool(schema, strict=strict)
-        name = tool["function"]["name"]
+        tool: dict[str, Any] = (
+            _JSON_OBJECT if schema is None else convert_to_openai_tool(schema, strict=strict)
+        )
+        name = str(tool["function"]["name"])
         llm = self.bind_tools(
             [tool],
             tool_choice=name,
