@@ -18,6 +18,7 @@ from pydantic import (
     StrictBool,
     StrictFloat,
     StrictInt,
+    field_validator,
     model_validator,
 )
 
@@ -207,6 +208,14 @@ class SpecGuardConfig(BaseModel):
     )
     seed: StrictInt | None = Field(0, description="Seed of the sampling generator; None draws one.")
 
+    @field_validator("constraint", mode="before")
+    @classmethod
+    def _constraint_spec(cls, value: Any) -> Any:
+        """A `Constraint` object is taken as its spec."""
+        from .engine.constraint import Constraint
+
+        return value.spec() if isinstance(value, Constraint) else value
+
     @model_validator(mode="after")
     def _check(self) -> SpecGuardConfig:
         for name in ("confidence_bounds", "grounding_bounds", "target_bounds"):
@@ -218,6 +227,8 @@ class SpecGuardConfig(BaseModel):
         lo, hi = self.target_band
         if not 0.0 <= lo <= hi <= 1.0:
             raise ValueError(f"target_band: need 0 <= lo <= hi <= 1, got ({lo}, {hi})")
+        if (lo, hi) != (0.0, 1.0) and self.judge != "target":
+            raise ValueError("target_band applies to judge='target' only; set judge='target'")
         if self.temperature == 0.0 and self.k > 1:
             raise ValueError(
                 f"k={self.k} with temperature=0: greedy candidates are identical; use k=1"
@@ -256,8 +267,8 @@ class SpecGuardConfig(BaseModel):
 
 
 def _check_constraint(spec: dict[str, Any]) -> None:
-    """A constraint spec names one kind, with a value of that kind's type (a regex compiles; a
-    grammar is compiled where it runs)."""
+    """A constraint spec names one kind, with a value of that kind's type, which the grammar
+    library compiles (where it is installed)."""
     import re
 
     if len(spec) != 1 or next(iter(spec)) not in ("json_schema", "regex", "lark"):
@@ -274,3 +285,8 @@ def _check_constraint(spec: dict[str, Any]) -> None:
             re.compile(value)
         except re.error as err:
             raise ValueError(f"constraint: regex: {err}") from None
+    from .engine.constraint import Constraint
+
+    why = Constraint.from_spec(spec).compile_error()  # what the sampler could not compile
+    if why is not None:
+        raise ValueError(f"constraint: the {kind} does not compile: {why}")

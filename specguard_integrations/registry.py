@@ -187,8 +187,9 @@ def build_pair(
         draft_kwargs=draft_kwargs,
         target_kwargs=target_kwargs,
     )
-    if judge is not None:
-        engine.config = engine.config.merged(judge=judge)
+    if judge is not None:  # the draft's judge has no band: a config's band goes with its judge
+        band = None if judge == "target" else (0.0, 1.0)
+        engine.config = engine.config.merged(judge=judge, target_band=band)
     engine.judge_of(engine.config)  # a judge the target cannot serve is refused at start
     return engine
 

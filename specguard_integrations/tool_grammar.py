@@ -135,7 +135,8 @@ def auto_call(
     tokens = (
         f"start: TEXT? | TEXT? {_tokens(opener, ids)} WS? {_tokens(rest, ids)} ({alternatives})\n"
     )
-    return Constraint.lark(tokens + body, text_twin=as_text), left
+    named_ids = tuple(sorted(ids.items()))
+    return Constraint.lark(tokens + body, text_twin=as_text, tokens=named_ids), left
 
 
 def forced_call(

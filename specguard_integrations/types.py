@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 StepSource = Literal["draft", "target"]
 Decision = Literal["accept", "reject"]
-SignalMode = Literal["grounding+confidence", "confidence_only", "reward_model", "target_verified"]
+SignalMode = Literal[
+    "grounding+confidence", "confidence_only", "reward_model", "target_verified", "draft_band"
+]
 StepFinish = Literal[
     "boundary",  # the segmenter found a step boundary
     "final_answer",  # the step holds a final-answer marker line: generation ends
@@ -87,8 +89,10 @@ class StepRecord(BaseModel):
         description="Verdict on the draft step: accept, or reject (fallback)."
     )
     signals: SignalMode = Field(
-        description="What the verdict read: the draft signals available, a reward model, or"
-        " the target's log-probabilities (target_verified)."
+        description="What the verdict read: the draft signals available, a reward model, the"
+        " target's log-probabilities (target_verified), or the draft's score outside the"
+        " target-verified judge's band (draft_band: kept above it, rejected below it, whatever"
+        " the threshold)."
     )
     grounding: float | None = Field(description="g = min_t G(t), attention-rollout grounding.")
     confidence: float = Field(description="l = min_t log p_draft(s_t | ctx, s_<t).")

@@ -144,9 +144,12 @@ def _rsd(n: str, p: _Pair) -> Method:
 
     if p.prm is None:
         raise ValueError("the rsd method needs a process reward model (--prm PATH)")
-    base = p.config.merged(judge="draft")  # the PRM is the judge, whatever the config names
+    # the PRM is the judge, whatever the config names
+    base = p.config.merged(judge="draft", target_band=(0.0, 1.0))
     rsd = SpecGuard(p.draft, p.target, base, judge=RewardModelJudge(p.prm))
-    return LoopMethod(n, rsd, p.config.merged(tau=p.prm_threshold, judge="draft"))
+    return LoopMethod(
+        n, rsd, p.config.merged(tau=p.prm_threshold, judge="draft", target_band=(0.0, 1.0))
+    )
 
 
 @dataclass
@@ -194,13 +197,25 @@ def build_methods(
         raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)} or config:PATH")
     if not names:
         raise ValueError("no methods given")
+    _unconstrained(config, "the bench's config")
     pair = _Pair(draft, target, config, SpecGuard(draft, target, config), prm, prm_threshold)
     out: list[Method] = []
     for name in names:
         if name.startswith("config:"):
             path = Path(name.split(":", 1)[1])
             cfg = SpecGuardConfig.from_file(path)
+            _unconstrained(cfg, str(path))
             out.append(LoopMethod(f"config:{path.stem}", pair.engine, cfg))
         else:
             out.append(METHODS[name](name, pair))
     return out
+
+
+def _unconstrained(cfg: Any, where: str) -> None:
+    """The methods compared answer in free text (checked as such, the baselines unconstrained):
+    a config that constrains the output would not be compared like for like."""
+    if cfg.constraint is not None:
+        raise ValueError(
+            f"{where} carries a constraint ({next(iter(cfg.constraint))}); the benchmark compares"
+            " free-text answers, with unconstrained baselines: remove it from the config"
+        )

@@ -59,6 +59,7 @@ BETAS = (0.0, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0)
 GAMMAS = (1.0, 0.8, 0.6, 0.4)  # weights of the target's score under the target-verified judge
 RATE_BUCKET = 0.05  # width of the predicted-rate buckets the shortlist spreads over
 BAND_AGREEMENT = 0.98  # share of band-decided dev steps whose draft verdict matches the target's
+FULL_BAND = (0.0, 1.0)  # the target verifies every step
 TAU_QUANTILES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
@@ -207,7 +208,7 @@ def _keep_all_signals(
     from ..tasks.runner import solve_specguard
 
     sig = Signals()
-    keep_all = base.merged(tau=0.0)
+    keep_all = base.merged(tau=0.0, target_band=FULL_BAND)  # every step kept, every step scored
     for it in items:
         s = solve_specguard(engine, it, keep_all)
         labels: list[bool | None] = [
@@ -239,7 +240,7 @@ def calibrate(
     if shortlist < 1:
         raise ValueError("shortlist must be >= 1")
     sig = _keep_all_signals(engine, items, base, progress)
-    bounded = fit_bounds(sig, base)  # 1.
+    bounded = fit_bounds(sig, base).merged(target_band=FULL_BAND)  # 1.; a band is fitted in 4.
     short = _shortlist(_predict(sig, bounded), max_target_rate, goal, shortlist)
     for c in short:  # 3. measured
         c.accuracy, c.target_call_rate, c.seconds = _evaluate(engine, items, _config(bounded, c))
@@ -248,8 +249,6 @@ def calibrate(
     chosen = min(short, key=_measured_key(max_target_rate, goal))
     if bounded.judge == "target" and sig.labelled:  # 4. the band
         chosen = _banded(engine, items, sig, bounded, chosen, short, max_target_rate, goal)
-        if progress:
-            progress("candidates")
     objective = {"max_target_rate": goal} if max_target_rate is not None else {"target_rate": goal}
     return CalibrationResult(
         config=_config(bounded, chosen),
@@ -293,17 +292,25 @@ def fit_band(sig: Signals, cfg: SpecGuardConfig) -> tuple[float, float]:
     r_draft = sig.fused(cfg.beta, cfg)
     kept = [r >= cfg.tau for r in sig.fused(cfg.beta, cfg, cfg.target_weight)]
     steps = sorted(zip(r_draft, kept, strict=True))
+    values = sorted({r for r, _ in steps})
     lo, hi = 0.0, 1.0
-    for h in sorted({r for r, _ in steps}, reverse=True):
-        above = [k for r, k in steps if r > h]
-        if above and sum(above) < BAND_AGREEMENT * len(above):
+    n = agree = 0  # steps above the candidate hi, and those the rule keeps
+    i = len(steps)
+    for h in reversed(values):  # one pass down the sorted steps
+        while i > 0 and steps[i - 1][0] > h:
+            i -= 1
+            n, agree = n + 1, agree + steps[i][1]
+        if n and agree < BAND_AGREEMENT * n:
             break
-        hi = h if above else hi
-    for low in sorted({r for r, _ in steps}):
-        below = [not k for r, k in steps if r < low]
-        if below and sum(below) < BAND_AGREEMENT * len(below):
+        hi = h if n else hi
+    n = agree = i = 0  # steps below the candidate lo, and those the rule rejects
+    for low in values:
+        while i < len(steps) and steps[i][0] < low:
+            n, agree = n + 1, agree + (not steps[i][1])
+            i += 1
+        if n and agree < BAND_AGREEMENT * n:
             break
-        lo = low if below else lo
+        lo = low if n else lo
     return (min(lo, hi), hi)
 
 
@@ -320,7 +327,7 @@ def _banded(
     """The chosen candidate with the fitted band, when it runs at least as accurately in fewer
     seconds and still meets the objective; else the chosen one."""
     band = fit_band(sig, _config(bounded, chosen))
-    if band == (0.0, 1.0):
+    if band == FULL_BAND:
         return chosen
     c = dataclasses.replace(chosen, target_band=band)
     c.accuracy, c.target_call_rate, c.seconds = _evaluate(engine, items, _config(bounded, c))
@@ -402,7 +409,7 @@ def calibrate_unlabelled(
     if not prompts:
         raise ValueError("calibration needs prompts")
     sig = Signals()
-    keep_all = base.merged(tau=0.0)
+    keep_all = base.merged(tau=0.0, target_band=FULL_BAND)
     for p in prompts:
         records = engine.generate(p, config=keep_all).steps
         sig.add(records, [None] * len(records))

@@ -96,6 +96,7 @@ def record_steps(
     between the dev and test splits (by item, so no item is in both)."""
     from ..backends.local.model import LocalCausalLM
     from ..engine.policy import judge_for
+    from ..engine.policy import needs_target as wants_target
     from ..tasks.runner import solve_specguard
 
     lm = draft_model(engine)
@@ -112,13 +113,15 @@ def record_steps(
             return recorder.judge_step(sig, context, step, cfg)
 
         def needs_target(self, sig: Any, cfg: Any) -> bool:
-            return inner.needs_target(sig, cfg)
+            return wants_target(inner, sig, cfg)
 
     saved, engine.judge = engine.judge, Judge()
     try:
         for n, item in enumerate(items):
             recorder.seen.clear()
-            solved = solve_specguard(engine, item, config.merged(judge="draft"))
+            solved = solve_specguard(
+                engine, item, config.merged(judge="draft", target_band=(0.0, 1.0))
+            )
             split = "dev" if n % round(1 / dev_share) == 0 else "test"
             for i, ((ctx, step), rec) in enumerate(zip(recorder.seen, solved.records, strict=True)):
                 verdict = item.check_step(i, rec.draft_text)

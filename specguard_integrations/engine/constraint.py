@@ -29,8 +29,9 @@ class Constraint:
     kind: Kind
     source: str  # the schema as JSON text, the pattern, or the grammar
     # a grammar that names a model's tokens (``<[id]>``) has a twin with them as text, for
-    # checking text another writer produced
+    # checking text another writer produced and for a model whose vocabulary differs
     text_source: str | None = None
+    tokens: tuple[tuple[str, int], ...] = ()  # the tokens it names: (text, id)
 
     @classmethod
     def json_schema(cls, schema: dict[str, Any] | str) -> Constraint:
@@ -56,13 +57,19 @@ class Constraint:
         return cls("regex", pattern)
 
     @classmethod
-    def lark(cls, grammar: str, text_twin: str | None = None) -> Constraint:
+    def lark(
+        cls,
+        grammar: str,
+        text_twin: str | None = None,
+        tokens: tuple[tuple[str, int], ...] = (),
+    ) -> Constraint:
         """Text in the language of a Lark grammar (llguidance's dialect, with ``%json {...}``
         for an embedded JSON schema). A grammar that names tokens of one model (``<[id]>``)
-        gives `text_twin`, the same language with those tokens as text."""
+        gives `text_twin`, the same language with those tokens as text, and the `tokens` it
+        names as (text, id): a model whose vocabulary has other ids samples under the twin."""
         if not isinstance(grammar, str) or not grammar.strip():
             raise ValueError("lark: the grammar is empty")
-        return cls("lark", grammar, text_twin)
+        return cls("lark", grammar, text_twin, tuple(tokens))
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Constraint:
@@ -78,6 +85,38 @@ class Constraint:
         raise ValueError(
             f"constraint: {kind!r} is not json_schema (an object), regex or lark (strings)"
         )
+
+    def spec(self) -> dict[str, Any]:
+        """The constraint as `SpecGuardConfig.constraint` holds it (`from_spec` reads it)."""
+        if self.tokens:
+            raise ValueError("a grammar that names one model's tokens has no config form")
+        return {self.kind: self.schema if self.kind == "json_schema" else self.source}
+
+    def compile_error(self) -> str | None:
+        """Why the grammar library cannot compile this constraint (a look-behind in a regex, a
+        schema type that does not exist, Lark syntax), or None; None as well where the library
+        (the ``[grammar]`` extra) is not installed."""
+        import importlib.util
+
+        if importlib.util.find_spec("llguidance") is None:
+            return None
+        import llguidance
+
+        m: Any = llguidance.LLMatcher
+        build: Any = {
+            "json_schema": m.grammar_from_json_schema,
+            "regex": m.grammar_from_regex,
+            "lark": m.grammar_from_lark,
+        }[self.kind]
+        try:
+            error = m.validate_grammar(build(self.source))
+        except ValueError as err:
+            error = str(err)
+        if not error or not error.strip():
+            return None
+        lines = [line.strip() for line in error.strip().splitlines()]
+        detail = [line for line in lines[1:] if line.startswith("error:")]
+        return " ".join(lines[:1] + detail)
 
     @property
     def schema(self) -> dict[str, Any]:

@@ -48,7 +48,7 @@ from .backends import (
     check_prompt_text,
 )
 from .constraint import Constraint
-from .policy import Judge, Verdict, judge_for
+from .policy import Judge, Verdict, judge_for, needs_target
 from .transcript import StepStream, Transcript, record
 
 if TYPE_CHECKING:
@@ -350,7 +350,7 @@ class SpecGuard:
     ) -> tuple[StepSignals, Verdict]:
         """The judge's verdict on the chosen step; a judge that reads the target first has the
         target verify the step where it needs to (its catch-up prefill, timed as the target's)."""
-        if judge.reads_target and judge.needs_target(sig, cfg):
+        if needs_target(judge, sig, cfg):
             with times.timed("target"), self._away(target):
                 sig = _verified(sig, chosen, draft, target, settings.deadline)
         with times.timed("decide"):

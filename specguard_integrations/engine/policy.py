@@ -97,10 +97,11 @@ def aggregate(values: list[float] | tuple[float, ...], how: str, q: float = 0.1)
 
 
 class Judge(Protocol):
-    """Step 4 as a strategy: the verdict on the selected draft step. A judge that
-    `reads_target` is asked `needs_target` first; when it says so, the loop has the target
-    verify the step, and the judge gets the target's log-probabilities of the step in
-    `signals.target_logprobs`."""
+    """Step 4 as a strategy: the verdict on the selected draft step. For a judge that
+    `reads_target` the loop has the target verify the step first, and the judge gets the
+    target's log-probabilities of the step in `signals.target_logprobs`. Such a judge may also
+    define ``needs_target(signals, config) -> bool`` to spare the target the steps it can
+    decide without it (`TargetJudge`'s band); without it every step is verified."""
 
     reads_target: bool
 
@@ -108,9 +109,13 @@ class Judge(Protocol):
         self, signals: StepSignals, context: str, step: str, config: SpecGuardConfig
     ) -> Verdict: ...
 
-    def needs_target(self, signals: StepSignals, config: SpecGuardConfig) -> bool:
-        """Whether this step needs the target's verification (asked only if `reads_target`)."""
-        ...
+
+def needs_target(judge: Judge, signals: StepSignals, config: SpecGuardConfig) -> bool:
+    """Whether the loop has the target verify this step for `judge` (see `Judge`)."""
+    if not judge.reads_target:
+        return False
+    ask = getattr(judge, "needs_target", None)  # optional: judges written before the band
+    return True if ask is None else bool(ask(signals, config))
 
 
 class FusionJudge:
@@ -129,9 +134,6 @@ class FusionJudge:
             confidence_bounds=config.confidence_bounds,
             grounding_bounds=config.grounding_bounds,
         )
-
-    def needs_target(self, signals: StepSignals, config: SpecGuardConfig) -> bool:
-        return False
 
 
 class StepVerifier(Protocol):
@@ -163,9 +165,6 @@ class RewardModelJudge:
             "reward_model",
         )
 
-    def needs_target(self, signals: StepSignals, config: SpecGuardConfig) -> bool:
-        return False
-
 
 class TargetJudge:
     """The target-verified judge: ``r = gamma * t~ + (1 - gamma) * r_draft`` against tau, with
@@ -186,7 +185,8 @@ class TargetJudge:
             if self.needs_target(signals, config):
                 raise ValueError("the target-verified judge needs the target's log-probabilities")
             # outside the band, the draft's word: above it keep, below it reject
-            return dataclasses.replace(draft, accept=draft.fused > config.target_band[1])
+            keep = draft.fused > config.target_band[1]
+            return dataclasses.replace(draft, accept=keep, signals="draft_band")
         if not signals.target_logprobs:  # nothing the target could score: the draft's verdict
             return dataclasses.replace(draft, signals="target_verified")
         t = aggregate(signals.target_logprobs, config.target_aggregate, config.target_quantile)

@@ -55,6 +55,20 @@ _JSON_OBJECT: dict[str, Any] = {
 }
 
 
+def _with_call(message: AIMessage) -> AIMessage:
+    """The reply, if it holds a valid call of the structured-output tool; else
+    ``OutputParserException`` naming why (the parsers would return None)."""
+    from langchain_core.exceptions import OutputParserException
+
+    if message.tool_calls:
+        return message
+    bad = message.invalid_tool_calls
+    why = bad[0].get("error") if bad else "the reply made no call"
+    raise OutputParserException(
+        f"no structured output: {why}", llm_output=str(message.content or (bad and bad[0]))
+    )
+
+
 def _run_id_of(chunk: ChatGenerationChunk) -> UUID | None:
     """The chat run's id, which langchain-core writes into the first chunk's message id."""
     mid = chunk.message.id or ""
@@ -166,7 +180,7 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
             JsonOutputKeyToolsParser,
             PydanticToolsParser,
         )
-        from langchain_core.runnables import RunnableMap, RunnablePassthrough
+        from langchain_core.runnables import RunnableLambda, RunnableMap, RunnablePassthrough
         from langchain_core.utils.pydantic import is_basemodel_subclass
 
         if kwargs:
@@ -187,7 +201,7 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
                 "schema": tool if schema is None else schema,
             },
         )
-        parser: Runnable[Any, Any] = (
+        parser: Runnable[Any, Any] = RunnableLambda(_with_call) | (
             PydanticToolsParser(tools=[schema], first_tool_only=True)
             if isinstance(schema, type) and is_basemodel_subclass(schema)  # pydantic v1 or v2
             else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)

@@ -180,10 +180,13 @@ def test_calibrate_cli_writes_a_config_the_bench_accepts(tmp_path):
 def test_calibrate_fits_the_target_verified_judge_labelled_and_not(pair, cfg, tmp_path):
     from specguard_integrations.bench.calibrate import calibrate_unlabelled
 
-    base = cfg.merged(judge="target")
+    # a config that already has a band: calibration starts from every step verified
+    base = cfg.merged(judge="target", target_band=(0.45, 0.55))
     engine = SpecGuard(*pair, base)
     dev = load_suite("bundled:arithmetic,multihop", limit=3, offset=400)
     res = calibrate(engine, dev, base, max_target_rate=0.5, shortlist=3)
+    assert res.config.target_band != (0.45, 0.55)
+    assert all(c.target_band is None for c in res.candidates[:3])  # measured without one
     t_lo, t_hi = res.config.target_bounds
     assert t_lo < t_hi <= 0.0 and (t_lo, t_hi) != base.target_bounds  # fitted on the steps
     assert res.config.judge == "target" and res.chosen.target_weight is not None
@@ -207,7 +210,10 @@ def test_calibrate_fits_the_target_verified_judge_labelled_and_not(pair, cfg, tm
         assert (s.signals == "target_verified") == inside
     # label-free: tau by bisection on the measured rate, gamma as given
     free = calibrate_unlabelled(
-        engine, [it.prompt for it in dev], base.merged(target_weight=0.8), target_rate=0.4
+        engine,
+        [it.prompt for it in dev],
+        base.merged(target_weight=0.8, target_band=(0.0, 1.0)),
+        target_rate=0.4,
     )
     assert free.config.target_weight == 0.8 and free.chosen.target_weight == 0.8
     assert free.config.target_bounds[0] < free.config.target_bounds[1]

@@ -105,6 +105,9 @@ def test_a_constraint_in_the_config_holds_for_every_call_and_a_call_replaces_it(
         assert re.fullmatch(pattern, sg.generate(PROMPT, config=sg.config.merged(seed=seed)).text)
     digits = sg.generate(PROMPT, constraint=Constraint.regex("[0-9]{2}")).text
     assert re.fullmatch("[0-9]{2}", digits)  # the call's own constraint replaces the config's
+    # a Constraint object is taken as its spec
+    as_object = _cfg(constraint=Constraint.json_schema(SCHEMA))
+    assert as_object.constraint == {"json_schema": SCHEMA}
     as_json = SpecGuard(draft, target, _cfg(tau=0.5, constraint={"json_schema": SCHEMA}))
     jsonschema.validate(json.loads(as_json.generate(PROMPT).text), SCHEMA)
     for bad, why in (
@@ -113,6 +116,9 @@ def test_a_constraint_in_the_config_holds_for_every_call_and_a_call_replaces_it(
         ({"json": {}}, "exactly one"),
         ({"json_schema": "[1]"}, "JSON object"),
         ({"lark": ""}, "non-empty"),
+        ({"regex": "(?<=a)b"}, "look-around"),  # Python's re takes it; the sampler cannot
+        ({"lark": "this is not lark"}, "lark does not compile"),
+        ({"json_schema": {"type": "nonsense"}}, "json_schema does not compile"),
     ):
         with pytest.raises(ValueError, match=why):
             _cfg(constraint=bad)
@@ -140,3 +146,42 @@ def test_no_constraint_changes_nothing(pair):
     draft, target = pair
     sg = SpecGuard(draft, target, _cfg(tau=0.5, seed=4))
     assert sg.generate(PROMPT).text == sg.generate(PROMPT, constraint=None).text
+
+
+def test_an_opener_token_grammar_runs_on_a_pair_whose_vocabularies_differ():
+    """The auto grammar names the chat model's `<tool_call>` by its id; a draft whose
+    vocabulary has no such token samples under the grammar's text twin instead."""
+    from specguard_integrations.backends.local.grammar import Matcher
+    from specguard_integrations.backends.local.model import LocalCausalLM
+    from specguard_integrations.chat import prepare_chat
+    from specguard_integrations.langchain import ChatSpecGuard
+    from specguard_integrations.testing import char_tokenizer, tiny_model
+
+    tok = char_tokenizer()
+    tok.add_tokens(["<tool_call>", "</tool_call>"])
+    target = LocalCausalLM(tiny_model("llama", vocab_size=len(tok), seed=2, layers=3), tok)
+    draft = tiny_lm("llama", seed=1)
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
+    msgs = [{"role": "user", "content": "Weather in Oslo?"}]
+    call = prepare_chat(target, msgs, tools=tools, tool_choice="auto")
+    assert call.constraint.tokens and "<[" in call.constraint.source
+    text = 'Hi <tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}'
+    for lm in (target, draft):  # by id on the target, by the text twin on the draft
+        m = Matcher.start(lm, call.constraint)
+        m.follow(lm.encode_continuation(text))
+        assert m.accepting
+    engine = SpecGuard(draft, target, _cfg(k=2, tau=0.5, max_new_tokens=24, max_step_tokens=4))
+    msg = ChatSpecGuard(engine=engine).bind_tools(tools, tool_choice="auto").invoke("Oslo?")
+    assert not msg.invalid_tool_calls and "<tool_call>" not in msg.content

@@ -135,6 +135,25 @@ def test_forced_tool_call_from_a_random_model_is_parsed_or_invalid(engine):
     assert len(calls) == 1 and calls[0]["name"] == "add"
 
 
+def test_structured_output_cut_by_the_budget_raises_or_reports(engine):
+    """A forced call cut by max_tokens is no structured output: the parser raises naming why,
+    and with include_raw the error is reported beside the raw message."""
+    from langchain_core.exceptions import OutputParserException
+    from pydantic import BaseModel
+
+    class Person(BaseModel):
+        name: str
+        age: int
+
+    chat = ChatSpecGuard(engine=engine, max_tokens=3)
+    for schema, method in ((Person, "function_calling"), (None, "json_mode")):
+        with pytest.raises(OutputParserException, match="no structured output"):
+            chat.with_structured_output(schema, method=method).invoke("Alice is 30.")
+    out = chat.with_structured_output(Person, include_raw=True).invoke("Alice is 30.")
+    assert out["parsed"] is None and isinstance(out["parsing_error"], OutputParserException)
+    assert out["raw"].invalid_tool_calls and not out["raw"].tool_calls
+
+
 def test_llm_and_reasoning_chain(engine):
     events, runs = Events(), Runs()
     llm = SpecGuardLLM(engine=engine)

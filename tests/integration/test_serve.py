@@ -387,3 +387,24 @@ def test_langchain_chat_model_as_target_gets_the_prefix_and_the_stop():
     assert all(stop == ["\n\n"] for _, stop in seen)
     assert [len(m) for m, _ in seen] == [1, 2, 2]  # the steps so far go back as the AI prefix
     assert result.prompt_tokens == 7 and all(s.num_tokens == 3 for s in result.steps)
+
+
+def test_a_constrained_step_sent_to_specguard_serve_is_checked_not_refused():
+    """`specguard serve --mode plain` is read as its own profile: a constrained step is sent
+    without a grammar field it would refuse (400), and its text is checked here."""
+    from starlette.testclient import TestClient
+
+    from specguard_integrations.backends.remote.client import EndpointReplyError
+    from specguard_integrations.engine.constraint import Constraint
+    from specguard_integrations.server import create_app
+    from specguard_integrations.server.served import PlainServed
+    from specguard_integrations.testing import tiny_lm
+
+    client = TestClient(create_app(PlainServed(tiny_lm("llama", seed=2, layers=3), name="m")))
+    remote = EndpointTarget("http://testserver", "m", engine="auto")
+    remote.http._client = client  # a TestClient is an httpx.Client
+    cfg = SpecGuardConfig.greedy(tau=1.01, max_step_tokens=2, max_new_tokens=6)
+    engine = SpecGuard(tiny_lm("llama", seed=1), remote, cfg)
+    assert engine.generate("Q\n").text and remote.profile.name == "specguard"
+    with pytest.raises(EndpointReplyError, match="breaks the regex constraint"):
+        engine.generate("Q\n", constraint=Constraint.regex("[0-9]+"))

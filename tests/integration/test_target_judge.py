@@ -162,7 +162,7 @@ def test_a_band_verifies_only_the_unsure_steps_and_feeds_nothing_twice():
         assert lo <= s.confidence_norm <= hi and s.accepted == (s.target_norm >= tau)
     for s in skipped:  # outside it the draft does: kept above, rejected below
         assert not lo <= s.confidence_norm <= hi and s.accepted == (s.confidence_norm > hi)
-        assert s.signals == "grounding+confidence"
+        assert s.signals == "draft_band"
     # nothing the target was fed is fed again: the prompt, every verified draft step, every
     # step kept on the draft's word (caught up later), and what the target wrote, once each
     prompt = len(target.encode_prompt(PROMPT))

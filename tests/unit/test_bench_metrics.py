@@ -151,3 +151,14 @@ def test_signal_quality_and_markdown():
     )
     table = markdown(BenchResult([summary], sq, runs))
     assert "| sg | 50.0% | 100% | 0% |" in table and "AUROC fused" in table
+
+
+def test_a_constrained_config_is_refused_by_the_bench():
+    import pytest
+
+    from specguard_integrations import SpecGuardConfig
+    from specguard_integrations.baselines.methods import build_methods
+
+    cfg = SpecGuardConfig(constraint={"regex": "[0-9]+"})
+    with pytest.raises(ValueError, match="carries a constraint"):
+        build_methods(["target", "config"], None, None, cfg)  # type: ignore[arg-type]

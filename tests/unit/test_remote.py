@@ -173,6 +173,14 @@ def _structured_server(log: list[dict]) -> httpx.MockTransport:
         ("llamacpp", "completions", "regex", {}),
         ("tgi", "completions", "json_schema", {}),
         (
+            "tgi",
+            "chat",
+            "json_schema",
+            {"response_format": {"type": "json", "value": {"type": "integer"}}},
+        ),
+        ("tgi", "chat", "regex", {"response_format": {"type": "regex", "value": "[0-9]+"}}),
+        ("specguard", "completions", "json_schema", {}),  # `specguard serve` takes no field
+        (
             "ollama",
             "chat",
             "json_schema",
@@ -191,13 +199,24 @@ def _structured_server(log: list[dict]) -> httpx.MockTransport:
     ],
 )
 def test_a_constraint_goes_in_the_engines_field_where_the_text_starts(engine, api, kind, field):
+    run_with_fields(engine, api, kind, field, {})
+
+
+def test_a_grammar_field_the_user_sends_stands_alone():
+    # the user's own vLLM field in extra_body: no second one is added
+    mine = {"guided_json": {"type": "integer"}}
+    log = run_with_fields("vllm", "completions", "json_schema", mine, mine)
+    assert all("structured_outputs" not in b for b in log)
+
+
+def run_with_fields(engine, api, kind, field, extra):
     from specguard_integrations import SpecGuard, SpecGuardConfig
     from specguard_integrations.backends.remote.endpoint import EndpointTarget
     from specguard_integrations.engine.constraint import Constraint
     from specguard_integrations.testing import tiny_lm
 
     log: list[dict] = []
-    remote = EndpointTarget("http://engine.test", "m", engine=engine, api=api)
+    remote = EndpointTarget("http://engine.test", "m", engine=engine, api=api, extra_body=extra)
     remote.http._client = httpx.Client(transport=_structured_server(log))
     c = (
         Constraint.json_schema({"type": "integer"})
@@ -210,7 +229,9 @@ def test_a_constraint_goes_in_the_engines_field_where_the_text_starts(engine, ap
     steps = [b for b in log if b["max_tokens"] == 1 and not b.get("echo")]
     first, later = steps[0], steps[1:]
     assert {k: first[k] for k in field} == field  # the first step: the engine's own field
-    assert not set(field) & {k for b in later for k in b}  # mid-text steps: checked instead
+    ours = set(field) - set(extra)  # extra_body goes with every request, as the user asked
+    assert not ours & {k for b in later for k in b}  # mid-text steps: checked instead
     assert {"structured_outputs", "json_schema", "regex", "response_format"} & set(first) == set(
         field
-    )
+    ) - set(extra)
+    return log

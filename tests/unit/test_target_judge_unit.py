@@ -73,6 +73,7 @@ def test_the_band_leaves_the_sure_steps_to_the_draft():
     assert [judge.needs_target(s, cfg) for s in (sure, unsure, bad)] == [False, True, False]
     kept = judge.judge(sure, "c", "s", cfg)  # above the band: kept without the target
     assert kept.accept and kept.target_score is None and kept.fused == pytest.approx(0.9)
+    assert kept.signals == "draft_band"
     assert not judge.judge(bad, "c", "s", cfg).accept  # below it: rejected without the target
     with pytest.raises(ValueError, match="log-probabilities"):  # inside it the target must speak
         judge.judge(unsure, "c", "s", cfg)
@@ -85,11 +86,25 @@ def test_the_band_leaves_the_sure_steps_to_the_draft():
     assert judge.needs_target(StepSignals(-2.0, None, None), edge)
     assert judge.needs_target(StepSignals(-1.4, None, None), cfg)  # r_draft = 0.3
     with pytest.raises(ValueError, match="target_band"):
-        SpecGuardConfig(target_band=(0.8, 0.3))
+        SpecGuardConfig(judge="target", target_band=(0.8, 0.3))
+    with pytest.raises(ValueError, match="judge='target'"):  # the draft's judge has no band
+        SpecGuardConfig(target_band=(0.2, 0.8))
     with pytest.raises(ValueError, match="target_band"):
-        SpecGuardConfig(target_band=(-0.1, 1.0))
-    # the draft's judge never asks the target
-    assert judge_for(SpecGuardConfig()).needs_target(unsure, cfg) is False
+        SpecGuardConfig(judge="target", target_band=(-0.1, 1.0))
+    # the draft's judge never asks the target; a judge that reads the target and predates the
+    # band (no needs_target) is asked for every step
+    from specguard_integrations.engine.policy import needs_target
+
+    assert needs_target(judge_for(SpecGuardConfig()), unsure, cfg) is False
+    assert needs_target(judge, sure, cfg) is False and needs_target(judge, unsure, cfg)
+
+    class Older:
+        reads_target = True
+
+        def judge(self, signals, context, step, config):
+            return TargetJudge().judge(signals, context, step, config)
+
+    assert needs_target(Older(), sure, cfg)
 
 
 def test_config_names_the_judge_and_checks_its_fields():

@@ -93,6 +93,12 @@ class _TokenTexts:
         return self._encode(text)
 
 
+def _has_tokens(lm: LocalCausalLM, tokens: tuple[tuple[str, int], ...]) -> bool:
+    """Whether `lm`'s vocabulary has each (text, id) a grammar names."""
+    ids = [lm.tokenizer.convert_tokens_to_ids(text) for text, _ in tokens]
+    return ids == [i for _, i in tokens]
+
+
 def _first_line(error: str) -> str:
     """llguidance's error without the parser state it appends."""
     return error.strip().splitlines()[0] if error.strip() else ""
@@ -110,7 +116,10 @@ class Matcher:
         compile."""
         llg = _llguidance()
         tok = ll_tokenizer(lm)
-        inner = llg.LLMatcher(tok, _grammar(constraint.kind, constraint.source), log_level=0)
+        source = constraint.source
+        if constraint.tokens and not _has_tokens(lm, constraint.tokens):
+            source = constraint.text_source or source  # another vocabulary: the text twin
+        inner = llg.LLMatcher(tok, _grammar(constraint.kind, source), log_level=0)
         if inner.is_error():
             raise ValueError(
                 f"the {constraint.kind} constraint does not compile: {inner.get_error()}"

@@ -40,6 +40,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# request fields by which engines constrain a reply (a user's own in extra_body stands)
+_GRAMMAR_FIELDS = {
+    "structured_outputs",
+    "guided_json",
+    "guided_regex",
+    "guided_grammar",
+    "guided_choice",
+    "json_schema",
+    "regex",
+    "ebnf",
+    "grammar",
+    "response_format",
+    "format",
+}
+
 Api = Literal["completions", "chat"]
 
 
@@ -145,7 +160,9 @@ class _Endpoint:
         body = self._body(settings, stops, seed, logprobs)
         if settings.constraint is not None and not so_far:  # the constrained text starts here
             c = settings.constraint
-            body.update(structured_fields(self.profile.name, c.kind, c.source, chat=self._chat))
+            fields = structured_fields(self.profile.name, c.kind, c.source, chat=self._chat)
+            if not set(self.extra_body) & _GRAMMAR_FIELDS:  # the user's own field stands
+                body.update(fields)
         deadline = settings.deadline
         if n == 1 or self.profile.n:
             return self._answer(prompt, so_far, {**body, "n": n}, stops, n, deadline)

@@ -24,15 +24,18 @@ constrained text (nothing of it written yet; an engine's field constrains a repl
 start, and none takes a prefix to continue from). Every step is checked against the constraint
 all the same (`TextChecker`): a server's text is never trusted to have honoured a field.
 
-| engine     | `/v1/completions`: JSON schema; regex       | chat API, a new turn         |
-|------------|---------------------------------------------|------------------------------|
-| `vllm`     | ``structured_outputs: {json}``; ``{regex}`` | the same                     |
-| `sglang`   | ``json_schema`` (text); ``regex``           | the same                     |
-| `llamacpp` | ``json_schema`` (see below); none           | ``response_format``          |
-| others     | none                                        | ``response_format`` (schema) |
+| engine     | `/v1/completions`: JSON schema; regex       | chat API, a new turn            |
+|------------|---------------------------------------------|---------------------------------|
+| `vllm`     | ``structured_outputs: {json}``; ``{regex}`` | the same                        |
+| `sglang`   | ``json_schema`` (text); ``regex``           | the same                        |
+| `llamacpp` | ``json_schema`` (see below); none           | (continued over completions)    |
+| `tgi`      | none                                        | ``response_format`` json; regex |
+| `ollama`   | none                                        | ``response_format`` json_schema |
+| others     | none                                        | none                            |
 
 llama.cpp's own server reads ``json_schema``; llama-cpp-python's reads only a GBNF ``grammar``
-and ignores it, so its steps rest on the check alone, as TGI's and Ollama's completions do.
+and ignores it. `specguard serve --mode plain` takes no such field. A field the user already
+sends in ``extra_body`` is left as given.
 Lark grammars (forced tool calls, ``tool_choice="auto"``) are checked on every engine.
 
 "Asked" means: when the answer ends with ``finish_reason: "stop"``, no stop string in its text
@@ -46,6 +49,7 @@ tell it directly: a stop match leaves tokens past the text.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -103,8 +107,8 @@ PROFILES: dict[str, EngineProfile] = {
     "ollama": EngineProfile("ollama", prefill="auto"),
     "generic": EngineProfile("generic"),
 }
-# `specguard serve --mode plain` answers as vLLM does
-PROFILES["specguard"] = PROFILES["vllm"]
+# `specguard serve --mode plain` answers as vLLM does, and takes no engine grammar field
+PROFILES["specguard"] = dataclasses.replace(PROFILES["vllm"], name="specguard")
 
 
 def structured_fields(engine: str, kind: str, source: str, *, chat: bool) -> dict[str, Any]:
@@ -115,16 +119,21 @@ def structured_fields(engine: str, kind: str, source: str, *, chat: bool) -> dic
     import json
 
     schema = json.loads(source) if kind == "json_schema" else None
-    if engine in ("vllm", "specguard"):
+    if engine == "vllm":
         return {"structured_outputs": {"json": schema} if schema is not None else {"regex": source}}
     if engine == "sglang":
         return {"json_schema": source} if schema is not None else {"regex": source}
-    if schema is None:
-        return {}
-    if chat:  # the OpenAI API's own field
+    if engine == "llamacpp" and not chat and schema is not None:
+        return {"json_schema": schema}
+    if chat and engine == "tgi":  # TGI's grammar type, in its chat route's response_format
+        value = schema if schema is not None else source
+        return {
+            "response_format": {"type": "json" if schema is not None else "regex", "value": value}
+        }
+    if chat and engine == "ollama" and schema is not None:  # the OpenAI API's own field
         strict = {"name": "output", "schema": schema, "strict": True}
         return {"response_format": {"type": "json_schema", "json_schema": strict}}
-    return {"json_schema": schema} if engine == "llamacpp" else {}
+    return {}
 
 
 def profile(name: str) -> EngineProfile:
@@ -138,7 +147,7 @@ def profile(name: str) -> EngineProfile:
 def detect(http: OpenAICompatibleClient) -> tuple[EngineProfile, str]:
     """The engine behind `http`, and what showed it. Unknown engines get `generic`."""
     owner = _owner(http.get("/v1/models"))
-    by_owner = {"vllm": "vllm", "sglang": "sglang", "specguard": "vllm", "me": "llamacpp"}
+    by_owner = {"vllm": "vllm", "sglang": "sglang", "specguard": "specguard", "me": "llamacpp"}
     if owner in by_owner:
         return PROFILES[by_owner[owner]], f"/v1/models owned_by={owner!r}"
     if owner == "llamacpp":
