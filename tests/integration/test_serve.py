@@ -389,22 +389,17 @@ def test_langchain_chat_model_as_target_gets_the_prefix_and_the_stop():
     assert result.prompt_tokens == 7 and all(s.num_tokens == 3 for s in result.steps)
 
 
-def test_a_constrained_step_sent_to_specguard_serve_is_checked_not_refused():
+def test_a_constrained_step_sent_to_specguard_serve_is_checked_not_refused(plain_server, cfg):
     """`specguard serve --mode plain` is read as its own profile: a constrained step is sent
     without a grammar field it would refuse (400), and its text is checked here."""
-    from starlette.testclient import TestClient
-
     from specguard_integrations.backends.remote.client import EndpointReplyError
     from specguard_integrations.engine.constraint import Constraint
-    from specguard_integrations.server import create_app
-    from specguard_integrations.server.served import PlainServed
-    from specguard_integrations.testing import tiny_lm
 
-    client = TestClient(create_app(PlainServed(tiny_lm("llama", seed=2, layers=3), name="m")))
-    remote = EndpointTarget("http://testserver", "m", engine="auto")
-    remote.http._client = client  # a TestClient is an httpx.Client
-    cfg = SpecGuardConfig.greedy(tau=1.01, max_step_tokens=2, max_new_tokens=6)
-    engine = SpecGuard(tiny_lm("llama", seed=1), remote, cfg)
-    assert engine.generate("Q\n").text and remote.profile.name == "specguard"
+    draft = load_lm(resolve(None, "draft"), device="cpu")
+    remote = EndpointTarget(plain_server.url, TARGET_NAME, engine="auto")
+    engine = SpecGuard(draft, remote, cfg.merged(tau=1.5, max_new_tokens=24))
+    prompt = "Question: What is 3 + 4?\n"
+    anything = engine.generate(prompt, constraint=Constraint.regex("(?s:.+)"))
+    assert anything.text and remote.profile.name == "specguard"
     with pytest.raises(EndpointReplyError, match="breaks the regex constraint"):
-        engine.generate("Q\n", constraint=Constraint.regex("[0-9]+"))
+        engine.generate(prompt, constraint=Constraint.regex("[0-9]+"))
