@@ -212,7 +212,7 @@ class SpecGuardConfig(BaseModel):
     @classmethod
     def _constraint_spec(cls, value: Any) -> Any:
         """A `Constraint` object is taken as its spec."""
-        from .engine.constraint import Constraint
+        from .constraint import Constraint
 
         return value.spec() if isinstance(value, Constraint) else value
 
@@ -285,7 +285,7 @@ def _check_constraint(spec: dict[str, Any]) -> None:
             re.compile(value)
         except re.error as err:
             raise ValueError(f"constraint: regex: {err}") from None
-    from .engine.constraint import Constraint
+    from .constraint import Constraint
 
     why = Constraint.from_spec(spec).compile_error()  # what the sampler could not compile
     if why is not None:

@@ -96,7 +96,6 @@ def record_steps(
     between the dev and test splits (by item, so no item is in both)."""
     from ..backends.local.model import LocalCausalLM
     from ..engine.policy import judge_for
-    from ..engine.policy import needs_target as wants_target
     from ..tasks.runner import solve_specguard
 
     lm = draft_model(engine)
@@ -111,9 +110,6 @@ def record_steps(
 
         def judge(self, sig: Any, context: str, step: str, cfg: Any) -> Any:
             return recorder.judge_step(sig, context, step, cfg)
-
-        def needs_target(self, sig: Any, cfg: Any) -> bool:
-            return wants_target(inner, sig, cfg)
 
     saved, engine.judge = engine.judge, Judge()
     try:

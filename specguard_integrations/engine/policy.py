@@ -99,9 +99,8 @@ def aggregate(values: list[float] | tuple[float, ...], how: str, q: float = 0.1)
 class Judge(Protocol):
     """Step 4 as a strategy: the verdict on the selected draft step. For a judge that
     `reads_target` the loop has the target verify the step first, and the judge gets the
-    target's log-probabilities of the step in `signals.target_logprobs`. Such a judge may also
-    define ``needs_target(signals, config) -> bool`` to spare the target the steps it can
-    decide without it (`TargetJudge`'s band); without it every step is verified."""
+    target's log-probabilities of the step in `signals.target_logprobs` (for the steps in the
+    config's band, `needs_target`)."""
 
     reads_target: bool
 
@@ -110,12 +109,17 @@ class Judge(Protocol):
     ) -> Verdict: ...
 
 
+def in_band(signals: StepSignals, config: SpecGuardConfig) -> bool:
+    """r_draft within `config.target_band` (every step without a band)."""
+    lo, hi = config.target_band
+    return lo <= _draft_score(signals, config) <= hi
+
+
 def needs_target(judge: Judge, signals: StepSignals, config: SpecGuardConfig) -> bool:
-    """Whether the loop has the target verify this step for `judge` (see `Judge`)."""
-    if not judge.reads_target:
-        return False
-    ask = getattr(judge, "needs_target", None)  # optional: judges written before the band
-    return True if ask is None else bool(ask(signals, config))
+    """Whether the loop has the target verify this step for `judge`: one that reads the target,
+    for a step in the config's band. A band needs ``judge="target"``, so a judge of one's own
+    (which cannot be combined with it) has every step verified."""
+    return judge.reads_target and in_band(signals, config)
 
 
 class FusionJudge:
@@ -174,8 +178,7 @@ class TargetJudge:
 
     def needs_target(self, signals: StepSignals, config: SpecGuardConfig) -> bool:
         """r_draft within `config.target_band`."""
-        lo, hi = config.target_band
-        return lo <= _draft_score(signals, config) <= hi
+        return in_band(signals, config)
 
     def judge(
         self, signals: StepSignals, context: str, step: str, config: SpecGuardConfig

@@ -91,8 +91,8 @@ def test_the_band_leaves_the_sure_steps_to_the_draft():
         SpecGuardConfig(target_band=(0.2, 0.8))
     with pytest.raises(ValueError, match="target_band"):
         SpecGuardConfig(judge="target", target_band=(-0.1, 1.0))
-    # the draft's judge never asks the target; a judge that reads the target and predates the
-    # band (no needs_target) is asked for every step
+    # the draft's judge never asks the target; a judge of one's own that reads the target
+    # (which a band cannot go with) has every step verified
     from specguard_integrations.engine.policy import needs_target
 
     assert needs_target(judge_for(SpecGuardConfig()), unsure, cfg) is False
@@ -104,7 +104,8 @@ def test_the_band_leaves_the_sure_steps_to_the_draft():
         def judge(self, signals, context, step, config):
             return TargetJudge().judge(signals, context, step, config)
 
-    assert needs_target(Older(), sure, cfg)
+    plain = SpecGuardConfig(beta=1.0, confidence_bounds=(-2.0, 0.0))
+    assert all(needs_target(Older(), x, plain) for x in (sure, unsure, bad))
 
 
 def test_config_names_the_judge_and_checks_its_fields():
