@@ -7,6 +7,7 @@ never mutates it; per-call overrides go through `SpecGuardConfig.merged`.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -285,8 +286,14 @@ def _check_constraint(spec: dict[str, Any]) -> None:
             re.compile(value)
         except re.error as err:
             raise ValueError(f"constraint: regex: {err}") from None
-    from .constraint import Constraint
-
-    why = Constraint.from_spec(spec).compile_error()  # what the sampler could not compile
+    why = _compile_error(json.dumps(spec, sort_keys=True))  # what the sampler could not compile
     if why is not None:
         raise ValueError(f"constraint: the {kind} does not compile: {why}")
+
+
+@functools.lru_cache(maxsize=64)
+def _compile_error(spec: str) -> str | None:
+    """Once per spec: configs are copied (`merged`) on every call."""
+    from .constraint import Constraint
+
+    return Constraint.from_spec(json.loads(spec)).compile_error()
