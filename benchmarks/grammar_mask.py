@@ -123,7 +123,7 @@ def end_to_end(n: int) -> None:
 
     from specguard_integrations.backends.local.model import LocalCausalLM
     from specguard_integrations.baselines.plain import plain_stream
-    from specguard_integrations.engine.constraint import Constraint
+    from specguard_integrations.constraint import Constraint
     from specguard_integrations.registry import load_pair
     from specguard_integrations.testing import tiny_family_model
 

@@ -10,11 +10,29 @@ from typing import TYPE_CHECKING
 
 from ._lazy import lazy
 from .config import SpecGuardConfig
+from .constraint import Constraint
+from .errors import (
+    Cancelled,
+    ConfigError,
+    DeadlinePassed,
+    EndpointError,
+    EndpointRejected,
+    EndpointReplyError,
+    EndpointTimeout,
+    EndpointUnreachable,
+    GenerationTimeout,
+    InvalidInputError,
+    InvalidTypeError,
+    MissingAssetError,
+    MissingDependencyError,
+    ModelError,
+    SpecGuardError,
+    StateError,
+)
 from .types import GenerationResult, PhaseTimes, StepRecord
 
 if TYPE_CHECKING:
     from .backends.local.model import LocalCausalLM
-    from .backends.remote.client import EndpointError, EndpointUnreachable
     from .backends.remote.endpoint import EndpointDraft, EndpointTarget
     from .engine.loop import StepStream
     from .registry import SpecGuard
@@ -22,15 +40,30 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "Cancelled",
+    "ConfigError",
+    "Constraint",
+    "DeadlinePassed",
     "EndpointDraft",
     "EndpointError",
+    "EndpointRejected",
+    "EndpointReplyError",
     "EndpointTarget",
+    "EndpointTimeout",
     "EndpointUnreachable",
     "GenerationResult",
+    "GenerationTimeout",
+    "InvalidInputError",
+    "InvalidTypeError",
     "LocalCausalLM",
+    "MissingAssetError",
+    "MissingDependencyError",
+    "ModelError",
     "PhaseTimes",
     "SpecGuard",
     "SpecGuardConfig",
+    "SpecGuardError",
+    "StateError",
     "StepRecord",
     "StepStream",
     "__version__",
@@ -39,8 +72,6 @@ __all__ = [
 _LAZY = {
     "EndpointDraft": "specguard_integrations.backends.remote.endpoint",
     "EndpointTarget": "specguard_integrations.backends.remote.endpoint",
-    "EndpointError": "specguard_integrations.backends.remote.client",
-    "EndpointUnreachable": "specguard_integrations.backends.remote.client",
     "LocalCausalLM": "specguard_integrations.backends.local.model",
     "SpecGuard": "specguard_integrations.registry",
     "StepStream": "specguard_integrations.engine.loop",

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
 from .config import SpecGuardConfig
+from .errors import ConfigError, InvalidInputError
 
 if TYPE_CHECKING:
-    from .engine.loop import SpecGuard, StepStream
+    from .engine.loop import SpecGuardEngine, StepStream
     from .types import GenerationResult, StepRecord
 
 # names other integrations use for one of our parameters
@@ -57,7 +58,7 @@ GENERATE_KEYS = {
 def _from_generate_kwargs(where: str, gk: Any) -> dict[str, Any]:
     """transformers generate options (``generate_kwargs``/``pipeline_kwargs``) as ours."""
     if not isinstance(gk, dict):
-        raise ValueError(f"{where} must be a dict, got {type(gk).__name__}")
+        raise InvalidInputError(f"{where} must be a dict, got {type(gk).__name__}")
     out: dict[str, Any] = {}
     for key, value in gk.items():
         if key == "do_sample":
@@ -67,7 +68,7 @@ def _from_generate_kwargs(where: str, gk: Any) -> dict[str, Any]:
             out[GENERATE_KEYS[key]] = value
         else:
             reason = UNSUPPORTED.get(key, "it has no SpecGuard equivalent")
-            raise ValueError(f"{where}[{key!r}] is not supported: {reason}")
+            raise InvalidInputError(f"{where}[{key!r}] is not supported: {reason}")
     return out
 
 
@@ -75,7 +76,7 @@ def _merge_loading(data: dict[str, Any], key: str, value: Any) -> None:
     """``model_kwargs`` / ``tokenizer_kwargs`` / ``device_map`` apply to both models; the
     role's own ``draft_kwargs`` / ``target_kwargs`` win."""
     if key != "device_map" and not isinstance(value, dict):
-        raise ValueError(f"{key} must be a dict, got {type(value).__name__}")
+        raise InvalidInputError(f"{key} must be a dict, got {type(value).__name__}")
     add = {"device_map": value} if key == "device_map" else value
     if key == "tokenizer_kwargs":
         add = {"tokenizer_kwargs": value}
@@ -96,7 +97,9 @@ def map_params(cls: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
         if key in ANCHORS:
             ours = ANCHORS[key]
             if ours in data and data[ours] != value:
-                raise ValueError(f"{key}={value!r} and {ours}={data[ours]!r} disagree: give one")
+                raise InvalidInputError(
+                    f"{key}={value!r} and {ours}={data[ours]!r} disagree: give one"
+                )
             out[ours] = value
         elif key in ("model_kwargs", "tokenizer_kwargs", "device_map"):
             _merge_loading(out, key, value)
@@ -106,9 +109,9 @@ def map_params(cls: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
             if not value:
                 out["temperature"] = 0.0
         elif key in UNSUPPORTED:
-            raise ValueError(f"{cls.__name__}: {key} is not supported: {UNSUPPORTED[key]}")
+            raise InvalidInputError(f"{cls.__name__}: {key} is not supported: {UNSUPPORTED[key]}")
         else:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{cls.__name__} got an unknown parameter {key!r}; see the parameters table in"
                 " the docs (names from other integrations are mapped where they mean the same)"
             )
@@ -160,13 +163,18 @@ class SpecGuardParams(BaseModel):
     device: str = Field("auto", description="Device of both models (ignored with device_map).")
     dtype: str = Field("auto", description="torch dtype name, or auto.")
 
-    _engine: SpecGuard | None = PrivateAttr(None)
+    _engine: SpecGuardEngine | None = PrivateAttr(None)
 
-    def __init__(self, *, engine: SpecGuard | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, engine: SpecGuardEngine | None = None, **kwargs: Any) -> None:
         """`engine` adopts an already built `SpecGuard` (and its config unless one is given)."""
+        from pydantic import ValidationError
+
         if engine is not None:
             kwargs.setdefault("config", engine.config)
-        super().__init__(**kwargs)
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as err:
+            raise ConfigError.from_validation(err, type(self).__name__) from None
         self._engine = engine
 
     @model_validator(mode="before")
@@ -192,20 +200,22 @@ class SpecGuardParams(BaseModel):
         try:
             return None if value is None else list(normalise_stop(value))
         except TypeError as err:  # a validation error like any other bad value
-            raise ValueError(str(err)) from None
+            raise InvalidInputError(str(err)) from None
 
     @model_validator(mode="after")
     def _validate_now(self) -> SpecGuardParams:
         for role in ("draft", "target"):
             model, tok = getattr(self, f"{role}_model"), getattr(self, f"{role}_tokenizer")
             if (model is None) != (tok is None):
-                raise ValueError(f"{role}_model and {role}_tokenizer are given together")
+                raise InvalidInputError(f"{role}_model and {role}_tokenizer are given together")
             if model is not None and getattr(self, role) is not None:
-                raise ValueError(f"give {role} (a name) or {role}_model (loaded), not both")
+                raise InvalidInputError(f"give {role} (a name) or {role}_model (loaded), not both")
         named = [self.draft is not None or self.draft_model is not None]
         named.append(self.target is not None or self.target_model is not None)
         if named[0] != named[1]:
-            raise ValueError("give both draft and target models, or neither (the bundled pair)")
+            raise InvalidInputError(
+                "give both draft and target models, or neither (the bundled pair)"
+            )
         if self.tool_call_format is not None:
             from .tool_formats import tool_call_format_by_name
 
@@ -214,7 +224,7 @@ class SpecGuardParams(BaseModel):
         return self
 
     @property
-    def engine(self) -> SpecGuard:
+    def engine(self) -> SpecGuardEngine:
         if self._engine is None:
             from .registry import load_pair
 
@@ -259,7 +269,7 @@ def reject_unknown(kwargs: dict[str, Any], where: str) -> None:
     """Per-call arguments left after the known ones were taken: an error naming them."""
     left = sorted(k for k in kwargs if k not in FRAMEWORK_CALL_KEYS)
     if left:
-        raise ValueError(
+        raise InvalidInputError(
             f"{where}: unsupported call arguments {left}; per call: temperature, top_p,"
             " max_tokens (max_new_tokens, num_predict), seed, stop"
         )
@@ -295,7 +305,7 @@ class _Attempt:
     def __exit__(
         self, kind: type[BaseException] | None, err: BaseException | None, tb: Any
     ) -> bool:
-        from .backends.remote.client import EndpointUnreachable
+        from .errors import EndpointUnreachable
 
         # not `DeadlinePassed`: the generation's own timeout is not a server to try again
         return isinstance(err, EndpointUnreachable) and not self.seen and not self.last

@@ -7,6 +7,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from .errors import MissingDependencyError
+
 
 def lazy(package: str, names: dict[str, str], extra: str | None = None) -> Callable[[str], Any]:
     """A module ``__getattr__`` for `package`: ``names`` maps an attribute to its module
@@ -21,7 +23,7 @@ def lazy(package: str, names: dict[str, str], extra: str | None = None) -> Calla
         except ModuleNotFoundError as err:
             if extra is None or (err.name or "").startswith("specguard_integrations"):
                 raise
-            raise ImportError(
+            raise MissingDependencyError(
                 f"{name} needs the [{extra}] extra ({err.name} is not installed):"
                 f" pip install 'specguard-integrations[{extra}]'"
             ) from err

@@ -16,13 +16,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, wait
 from typing import TypeVar
 
+from .errors import Cancelled
+
 T = TypeVar("T")
 
 POLL = 0.05  # seconds between looks at the scope while waiting
-
-
-class CallCancelled(RuntimeError):
-    """The call was cancelled while it waited (its caller left)."""
 
 
 class Scope:
@@ -51,7 +49,7 @@ class Scope:
         """Run `abort` if the scope is cancelled while the block runs."""
         with self._lock:
             if self.event.is_set():
-                raise CallCancelled("the call was cancelled")
+                raise Cancelled("the call was cancelled")
             self._hooks.append(abort)
         try:
             yield
@@ -61,12 +59,12 @@ class Scope:
                     self._hooks.remove(abort)
 
     def wait(self, future: Future[T]) -> T:
-        """The future's result, or `CallCancelled` as soon as the scope is cancelled (the work
+        """The future's result, or `errors.Cancelled` as soon as the scope is cancelled (the work
         behind the future is left to end on its own deadline)."""
         while not future.done():
             wait([future], timeout=POLL)
             if not future.done() and self.event.is_set():
-                raise CallCancelled("the call was cancelled")
+                raise Cancelled("the call was cancelled")
         return future.result()
 
 

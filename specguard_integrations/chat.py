@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engine.constraint import Constraint
+from .constraint import Constraint
+from .errors import InvalidInputError
 from .segmentation import TOOL_CALL_BLOCKS
 from .tool_formats import AnyFormat, ParsedReply
 from .tool_grammar import auto_call, forced_call, grammar_available
@@ -59,15 +60,17 @@ def check_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for i, tool in enumerate(tools):
         fn = tool.get("function", tool) if isinstance(tool, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
-            raise ValueError(f"tools[{i}]: a tool needs a function with a name")
+            raise InvalidInputError(f"tools[{i}]: a tool needs a function with a name")
         params = fn.get("parameters", {"type": "object"})
         if not isinstance(params, dict) or params.get("type", "object") != "object":
-            raise ValueError(
+            raise InvalidInputError(
                 f"tools[{i}] ({fn['name']}): parameters must be a JSON schema object, got"
                 f" {params!r}"
             )
         if not isinstance(params.get("properties", {}), dict):
-            raise ValueError(f"tools[{i}] ({fn['name']}): parameters.properties must be an object")
+            raise InvalidInputError(
+                f"tools[{i}] ({fn['name']}): parameters.properties must be an object"
+            )
     return tools
 
 
@@ -80,7 +83,7 @@ def check_history(messages: list[dict[str, Any]]) -> None:
             if tc.get("id"):
                 issued.add(str(tc["id"]))
         if m.get("role") == "tool" and m.get("tool_call_id") not in issued:
-            raise ValueError(
+            raise InvalidInputError(
                 f"messages[{i}]: tool message with tool_call_id {m.get('tool_call_id')!r} answers"
                 " no earlier tool call"
             )
@@ -117,7 +120,7 @@ def normalise_tool_choice(tool_choice: Any, tools: list[dict[str, Any]]) -> str 
     else:
         name = str(tool_choice)
     if name not in names:
-        raise ValueError(f"tool_choice names {name!r}, which is not a bound tool ({names})")
+        raise InvalidInputError(f"tool_choice names {name!r}, which is not a bound tool ({names})")
     return str(name)
 
 
@@ -214,11 +217,11 @@ def check_messages(messages: list[dict[str, Any]]) -> None:
     from .engine.backends import check_text
 
     if not messages:
-        raise ValueError("no messages to answer")
+        raise InvalidInputError("no messages to answer")
     for i, m in enumerate(messages):
         content = m.get("content")
         if m.get("role") == "user" and (not isinstance(content, str) or not content.strip()):
-            raise ValueError(f"messages[{i}]: the user message is empty")
+            raise InvalidInputError(f"messages[{i}]: the user message is empty")
         if content is not None:
             check_text(content, f"messages[{i}].content")
     check_history(messages)
@@ -248,7 +251,7 @@ def prepare_chat(
     native = fmt is None or renders_tools(lm)
     if continue_final:
         if messages[-1].get("role") != "assistant":
-            raise ValueError("continuing a reply needs a final assistant message")
+            raise InvalidInputError("continuing a reply needs a final assistant message")
         head = lm.render_chat(messages[:-1], tools=tools if native and tools else None)
         text = head + str(messages[-1]["content"])
     else:
@@ -256,7 +259,7 @@ def prepare_chat(
     special = tuple(lm.special_texts)
     if fmt is None:
         if tool_choice not in (None, "auto", "none"):
-            raise ValueError("tool_choice was given but no tools are bound")
+            raise InvalidInputError("tool_choice was given but no tools are bound")
         return ChatCall(text, "", config, None, special=special)
     forced = normalise_tool_choice(tool_choice, tools)
     prefix = "" if forced is None else fmt.forced_prefix(forced)

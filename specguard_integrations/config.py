@@ -19,9 +19,12 @@ from pydantic import (
     StrictBool,
     StrictFloat,
     StrictInt,
+    ValidationError,
     field_validator,
     model_validator,
 )
+
+from .errors import ConfigError, InvalidInputError
 
 Segmenter = Literal["blank_line", "newline", "step_marker", "react", "tool_call"]
 TargetMode = Literal["greedy", "sample"]
@@ -209,6 +212,13 @@ class SpecGuardConfig(BaseModel):
     )
     seed: StrictInt | None = Field(0, description="Seed of the sampling generator; None draws one.")
 
+    def __init__(self, **data: Any) -> None:
+        """Validate every field; `ConfigError` (a `ValueError`) names each one that fails."""
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            raise ConfigError.from_validation(err, "SpecGuardConfig") from None
+
     @field_validator("constraint", mode="before")
     @classmethod
     def _constraint_spec(cls, value: Any) -> Any:
@@ -222,20 +232,22 @@ class SpecGuardConfig(BaseModel):
         for name in ("confidence_bounds", "grounding_bounds", "target_bounds"):
             lo, hi = getattr(self, name)
             if not lo < hi:
-                raise ValueError(f"{name}: lower bound {lo} must be below upper bound {hi}")
+                raise InvalidInputError(f"{name}: lower bound {lo} must be below upper bound {hi}")
         if self.constraint is not None:
             _check_constraint(self.constraint)
         lo, hi = self.target_band
         if not 0.0 <= lo <= hi <= 1.0:
-            raise ValueError(f"target_band: need 0 <= lo <= hi <= 1, got ({lo}, {hi})")
+            raise InvalidInputError(f"target_band: need 0 <= lo <= hi <= 1, got ({lo}, {hi})")
         if (lo, hi) != (0.0, 1.0) and self.judge != "target":
-            raise ValueError("target_band applies to judge='target' only; set judge='target'")
+            raise InvalidInputError(
+                "target_band applies to judge='target' only; set judge='target'"
+            )
         if self.temperature == 0.0 and self.k > 1:
-            raise ValueError(
+            raise InvalidInputError(
                 f"k={self.k} with temperature=0: greedy candidates are identical; use k=1"
             )
         if any(not m for m in self.final_answer_markers):
-            raise ValueError("final_answer_markers: markers must be non-empty strings")
+            raise InvalidInputError("final_answer_markers: markers must be non-empty strings")
         return self
 
     @property
@@ -258,7 +270,7 @@ class SpecGuardConfig(BaseModel):
         """Load a JSON config (as written by `to_file` or `specguard calibrate`)."""
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: a config file must hold a JSON object")
+            raise InvalidInputError(f"{path}: a config file must hold a JSON object")
         return cls(**data.get("config", data))
 
     def to_file(self, path: str | Path, **extra: Any) -> None:
@@ -273,22 +285,22 @@ def _check_constraint(spec: dict[str, Any]) -> None:
     import re
 
     if len(spec) != 1 or next(iter(spec)) not in ("json_schema", "regex", "lark"):
-        raise ValueError(
+        raise InvalidInputError(
             f"constraint: give exactly one of json_schema, regex or lark, got {sorted(spec)}"
         )
     ((kind, value),) = spec.items()
     if kind == "json_schema" and not isinstance(value, dict):
-        raise ValueError("constraint: json_schema must be a JSON object (a dict)")
+        raise InvalidInputError("constraint: json_schema must be a JSON object (a dict)")
     if kind != "json_schema" and (not isinstance(value, str) or not value.strip()):
-        raise ValueError(f"constraint: {kind} must be a non-empty string")
+        raise InvalidInputError(f"constraint: {kind} must be a non-empty string")
     if kind == "regex":
         try:
             re.compile(value)
         except re.error as err:
-            raise ValueError(f"constraint: regex: {err}") from None
+            raise InvalidInputError(f"constraint: regex: {err}") from None
     why = _compile_error(json.dumps(spec, sort_keys=True))  # what the sampler could not compile
     if why is not None:
-        raise ValueError(f"constraint: the {kind} does not compile: {why}")
+        raise InvalidInputError(f"constraint: the {kind} does not compile: {why}")
 
 
 @functools.lru_cache(maxsize=64)

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .errors import InvalidInputError
+
 Kind = Literal["json_schema", "regex", "lark"]
 
 
@@ -40,9 +42,9 @@ class Constraint:
             try:
                 schema = json.loads(schema)
             except json.JSONDecodeError as err:
-                raise ValueError(f"json_schema: not JSON: {err}") from None
+                raise InvalidInputError(f"json_schema: not JSON: {err}") from None
         if not isinstance(schema, dict):
-            raise ValueError(
+            raise InvalidInputError(
                 f"json_schema: a JSON object was expected, got {type(schema).__name__}"
             )
         return cls("json_schema", json.dumps(schema))  # key order kept: it is the output's
@@ -53,7 +55,7 @@ class Constraint:
         try:
             re.compile(pattern)
         except re.error as err:
-            raise ValueError(f"regex: {err}") from None
+            raise InvalidInputError(f"regex: {err}") from None
         return cls("regex", pattern)
 
     @classmethod
@@ -68,7 +70,7 @@ class Constraint:
         gives `text_twin`, the same language with those tokens as text, and the `tokens` it
         names as (text, id): a model whose vocabulary has other ids samples under the twin."""
         if not isinstance(grammar, str) or not grammar.strip():
-            raise ValueError("lark: the grammar is empty")
+            raise InvalidInputError("lark: the grammar is empty")
         return cls("lark", grammar, text_twin, tuple(tokens))
 
     @classmethod
@@ -76,20 +78,20 @@ class Constraint:
         """The constraint a config names: ``{"json_schema": {...}}``, ``{"regex": "..."}`` or
         ``{"lark": "..."}``."""
         if not isinstance(spec, dict) or len(spec) != 1:
-            raise ValueError("constraint: give exactly one of json_schema, regex or lark")
+            raise InvalidInputError("constraint: give exactly one of json_schema, regex or lark")
         ((kind, source),) = spec.items()
         if kind == "json_schema":
             return cls.json_schema(source)
         if kind in ("regex", "lark") and isinstance(source, str):
             return cls.regex(source) if kind == "regex" else cls.lark(source)
-        raise ValueError(
+        raise InvalidInputError(
             f"constraint: {kind!r} is not json_schema (an object), regex or lark (strings)"
         )
 
     def spec(self) -> dict[str, Any]:
         """The constraint as `SpecGuardConfig.constraint` holds it (`from_spec` reads it)."""
         if self.tokens:
-            raise ValueError("a grammar that names one model's tokens has no config form")
+            raise InvalidInputError("a grammar that names one model's tokens has no config form")
         return {self.kind: self.schema if self.kind == "json_schema" else self.source}
 
     def compile_error(self) -> str | None:
@@ -122,7 +124,7 @@ class Constraint:
     def schema(self) -> dict[str, Any]:
         """The JSON schema (for ``json_schema`` constraints)."""
         if self.kind != "json_schema":
-            raise ValueError(f"a {self.kind} constraint has no JSON schema")
+            raise InvalidInputError(f"a {self.kind} constraint has no JSON schema")
         return dict(json.loads(self.source))
 
     def check(self, text: str) -> str | None:

@@ -16,6 +16,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .engine import loop
+from .errors import InvalidInputError
 
 if TYPE_CHECKING:
     from .backends.local.model import LocalCausalLM
@@ -24,8 +25,8 @@ if TYPE_CHECKING:
     from .engine.policy import Judge
 
 
-class SpecGuard(loop.SpecGuard):
-    """Step-level speculative decoding (`engine.loop.SpecGuard`), with the process's step
+class SpecGuard(loop.SpecGuardEngine):
+    """Step-level speculative decoding (`engine.loop.SpecGuardEngine`), with the process's step
     scheduler as its runtime: concurrent generations on the same local models share grouped
     forwards (`runtime/scheduler.py`). Same arguments, and `draft` / `target` may be a
     `LocalCausalLM`; `runtime` replaces the scheduler."""
@@ -151,7 +152,7 @@ def load_pair(
     the bundled pair's model. Without `config` the pair's default applies (`default_config`).
     """
     if (draft is None) != (target is None):
-        raise ValueError("give both draft and target, or neither (the bundled pair)")
+        raise InvalidInputError("give both draft and target, or neither (the bundled pair)")
     d = _model(draft, "draft", device, dtype, draft_kwargs or {})
     t = _model(target, "target", device, dtype, target_kwargs or {})
     if config is None:  # loaded objects are not the bundled pair: "" names them
@@ -200,7 +201,9 @@ def _model(spec: Any, role: str, device: str | None, dtype: Any, kwargs: dict[st
     if spec is None or isinstance(spec, str):
         return load_lm(resolve(spec, role), device=device, dtype=dtype, **kwargs)
     if kwargs:
-        raise ValueError(f"{role}_kwargs apply to a model id or path, not to a loaded {role}")
+        raise InvalidInputError(
+            f"{role}_kwargs apply to a model id or path, not to a loaded {role}"
+        )
     if isinstance(spec, tuple) and len(spec) == 2:
         model, tokenizer = spec
         return LocalCausalLM(model, tokenizer)

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from .errors import InvalidInputError
+
 BoundaryKind = Literal["boundary", "final_answer", "tool_call"]
 
 
@@ -216,9 +218,11 @@ def make_segmenter(
     """The segmenter a `SpecGuardConfig.segmenter` value names (``tool_call`` blocks in the
     given tool-call format)."""
     if name not in SEGMENTERS:
-        raise ValueError(f"segmenter: unknown value {name!r}; use one of {', '.join(SEGMENTERS)}")
+        raise InvalidInputError(
+            f"segmenter: unknown value {name!r}; use one of {', '.join(SEGMENTERS)}"
+        )
     if tool_call_format not in TOOL_CALL_BLOCKS:
-        raise ValueError(
+        raise InvalidInputError(
             f"tool_call_format: unknown value {tool_call_format!r}; use one of"
             f" {', '.join(TOOL_CALL_BLOCKS)}"
         )

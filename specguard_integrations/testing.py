@@ -11,6 +11,7 @@ import string
 from typing import TYPE_CHECKING, Any, Literal
 
 from .chat import CHAT_TEMPLATE
+from .errors import InvalidInputError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -166,7 +167,7 @@ def tiny_model(
         )
         model = GPT2LMHeadModel(cfg2)
     else:
-        raise ValueError(f"arch: unknown tiny architecture {arch!r}")
+        raise InvalidInputError(f"arch: unknown tiny architecture {arch!r}")
     return model.eval()
 
 

@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .errors import InvalidInputError
 from .segmentation import TOOL_CALL_BLOCKS
 
 if TYPE_CHECKING:
@@ -47,11 +48,11 @@ def new_call_id() -> str:
 def _call(name: Any, args: Any) -> dict[str, Any]:
     """A parsed call, or ValueError naming what is malformed."""
     if not isinstance(name, str) or not name:
-        raise ValueError('a tool call needs a "name" string')
+        raise InvalidInputError('a tool call needs a "name" string')
     if isinstance(args, str):
         args = json.loads(args) if args.strip() else {}
     if not isinstance(args, dict):
-        raise ValueError("tool call arguments must be a JSON object")
+        raise InvalidInputError("tool call arguments must be a JSON object")
     return {"name": name, "args": args, "id": new_call_id()}
 
 
@@ -133,10 +134,10 @@ class Hermes(ToolCallFormat):
             raw = m.group(1).strip()
             try:
                 if not m.group(0).endswith(self.close):
-                    raise ValueError(f"tool call not closed with {self.close}")
+                    raise InvalidInputError(f"tool call not closed with {self.close}")
                 obj = json.loads(raw)
                 if not isinstance(obj, dict):
-                    raise ValueError("a tool call is a JSON object")
+                    raise InvalidInputError("a tool call is a JSON object")
                 calls.append(
                     _call(obj.get("name"), obj.get("arguments", obj.get("parameters", {})))
                 )
@@ -186,7 +187,7 @@ class Llama3Json(ToolCallFormat):
         for start, end, value in values:
             try:
                 if not isinstance(value, dict):
-                    raise ValueError("a tool call is a JSON object")
+                    raise InvalidInputError("a tool call is a JSON object")
                 args = value.get("parameters", value.get("arguments", {}))
                 calls.append(_call(value.get("name"), args))
             except ValueError as err:
@@ -223,7 +224,7 @@ class Mistral(ToolCallFormat):
         for item in values[0][2]:
             try:
                 if not isinstance(item, dict):
-                    raise ValueError("a tool call is a JSON object")
+                    raise InvalidInputError("a tool call is a JSON object")
                 calls.append(_call(item.get("name"), item.get("arguments", {})))
             except ValueError as err:
                 invalid.append(_invalid(json.dumps(item), err))
@@ -298,7 +299,7 @@ def tool_call_format_by_name(name: str) -> ToolCallFormat:
     try:
         return TOOL_CALL_FORMATS[name]()
     except KeyError:
-        raise ValueError(
+        raise InvalidInputError(
             f"tool_call_format: unknown value {name!r}; use one of {', '.join(TOOL_CALL_FORMATS)}"
         ) from None
 

@@ -4,7 +4,7 @@ A forced call (`tool_choice` required, named or any; a ``response_format`` serve
 already starts with the format's forced prefix in the prompt (`ToolCallFormat.forced_prefix`).
 Under ``tool_choice="auto"`` (`auto_call`) the reply is free text without the format's call
 opener, or text up to the first opener and then one call, as above.
-What the model writes after it is constrained (`engine.constraint.Constraint`, a Lark grammar
+What the model writes after it is constrained (`specguard_integrations.Constraint`, a Lark grammar
 with an embedded JSON schema): the name of a bound tool when none was named, the format's text
 between name and arguments, the arguments as compact JSON valid under that tool's schema, and
 the format's text that closes them. The format's end markers (``</tool_call>``, DeepSeek's
@@ -19,7 +19,7 @@ import importlib.util
 import json
 from typing import TYPE_CHECKING, Any
 
-from .engine.constraint import Constraint
+from .constraint import Constraint
 
 if TYPE_CHECKING:
     from .tool_formats import AnyFormat

@@ -9,6 +9,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from .errors import InvalidInputError
 from .segmentation import TOOL_CALL_BLOCKS
 from .tool_formats import (
     ARG_MARK,
@@ -90,7 +91,7 @@ def detect(tokenizer: PreTrainedTokenizerBase, name: str | None = None) -> AnyFo
     found = name or _family(text)
     if found is None:
         why = f"fails on tool calls ({failed})" if failed else "renders no tool calls"
-        raise ValueError(
+        raise InvalidInputError(
             f"the chat template of {getattr(tokenizer, 'name_or_path', 'this tokenizer')!r} {why}:"
             f" name the format with tool_call_format= (one of {', '.join(TOOL_CALL_FORMATS)})"
         )

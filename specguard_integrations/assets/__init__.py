@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import MissingAssetError
+
 ASSETS = Path(__file__).resolve().parent
 DRAFT_DIR = ASSETS / "draft"
 TARGET_DIR = ASSETS / "target"
@@ -17,7 +19,7 @@ BUNDLED_TARGET = "specguard-bundled/target"
 def bundled_prm() -> Path:
     """Directory of the bundled tiny process reward model (the `rsd` baseline's verifier)."""
     if not (PRM_DIR / "config.json").is_file():
-        raise FileNotFoundError(f"the bundled PRM is missing: no {PRM_DIR / 'config.json'}")
+        raise MissingAssetError(f"the bundled PRM is missing: no {PRM_DIR / 'config.json'}")
     return PRM_DIR
 
 
@@ -25,5 +27,5 @@ def bundled_pair() -> tuple[Path, Path]:
     """Directories of the bundled draft and target, loadable with `from_pretrained`."""
     for d in (DRAFT_DIR, TARGET_DIR):
         if not (d / "config.json").is_file():
-            raise FileNotFoundError(f"the bundled model pair is missing: no {d / 'config.json'}")
+            raise MissingAssetError(f"the bundled model pair is missing: no {d / 'config.json'}")
     return DRAFT_DIR, TARGET_DIR

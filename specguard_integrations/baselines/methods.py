@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..errors import InvalidInputError
+
 if TYPE_CHECKING:
     from ..backends.local.model import LocalCausalLM
     from ..config import SpecGuardConfig
@@ -54,7 +56,7 @@ class ProcessRewardModel:
             tok = AutoTokenizer.from_pretrained(path)
             model = AutoModelForSequenceClassification.from_pretrained(path).to(device)
         except (OSError, ValueError) as err:
-            raise ValueError(
+            raise InvalidInputError(
                 f"cannot load a sequence-classification PRM from {path!r}: {err}"
             ) from err
         return cls(model, tok, name=str(path).rstrip("/").rsplit("/", 1)[-1], device=device)
@@ -143,7 +145,7 @@ def _rsd(n: str, p: _Pair) -> Method:
     from ..registry import SpecGuard
 
     if p.prm is None:
-        raise ValueError("the rsd method needs a process reward model (--prm PATH)")
+        raise InvalidInputError("the rsd method needs a process reward model (--prm PATH)")
     # the PRM is the judge, whatever the config names
     base = p.config.merged(judge="draft", target_band=(0.0, 1.0))
     rsd = SpecGuard(p.draft, p.target, base, judge=RewardModelJudge(p.prm))
@@ -194,9 +196,11 @@ def build_methods(
 
     unknown = [n for n in names if n not in METHODS and not n.startswith("config:")]
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)} or config:PATH")
+        raise InvalidInputError(
+            f"unknown methods {unknown}; choose from {list(METHODS)} or config:PATH"
+        )
     if not names:
-        raise ValueError("no methods given")
+        raise InvalidInputError("no methods given")
     _unconstrained(config, "the bench's config")
     pair = _Pair(draft, target, config, SpecGuard(draft, target, config), prm, prm_threshold)
     out: list[Method] = []
@@ -215,7 +219,7 @@ def _unconstrained(cfg: Any, where: str) -> None:
     """The methods compared answer in free text (checked as such, the baselines unconstrained):
     a config that constrains the output would not be compared like for like."""
     if cfg.constraint is not None:
-        raise ValueError(
+        raise InvalidInputError(
             f"{where} carries a constraint ({next(iter(cfg.constraint))}); the benchmark compares"
             " free-text answers, with unconstrained baselines: remove it from the config"
         )

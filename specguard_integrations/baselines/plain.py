@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Literal
 
 from ..backends.local.sampling import sample_next
 from ..backends.local.sessions import check_prompt
+from ..errors import Cancelled
 
 if TYPE_CHECKING:
     import torch
 
     from ..backends.local.model import LocalCausalLM
-    from ..engine.constraint import Constraint
+    from ..constraint import Constraint
 
 
 @dataclass
@@ -33,10 +34,6 @@ class PlainResult:
     prompt_tokens: int
     completion_tokens: int = 0
     tokens: list[str] = field(default_factory=list)  # decoded piece per token
-
-
-class GenerationCancelled(RuntimeError):
-    """`cancelled` returned True: the generation stopped between tokens."""
 
 
 def _held_back(text: str, stop: tuple[str, ...]) -> int:
@@ -102,7 +99,7 @@ def plain_stream(
     """Yield text deltas as they become final; return the `PlainResult`.
 
     `max_tokens` is lowered to the room left in the context window. `cancelled` is polled
-    between tokens; when it returns True `GenerationCancelled` ends the generation. Under a
+    between tokens; when it returns True `errors.Cancelled` ends the generation. Under a
     `constraint` every token is sampled from what its grammar allows; the text ends when the
     grammar is complete.
     """
@@ -125,7 +122,7 @@ def plain_stream(
     stop_reason: str | None = None
     for t in range(max_tokens):
         if cancelled is not None and cancelled():
-            raise GenerationCancelled("generation cancelled")
+            raise Cancelled("generation cancelled")
         raw = logits  # what a logprob reports: the model's own distribution, unmasked
         if grammar is not None:
             logits = grammar.mask(logits.clone()[0]).unsqueeze(0)

@@ -46,11 +46,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import InvalidInputError
 from .runner import percentile
 
 if TYPE_CHECKING:
     from ..config import SpecGuardConfig
-    from ..engine.loop import SpecGuard
+    from ..engine.loop import SpecGuardEngine
     from ..tasks.base import Item
 
 Progress = Callable[[str], None] | None
@@ -102,7 +103,7 @@ def _norm(x: float, lo: float, hi: float) -> float:
 
 def _check_goal(goal: float | None) -> float:
     if goal is None or not 0.0 <= goal <= 1.0:
-        raise ValueError(f"a target-call rate is in [0, 1], got {goal}")
+        raise InvalidInputError(f"a target-call rate is in [0, 1], got {goal}")
     return goal
 
 
@@ -148,7 +149,7 @@ class Signals:
 def fit_bounds(sig: Signals, base: SpecGuardConfig) -> SpecGuardConfig:
     """1. ``(l_lo, l_hi)`` and ``(g_lo, g_hi)`` at the 5th and 95th percentiles."""
     if not sig.confidence:
-        raise ValueError("the calibration prompts produced no steps")
+        raise InvalidInputError("the calibration prompts produced no steps")
     c_lo, c_hi = percentile(sig.confidence, 0.05), percentile(sig.confidence, 0.95)
     if c_hi <= c_lo:
         c_lo, c_hi = c_hi - 1.0, c_hi
@@ -191,7 +192,7 @@ def _predict(sig: Signals, bounded: SpecGuardConfig) -> list[Candidate]:
 
 
 def _evaluate(
-    engine: SpecGuard, items: list[Item], cfg: SpecGuardConfig
+    engine: SpecGuardEngine, items: list[Item], cfg: SpecGuardConfig
 ) -> tuple[float, float, float]:
     """(accuracy, target-call rate, seconds) of a config on the items."""
     from ..tasks.runner import solve_specguard
@@ -203,7 +204,7 @@ def _evaluate(
 
 
 def _keep_all_signals(
-    engine: SpecGuard, items: list[Item], base: SpecGuardConfig, progress: Progress
+    engine: SpecGuardEngine, items: list[Item], base: SpecGuardConfig, progress: Progress
 ) -> Signals:
     from ..tasks.runner import solve_specguard
 
@@ -222,7 +223,7 @@ def _keep_all_signals(
 
 
 def calibrate(
-    engine: SpecGuard,
+    engine: SpecGuardEngine,
     items: list[Item],
     base: SpecGuardConfig,
     *,
@@ -233,12 +234,12 @@ def calibrate(
 ) -> CalibrationResult:
     """Fit bounds, beta and tau for `engine` on `items` (see the module doc)."""
     if (max_target_rate is None) == (target_rate is None):
-        raise ValueError("give exactly one of max_target_rate and target_rate")
+        raise InvalidInputError("give exactly one of max_target_rate and target_rate")
     goal = _check_goal(max_target_rate if max_target_rate is not None else target_rate)
     if not items:
-        raise ValueError("calibration needs dev items")
+        raise InvalidInputError("calibration needs dev items")
     if shortlist < 1:
-        raise ValueError("shortlist must be >= 1")
+        raise InvalidInputError("shortlist must be >= 1")
     sig = _keep_all_signals(engine, items, base, progress)
     bounded = fit_bounds(sig, base).merged(target_band=FULL_BAND)  # 1.; a band is fitted in 4.
     short = _shortlist(_predict(sig, bounded), max_target_rate, goal, shortlist)
@@ -315,7 +316,7 @@ def fit_band(sig: Signals, cfg: SpecGuardConfig) -> tuple[float, float]:
 
 
 def _banded(
-    engine: SpecGuard,
+    engine: SpecGuardEngine,
     items: list[Item],
     sig: Signals,
     bounded: SpecGuardConfig,
@@ -377,25 +378,27 @@ def read_prompts(path: str | Path) -> list[str]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{src}:{n}: not a JSON line: {err}") from None
+                raise InvalidInputError(f"{src}:{n}: not a JSON line: {err}") from None
             text = obj.get("prompt") if isinstance(obj, dict) else obj
             if not isinstance(text, str):
-                raise ValueError(f"{src}:{n}: a string or an object with a prompt string expected")
+                raise InvalidInputError(
+                    f"{src}:{n}: a string or an object with a prompt string expected"
+                )
         else:
             text = line.replace("\\n", "\n")
         prompts.append(text)
     if not prompts:
-        raise ValueError(f"{src}: no prompts")
+        raise InvalidInputError(f"{src}: no prompts")
     return prompts
 
 
-def _rate(engine: SpecGuard, prompts: list[str], cfg: SpecGuardConfig) -> float:
+def _rate(engine: SpecGuardEngine, prompts: list[str], cfg: SpecGuardConfig) -> float:
     steps = [r for p in prompts for r in engine.generate(p, config=cfg).steps]
     return sum(r.source == "target" for r in steps) / max(len(steps), 1)
 
 
 def calibrate_unlabelled(
-    engine: SpecGuard,
+    engine: SpecGuardEngine,
     prompts: list[str],
     base: SpecGuardConfig,
     *,
@@ -407,7 +410,7 @@ def calibrate_unlabelled(
     measured target-call rate (the rate rises with tau) until it is closest to `target_rate`."""
     goal = _check_goal(target_rate)
     if not prompts:
-        raise ValueError("calibration needs prompts")
+        raise InvalidInputError("calibration needs prompts")
     sig = Signals()
     keep_all = base.merged(tau=0.0, target_band=FULL_BAND)
     for p in prompts:

@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import InvalidInputError
+
 if TYPE_CHECKING:
     from ..baselines.methods import Method
     from ..tasks.base import Item
@@ -89,7 +91,9 @@ class BenchResult:
         for m in self.methods:
             if m.name == name:
                 return m
-        raise KeyError(name)
+        raise InvalidInputError(
+            f"no method {name!r} in this bench (ran: {[m.name for m in self.methods]})"
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -190,10 +194,10 @@ def run_bench(
 ) -> BenchResult:
     """Run every method on every item, interleaved; return summaries, signal AUROCs and runs."""
     if not items or not methods:
-        raise ValueError("run_bench needs items and methods")
+        raise InvalidInputError("run_bench needs items and methods")
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
-        raise ValueError(f"method names repeat: {names}")
+        raise InvalidInputError(f"method names repeat: {names}")
     if warmup:
         for m in methods:
             m.solve(items[0])

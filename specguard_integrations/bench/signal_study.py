@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..engine import signals
+from ..errors import InvalidInputError
 from .signal_rows import Selection, StepRow
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
     from ..backends.local.model import LocalCausalLM
     from ..config import SpecGuardConfig
-    from ..engine.loop import SpecGuard
+    from ..engine.loop import SpecGuardEngine
     from ..tasks.base import Item
 
 
@@ -63,13 +64,13 @@ GROUNDING: dict[str, Grounding] = {
 }
 
 
-def draft_model(engine: SpecGuard) -> LocalCausalLM:
+def draft_model(engine: SpecGuardEngine) -> LocalCausalLM:
     """The pair's draft, which the study reads tensors from: a local Hugging Face model."""
     from ..backends.local.model import LocalCausalLM
 
     model = engine.draft.local_model
     if not isinstance(model, LocalCausalLM):
-        raise ValueError("the signal study needs a local draft model")
+        raise InvalidInputError("the signal study needs a local draft model")
     return model
 
 
@@ -86,7 +87,7 @@ class _Recorder:
 
 
 def record_steps(
-    engine: SpecGuard,
+    engine: SpecGuardEngine,
     items: list[Item],
     config: SpecGuardConfig,
     dev_share: float = 0.5,
@@ -194,7 +195,7 @@ def compute_values(lm: LocalCausalLM, row: StepRow, heads_from: int = 3) -> dict
     return values
 
 
-def target_values(engine: SpecGuard, row: StepRow) -> dict[str, float]:
+def target_values(engine: SpecGuardEngine, row: StepRow) -> dict[str, float]:
     """``t_min``, ``t_mean`` and ``t_q10`` of the step from one from-scratch pass of the target
     (nothing when the target is not local)."""
     import torch
@@ -234,7 +235,12 @@ def add_chosen_heads(lm: LocalCausalLM, rows: list[StepRow], heads: tuple[int, .
 
 # ---------------------------------------------------------------- selection accuracy
 def selection_accuracy(
-    engine: SpecGuard, rows: list[StepRow], items: list[Item], k: int, limit: int, seed: int = 0
+    engine: SpecGuardEngine,
+    rows: list[StepRow],
+    items: list[Item],
+    k: int,
+    limit: int,
+    seed: int = 0,
 ) -> list[Selection]:
     """At each of `limit` recorded contexts, sample k draft candidates (the paper's sampling:
     T 0.7, top-p 0.8), label each, and compare the two selectors with a random and the best
@@ -289,7 +295,7 @@ class Study:
 
 
 def run_study(
-    engine: SpecGuard,
+    engine: SpecGuardEngine,
     items: list[Item],
     config: SpecGuardConfig,
     *,
@@ -306,7 +312,9 @@ def run_study(
     lm = draft_model(engine)
     rows = record_steps(engine, items, config, progress=progress)
     if not rows:
-        raise ValueError("signals: no labelled draft step was recorded (are the items checkable?)")
+        raise InvalidInputError(
+            "signals: no labelled draft step was recorded (are the items checkable?)"
+        )
     for row in rows:
         row.values = compute_values(lm, row)
         row.values.update(target_values(engine, row))

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import InvalidInputError, MissingAssetError
 from ..tasks.base import FAMILIES, Item, StepVerdict, extract_answer, make_split
 
 EXTRACTORS = ("answer_line", "last_number")
@@ -47,7 +48,9 @@ def extract(text: str, extractor: str) -> str | None:
     if extractor in EXTRACTORS:
         n = _number(text)
         return None if n is None else f"{n:g}"
-    raise ValueError(f"extractor: use {', '.join(EXTRACTORS)} or re:PATTERN, got {extractor!r}")
+    raise InvalidInputError(
+        f"extractor: use {', '.join(EXTRACTORS)} or re:PATTERN, got {extractor!r}"
+    )
 
 
 def same_answer(predicted: str | None, gold: str) -> bool:
@@ -79,7 +82,7 @@ class ExternalItem(Item):
         return False
 
     def check_step(self, i: int, text: str) -> StepVerdict:
-        raise ValueError(f"{self.family} items have no step checker")
+        raise InvalidInputError(f"{self.family} items have no step checker")
 
     def correct(self, completion: str) -> bool:
         return same_answer(extract(completion, self.extractor), self.answer)
@@ -98,33 +101,33 @@ def load_suite(
     """Items of a suite (see the module doc); `limit` per bundled family, or in total for files,
     after skipping `offset` (calibration uses a later slice of the held-out split as dev set)."""
     if limit < 1 or offset < 0:
-        raise ValueError("limit must be >= 1 and offset >= 0")
+        raise InvalidInputError("limit must be >= 1 and offset >= 0")
     kind, _, arg = spec.partition(":")
     if kind == "bundled":
         fams = [f for f in arg.split(",") if f] or list(FAMILIES)
         bad = [f for f in fams if f not in FAMILIES]
         if bad:
-            raise ValueError(f"unknown bundled families {bad}; choose from {list(FAMILIES)}")
+            raise InvalidInputError(f"unknown bundled families {bad}; choose from {list(FAMILIES)}")
         return [it for f in fams for it in make_split(f, "test", offset + limit)[offset:]]
     if kind == "words" and not arg:
         from ..tasks.freeform import word_problems
 
         return list(word_problems(limit, seed=offset))
     if kind not in ("gsm8k", "jsonl") or not arg:
-        raise ValueError(
+        raise InvalidInputError(
             f"suite: use bundled[:families], words, gsm8k:PATH or jsonl:PATH, got {spec!r}"
         )
     if "{question}" not in prompt_template:
-        raise ValueError("prompt_template must contain {question}")
+        raise InvalidInputError("prompt_template must contain {question}")
     extract("", extractor)  # validate the extractor name now
     path = Path(arg)
     if not path.is_file():
-        raise FileNotFoundError(f"suite file {path} does not exist")
+        raise MissingAssetError(f"suite file {path} does not exist")
     items = _read_items(
         kind, path, limit, offset, prompt_template, question_field, answer_field, extractor
     )
     if not items:
-        raise ValueError(f"{path} holds no items")
+        raise InvalidInputError(f"{path} holds no items")
     return items
 
 
@@ -152,12 +155,12 @@ def _read_items(
                 row = json.loads(line)
                 q, a = str(row[question_field]), str(row[answer_field])
             except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(
+                raise InvalidInputError(
                     f"{path}:{n}: needs {question_field!r} and {answer_field!r}: {err}"
                 ) from err
             if kind == "gsm8k":
                 if "####" not in a:
-                    raise ValueError(f"{path}:{n}: a GSM8K answer ends with '#### N'")
+                    raise InvalidInputError(f"{path}:{n}: a GSM8K answer ends with '#### N'")
                 a = a.rsplit("####", 1)[1].strip().replace(",", "")
             items.append(
                 ExternalItem(

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from ..config import SpecGuardConfig
-    from ..engine.loop import SpecGuard
+    from ..engine.loop import SpecGuardEngine
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -192,7 +192,7 @@ def console() -> Console:
     return out if out.is_terminal else Console(width=200)
 
 
-def load(args: argparse.Namespace) -> tuple[SpecGuard, SpecGuardConfig]:
+def load(args: argparse.Namespace) -> tuple[SpecGuardEngine, SpecGuardConfig]:
     """The pair the arguments name (the bundled one by default) and the config it runs with."""
     from ..registry import build_pair
 

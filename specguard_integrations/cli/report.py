@@ -8,12 +8,14 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from ..errors import InvalidInputError
+
 if TYPE_CHECKING:
     from rich.console import Console
 
     from ..backends.local.model import LocalCausalLM
     from ..config import SpecGuardConfig
-    from ..engine.loop import SpecGuard
+    from ..engine.loop import SpecGuardEngine
     from ..types import StepRecord
 
 
@@ -43,22 +45,22 @@ def show_steps(console: Console, prompt: str, records: list[StepRecord]) -> None
     console.print(table)
 
 
-def _local(engine: SpecGuard, role: str, need: str) -> LocalCausalLM:
+def _local(engine: SpecGuardEngine, role: str, need: str) -> LocalCausalLM:
     """The pair's `role` model when it is a Hugging Face model in this process, else
     `ValueError` naming what needs it."""
     from ..backends.local.model import LocalCausalLM
 
     model = (engine.draft if role == "draft" else engine.target).local_model
     if not isinstance(model, LocalCausalLM):
-        raise ValueError(f"{need} needs a local {role} model")
+        raise InvalidInputError(f"{need} needs a local {role} model")
     return model
 
 
-def _local_target(engine: SpecGuard) -> LocalCausalLM:
+def _local_target(engine: SpecGuardEngine) -> LocalCausalLM:
     return _local(engine, "target", "this command (it compares against the target alone)")
 
 
-def demo(console: Console, engine: SpecGuard, cfg: SpecGuardConfig, limit: int) -> int:
+def demo(console: Console, engine: SpecGuardEngine, cfg: SpecGuardConfig, limit: int) -> int:
     from rich.progress import Progress
 
     from ..tasks import FAMILIES, make_split
@@ -96,7 +98,7 @@ def demo(console: Console, engine: SpecGuard, cfg: SpecGuardConfig, limit: int) 
     return 0
 
 
-def eval_pair(console: Console, engine: SpecGuard, n: int, json_path: str | None) -> int:
+def eval_pair(console: Console, engine: SpecGuardEngine, n: int, json_path: str | None) -> int:
     import json
     from dataclasses import asdict
 
@@ -143,7 +145,7 @@ def bench(
     console: Console,
     args: argparse.Namespace,
     items: list[Any],
-    engine: SpecGuard,
+    engine: SpecGuardEngine,
     cfg: SpecGuardConfig,
 ) -> int:
     from rich.progress import Progress
@@ -160,7 +162,7 @@ def bench(
 
         path = args.prm or (str(bundled_prm()) if not args.draft else None)
         if path is None:
-            raise ValueError("the rsd method needs --prm PATH for your own pair")
+            raise InvalidInputError("the rsd method needs --prm PATH for your own pair")
         prm = ProcessRewardModel.from_pretrained(path, device=args.device)
     import torch
 
@@ -194,7 +196,7 @@ def bench(
 def calibrate(
     console: Console,
     args: argparse.Namespace,
-    engine: SpecGuard,
+    engine: SpecGuardEngine,
     cfg: SpecGuardConfig,
     items: list[Any] | None,
 ) -> int:
@@ -206,7 +208,9 @@ def calibrate(
     with Progress(console=console, transient=True) as bar:
         if items is None:  # the user's own prompts, no labels
             if args.target_rate is None:
-                raise ValueError("--prompts calibrates to --target-rate (there are no labels)")
+                raise InvalidInputError(
+                    "--prompts calibrates to --target-rate (there are no labels)"
+                )
             prompts = read_prompts(args.prompts)
             task = bar.add_task("calibrating on your prompts", total=None)
             result = calibrate_unlabelled(
@@ -244,7 +248,7 @@ def signal_study(
     console: Console,
     args: argparse.Namespace,
     items: list[Any],
-    engine: SpecGuard,
+    engine: SpecGuardEngine,
     cfg: SpecGuardConfig,
 ) -> int:
     from pathlib import Path

@@ -10,7 +10,7 @@ from .._lazy import lazy
 
 if TYPE_CHECKING:
     from .backends import DraftModel, TargetModel
-    from .loop import SpecGuard, StepStream
+    from .loop import SpecGuardEngine, StepStream
     from .policy import FusionJudge, Judge, RewardModelJudge
 
 __all__ = [
@@ -18,7 +18,7 @@ __all__ = [
     "FusionJudge",
     "Judge",
     "RewardModelJudge",
-    "SpecGuard",
+    "SpecGuardEngine",
     "StepStream",
     "TargetModel",
 ]
@@ -29,7 +29,7 @@ _LAZY = {
     "FusionJudge": ".policy",
     "Judge": ".policy",
     "RewardModelJudge": ".policy",
-    "SpecGuard": ".loop",
+    "SpecGuardEngine": ".loop",
     "StepStream": ".loop",
 }
 

@@ -6,8 +6,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..config import SpecGuardConfig
+from ..constraint import Constraint
+from ..errors import InvalidInputError, InvalidTypeError
 from .backends import check_text
-from .constraint import Constraint
 
 
 def normalise_stop(stop: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
@@ -16,12 +17,14 @@ def normalise_stop(stop: str | list[str] | tuple[str, ...] | None) -> tuple[str,
         return ()
     items = (stop,) if isinstance(stop, str) else stop
     if not isinstance(items, (list, tuple)):
-        raise TypeError(f"stop must be a string or a list of strings, got {type(stop).__name__}")
+        raise InvalidTypeError(
+            f"stop must be a string or a list of strings, got {type(stop).__name__}"
+        )
     for i, s in enumerate(items):
         if not isinstance(s, str):
-            raise TypeError(f"stop[{i}] must be a string, got {type(s).__name__}: {s!r}")
+            raise InvalidTypeError(f"stop[{i}] must be a string, got {type(s).__name__}: {s!r}")
         if not s:
-            raise ValueError(f"stop[{i}] is empty: stop sequences must be non-empty strings")
+            raise InvalidInputError(f"stop[{i}] is empty: stop sequences must be non-empty strings")
         check_text(s, f"stop[{i}]")
     return tuple(items)
 
@@ -29,7 +32,7 @@ def normalise_stop(stop: str | list[str] | tuple[str, ...] | None) -> tuple[str,
 def resolve_constraint(constraint: Constraint | None, cfg: SpecGuardConfig) -> Constraint | None:
     """The call's constraint, else the config's (`SpecGuardConfig.constraint`), else None."""
     if constraint is not None and not isinstance(constraint, Constraint):
-        raise TypeError(
+        raise InvalidTypeError(
             f"constraint must be a Constraint, got {type(constraint).__name__}"
             " (Constraint.json_schema(...), .regex(...) or .lark(...))"
         )
@@ -40,7 +43,7 @@ def resolve_constraint(constraint: Constraint | None, cfg: SpecGuardConfig) -> C
 
 def check_timeout(timeout: float | None) -> None:
     if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
-        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        raise InvalidInputError(f"timeout must be > 0 seconds, got {timeout}")
 
 
 def batch_arguments(
@@ -49,26 +52,28 @@ def batch_arguments(
     """`generate_batch`'s prompts and one config per prompt; `TypeError`/`ValueError` naming
     the argument that is wrong, before anything runs."""
     if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Iterable):
-        raise TypeError(f"prompts must be a list of strings, got {type(prompts).__name__}")
+        raise InvalidTypeError(f"prompts must be a list of strings, got {type(prompts).__name__}")
     texts = [check_text(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
     if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
-        raise TypeError(f"max_concurrency must be an int, got {type(max_concurrency).__name__}")
+        raise InvalidTypeError(
+            f"max_concurrency must be an int, got {type(max_concurrency).__name__}"
+        )
     if max_concurrency < 1:
-        raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        raise InvalidInputError(f"max_concurrency must be >= 1, got {max_concurrency}")
     normalise_stop(stop)
     check_timeout(timeout)
     if configs is None or isinstance(configs, SpecGuardConfig):
         return texts, [configs] * len(texts)
     if not isinstance(configs, (list, tuple)):
-        raise TypeError(
+        raise InvalidTypeError(
             "configs must be a SpecGuardConfig or a list of them (None for the engine's),"
             f" got {type(configs).__name__}"
         )
     if len(configs) != len(texts):
-        raise ValueError(f"{len(configs)} configs for {len(texts)} prompts")
+        raise InvalidInputError(f"{len(configs)} configs for {len(texts)} prompts")
     for i, c in enumerate(configs):
         if c is not None and not isinstance(c, SpecGuardConfig):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"configs[{i}] must be a SpecGuardConfig or None, got {type(c).__name__}"
                 " (for a few changes: engine.config.merged(k=..., tau=...))"
             )

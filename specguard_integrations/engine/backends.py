@@ -30,15 +30,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ..errors import InvalidInputError, InvalidTypeError
+
 if TYPE_CHECKING:
     from typing import TypeAlias
 
     import torch
 
     from ..config import SpecGuardConfig
+    from ..constraint import Constraint
     from ..segmentation import StepSegmenter
     from .candidate import Candidate
-    from .constraint import Constraint
 
     Rng: TypeAlias = torch.Generator | None  # a generation's sampling generator
 
@@ -249,11 +251,11 @@ def check_text(text: object, what: str = "prompt") -> str:
     """`text` if it is a string UTF-8 can encode, else `TypeError`/`ValueError` naming the
     problem and the position (a lone surrogate such as '\\ud800' cannot be tokenised)."""
     if not isinstance(text, str):
-        raise TypeError(f"{what} must be a string, got {type(text).__name__}")
+        raise InvalidTypeError(f"{what} must be a string, got {type(text).__name__}")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
-        raise ValueError(
+        raise InvalidInputError(
             f"{what} cannot be encoded as UTF-8: character {err.start} is {text[err.start]!r}"
             f" ({err.reason})"
         ) from None
@@ -264,5 +266,5 @@ def check_prompt_text(prompt: object) -> str:
     """The prompt, or `TypeError`/`ValueError` naming what is wrong with it."""
     text = check_text(prompt)
     if not text.strip():
-        raise ValueError("prompt is empty")
+        raise InvalidInputError("prompt is empty")
     return text

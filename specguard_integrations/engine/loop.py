@@ -24,6 +24,8 @@ from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..config import SpecGuardConfig
+from ..constraint import Constraint
+from ..errors import GenerationTimeout, InvalidInputError, InvalidTypeError
 from ..segmentation import make_segmenter
 from ..types import (
     FinishReason,
@@ -47,7 +49,6 @@ from .backends import (
     TextModel,
     check_prompt_text,
 )
-from .constraint import Constraint
 from .policy import Judge, Verdict, judge_for, needs_target
 from .transcript import StepStream, Transcript, record
 
@@ -67,7 +68,7 @@ _ENDS_GENERATION: dict[StepFinish, FinishReason] = {
 }
 
 
-class SpecGuard:
+class SpecGuardEngine:
     """Step-level speculative decoding with a draft verified by its own attention and confidence.
 
     Args:
@@ -93,7 +94,7 @@ class SpecGuard:
     ) -> None:
         for role, model, kind in (("draft", draft, DraftModel), ("target", target, TargetModel)):
             if not isinstance(model, kind):
-                raise TypeError(
+                raise InvalidTypeError(
                     f"{role} must be a {kind.__name__} (a backend with start()), got"
                     f" {type(model).__name__}; for a LocalCausalLM or a model id use"
                     " specguard_integrations.SpecGuard"
@@ -119,7 +120,7 @@ class SpecGuard:
         for m in self.local_models():
             if m.has_chat_template:
                 return m
-        raise ValueError("neither model has a tokenizer with a chat template")
+        raise InvalidInputError("neither model has a tokenizer with a chat template")
 
     @property
     def special_texts(self) -> tuple[str, ...]:
@@ -215,7 +216,7 @@ class SpecGuard:
         `timeout`: seconds the generation may run; past it, it stops before the next step and
         raises `TimeoutError` (the steps already yielded stand); a request in flight to a remote
         model is bounded by it too.
-        `constraint`: a JSON schema, regex or Lark grammar (`engine.constraint.Constraint`) the
+        `constraint`: a JSON schema, regex or Lark grammar (`specguard_integrations.Constraint`) the
         whole generated text must match (else the config's `constraint`); every sampler (draft
         candidates, the target's fallback) samples under it (docs/structured-output.md).
         """
@@ -223,7 +224,7 @@ class SpecGuard:
         stops = normalise_stop(stop)
         check_timeout(timeout)
         if config is not None and not isinstance(config, SpecGuardConfig):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"config must be a SpecGuardConfig, got {type(config).__name__}"
                 " (for a few changes: engine.config.merged(k=..., tau=...))"
             )
@@ -236,7 +237,7 @@ class SpecGuard:
         """The engine's judge, else the one `cfg.judge` names; `ValueError` when it reads the
         target's log-probabilities and the target cannot give them, or when both are set."""
         if self.judge is not None and cfg.judge != "draft":
-            raise ValueError(
+            raise InvalidInputError(
                 f"judge={type(self.judge).__name__} was given and the config names judge="
                 f"{cfg.judge!r}: choose one"
             )
@@ -244,7 +245,7 @@ class SpecGuard:
         if judge.reads_target:
             why = self.target.verify_refusal()
             if why is not None:
-                raise ValueError(f"the target-verified judge cannot run: {why}")
+                raise InvalidInputError(f"the target-verified judge cannot run: {why}")
         return judge
 
     # ------------------------------------------------------------------ loop
@@ -275,7 +276,7 @@ class SpecGuard:
         finish: FinishReason = "max_steps"
         for i in range(cfg.max_steps):
             if timeout is not None and time.perf_counter() - t0 > timeout:
-                raise TimeoutError(f"generation ran past timeout={timeout}s after {i} steps")
+                raise GenerationTimeout(f"generation ran past timeout={timeout}s after {i} steps")
             room = min(draft.tokens_left, target.tokens_left)
             budget = min(cfg.max_step_tokens, cfg.max_new_tokens - done.tokens, room)
             if budget <= 0:

@@ -32,6 +32,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from ..errors import InvalidInputError
+
 if TYPE_CHECKING:
     from ..config import SpecGuardConfig
     from ..types import SignalMode
@@ -82,13 +84,13 @@ def decide(
 def aggregate(values: list[float] | tuple[float, ...], how: str, q: float = 0.1) -> float:
     """min, mean, or the q-quantile (linear interpolation between order statistics)."""
     if not values:
-        raise ValueError("cannot aggregate the log-probabilities of an empty step")
+        raise InvalidInputError("cannot aggregate the log-probabilities of an empty step")
     if how == "min":
         return min(values)
     if how == "mean":
         return sum(values) / len(values)
     if how != "quantile":
-        raise ValueError(f"unknown aggregate {how!r}: use min, mean or quantile")
+        raise InvalidInputError(f"unknown aggregate {how!r}: use min, mean or quantile")
     xs = sorted(values)
     pos = q * (len(xs) - 1)
     lo = int(pos)
@@ -186,7 +188,9 @@ class TargetJudge:
         draft = FusionJudge().judge(signals, context, step, config)
         if signals.target_logprobs is None:
             if self.needs_target(signals, config):
-                raise ValueError("the target-verified judge needs the target's log-probabilities")
+                raise InvalidInputError(
+                    "the target-verified judge needs the target's log-probabilities"
+                )
             # outside the band, the draft's word: above it keep, below it reject
             keep = draft.fused > config.target_band[1]
             return dataclasses.replace(draft, accept=keep, signals="draft_band")

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..errors import InvalidInputError
+
 if TYPE_CHECKING:
     import torch
 
@@ -46,7 +48,7 @@ def confidence(logprobs: torch.Tensor, how: str = "min") -> float:
     """l = min_t log p(s_t): the weakest token decides (the paper: no mean, no length
     normalisation). ``how="mean"``: l = mean_t log p(s_t), the variant of the method's summary."""
     if logprobs.numel() == 0:
-        raise ValueError("confidence of an empty step is undefined")
+        raise InvalidInputError("confidence of an empty step is undefined")
     return float(logprobs.mean() if how == "mean" else logprobs.min())
 
 
@@ -59,7 +61,9 @@ def join_heads(attn: torch.Tensor, heads: str | tuple[int, ...] = "mean") -> tor
         return attn.max(dim=0).values
     idx = [h for h in heads if 0 <= h < attn.shape[0]] if isinstance(heads, tuple) else []
     if not idx:
-        raise ValueError(f"attention_heads: no head of {heads!r} among {attn.shape[0]} heads")
+        raise InvalidInputError(
+            f"attention_heads: no head of {heads!r} among {attn.shape[0]} heads"
+        )
     return attn[idx].mean(dim=0)
 
 
@@ -132,7 +136,7 @@ def grounding(
     over the tokens where `content` `(T,)` is true (all tokens when none is)."""
     g = mass[-1]  # (T,) G(t)
     if g.numel() == 0:
-        raise ValueError("grounding of an empty step is undefined")
+        raise InvalidInputError("grounding of an empty step is undefined")
     if how == "mean":
         return float(g.mean())
     if how == "quantile":

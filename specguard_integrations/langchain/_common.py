@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._threads import stream_in_thread
 from ..chat import tool_call_dict
+from ..errors import InvalidInputError
 
 __all__ = ["stream_in_thread"]
 
@@ -62,7 +63,9 @@ def content_text(message: BaseMessage, where: str) -> str:
             continue
         else:
             kind = block.get("type") if isinstance(block, dict) else type(block).__name__
-            raise ValueError(f"{where}: unsupported content block of type {kind!r}: text only")
+            raise InvalidInputError(
+                f"{where}: unsupported content block of type {kind!r}: text only"
+            )
     return "".join(parts)
 
 
@@ -89,7 +92,7 @@ def to_chat_dicts(messages: list[BaseMessage]) -> list[dict[str, Any]]:
         elif role is not None:
             d = {"role": role, "content": content_text(m, where)}
         else:
-            raise ValueError(f"{where}: unsupported message type {type(m).__name__}")
+            raise InvalidInputError(f"{where}: unsupported message type {type(m).__name__}")
         if isinstance(m, AIMessage) and m.tool_calls:
             d["tool_calls"] = [
                 tool_call_dict(tc.get("id"), tc["name"], tc["args"]) for tc in m.tool_calls

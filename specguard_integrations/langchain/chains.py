@@ -20,6 +20,7 @@ from langchain_core.runnables.utils import AddableDict
 from pydantic import ConfigDict, Field
 
 from .._adapter import SpecGuardParams
+from ..errors import InvalidInputError
 from ..segmentation import extract_answer
 from . import _common
 
@@ -53,9 +54,9 @@ class SpecGuardReasoningChain(SpecGuardParams, RunnableSerializable[ChainInput, 
         elif isinstance(value, dict) and self.input_key in value:
             question = str(value[self.input_key])
         else:
-            raise ValueError(f"input must be a string or a dict with key {self.input_key!r}")
+            raise InvalidInputError(f"input must be a string or a dict with key {self.input_key!r}")
         if not question.strip():
-            raise ValueError("question is empty")
+            raise InvalidInputError("question is empty")
         return self.prompt_template.format(question=question)
 
     def _final(self, result: GenerationResult) -> AddableDict:

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .._adapter import Records, SpecGuardParams, arun_call, reject_unknown, run_call
 from ..chat import ChatCall, ReplyStream, check_tools, prepare_chat, reasoning_split
+from ..errors import InvalidInputError
 from . import _common
 
 if TYPE_CHECKING:
@@ -184,11 +185,11 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
         from langchain_core.utils.pydantic import is_basemodel_subclass
 
         if kwargs:
-            raise ValueError(f"unsupported arguments: {sorted(kwargs)}")
+            raise InvalidInputError(f"unsupported arguments: {sorted(kwargs)}")
         if method not in ("function_calling", "json_schema", "json_mode"):
-            raise ValueError(f"method: unknown value {method!r}")
+            raise InvalidInputError(f"method: unknown value {method!r}")
         if schema is None and method != "json_mode":
-            raise ValueError(f"with_structured_output(method={method!r}) needs a schema")
+            raise InvalidInputError(f"with_structured_output(method={method!r}) needs a schema")
         tool: dict[str, Any] = (
             _JSON_OBJECT if schema is None else convert_to_openai_tool(schema, strict=strict)
         )
@@ -224,7 +225,7 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
         tool_choice = kwargs.pop("tool_choice", None)
         override = kwargs.pop("model", None)
         if override is not None and override != self._model_name():
-            raise ValueError(
+            raise InvalidInputError(
                 f"model={override!r}: this ChatSpecGuard runs {self._model_name()!r}; "
                 "construct another ChatSpecGuard for another draft/target pair"
             )

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..backends.remote.client import EndpointError
 from ..backends.remote.replies import Completion, step_stops
 from ..backends.remote.sessions import TextTargetSession
 from ..engine.backends import check_prompt_text
+from ..errors import EndpointError, InvalidTypeError
 
 if TYPE_CHECKING:
     from ..engine.backends import DecodeSettings, Rng
@@ -31,7 +31,7 @@ class LangChainTarget:
         from langchain_core.language_models import BaseChatModel, BaseLLM
 
         if not isinstance(model, (BaseChatModel, BaseLLM)):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"LangChainTarget needs a LangChain chat model or LLM, got {type(model).__name__}"
             )
         self.model = model

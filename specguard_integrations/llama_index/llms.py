@@ -36,11 +36,12 @@ from pydantic import ConfigDict, Field
 from .._adapter import Records, SpecGuardParams, arun_call, reject_unknown, run_call
 from ..chat import ChatCall, ReplyStream, prepare_chat, reasoning_split, strip_special
 from ..chat import tool_call_dict as _tool_call
+from ..errors import InvalidInputError
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
 
-    from ..engine.constraint import Constraint
+    from ..constraint import Constraint
     from ..engine.loop import StepStream
     from ..types import GenerationResult, StepRecord
 
@@ -71,7 +72,7 @@ def _dicts(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
                 calls.append(_tool_call(block.tool_call_id, block.tool_name, block.tool_kwargs))
             elif not isinstance(block, ThinkingBlock):  # past reasoning is not shown again
                 kind = getattr(block, "block_type", type(block).__name__)
-                raise ValueError(
+                raise InvalidInputError(
                     f"messages[{i}]: unsupported content block of type {kind!r}: text only"
                 )
         calls += [
@@ -325,7 +326,9 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
     ) -> list[ToolSelection]:
         calls = [b for b in response.message.blocks if isinstance(b, ToolCallBlock)]
         if not calls and error_on_no_tool_call:
-            raise ValueError(f"expected at least one tool call, got: {response.message.content!r}")
+            raise InvalidInputError(
+                f"expected at least one tool call, got: {response.message.content!r}"
+            )
         return [
             ToolSelection(
                 tool_id=b.tool_call_id or "",

@@ -19,6 +19,8 @@ import contextvars
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import StateError
+
 if TYPE_CHECKING:
     import torch
 
@@ -207,7 +209,7 @@ def grouped_attention(
 
     cache = _ACTIVE.get()
     if cache is None:
-        raise RuntimeError("grouped attention outside a grouped forward")
+        raise StateError("grouped attention outside a grouped forward")
     layer = int(module.layer_idx)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     outs = [_bucket_attention(query, cache, b, layer, scale) for b in cache.buckets]

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..errors import MissingDependencyError
 from . import openai_format as fmt
 from .requests import Prepared, authorize, prepare, read_json
 from .schemas import ChatRequest
@@ -296,7 +297,7 @@ def create_app(served: ServedModel, limits: Limits | None = None, **kwargs: Any)
         from starlette.applications import Starlette
         from starlette.routing import Route
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             "create_app needs the [serve] extra (starlette is not installed):"
             " pip install 'specguard-integrations[serve]'"
         ) from err

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..errors import InvalidInputError, MissingDependencyError
 from .state import Limits
 
 if TYPE_CHECKING:
@@ -104,9 +105,9 @@ def served_from_args(args: argparse.Namespace) -> ServedModel:
         from ..backends.remote.endpoint import EndpointTarget
 
         if not args.target_model:
-            raise ValueError("--target-endpoint needs --target-model")
+            raise InvalidInputError("--target-endpoint needs --target-model")
         if args.target:
-            raise ValueError("give --target or --target-endpoint, not both")
+            raise InvalidInputError("give --target or --target-endpoint, not both")
         target = EndpointTarget(
             args.target_endpoint,
             args.target_model,
@@ -139,9 +140,9 @@ def _json_flag(value: str | None, flag: str) -> dict[str, Any]:
     try:
         data = json.loads(value)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{flag}: not JSON: {err}") from None
+        raise InvalidInputError(f"{flag}: not JSON: {err}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{flag}: must be a JSON object")
+        raise InvalidInputError(f"{flag}: must be a JSON object")
     return data
 
 
@@ -183,7 +184,7 @@ def serve(
         import starlette  # noqa: F401 - checked here so the error names the extra
         import uvicorn
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
+        raise MissingDependencyError(
             "specguard serve needs the [serve] extra: pip install 'specguard-integrations[serve]'"
         ) from err
     from .app import create_app

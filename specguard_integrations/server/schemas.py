@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from ..errors import InvalidInputError
+
 MAX_STOPS = 16
 TOOL_NAME = r"^[A-Za-z0-9_.\-]{1,64}$"
 
@@ -43,7 +45,7 @@ def _reject_non_text(v: Any) -> Any:
         for i, part in enumerate(v):
             kind = part.get("type") if isinstance(part, dict) else None
             if kind != "text":
-                raise ValueError(
+                raise InvalidInputError(
                     f"content[{i}]: only text content parts are supported, got type {kind!r}"
                 )
     return v
@@ -70,9 +72,9 @@ class FunctionCall(_Strict):
             try:
                 parsed = json.loads(v) if v.strip() else {}
             except json.JSONDecodeError as err:
-                raise ValueError(f"arguments are not JSON: {err}") from None
+                raise InvalidInputError(f"arguments are not JSON: {err}") from None
             if not isinstance(parsed, dict):
-                raise ValueError("arguments must be a JSON object")
+                raise InvalidInputError("arguments must be a JSON object")
         return v
 
     @property
@@ -139,10 +141,12 @@ class FunctionDef(_Strict):
     @classmethod
     def _schema_object(cls, v: dict[str, Any]) -> dict[str, Any]:
         if v.get("type", "object") != "object":
-            raise ValueError(f"a tool's parameters must be a JSON schema of type object: {v!r}")
+            raise InvalidInputError(
+                f"a tool's parameters must be a JSON schema of type object: {v!r}"
+            )
         props = v.get("properties", {})
         if not isinstance(props, dict):
-            raise ValueError("parameters.properties must be an object")
+            raise InvalidInputError("parameters.properties must be an object")
         return v
 
 
@@ -179,7 +183,7 @@ class ResponseFormat(_Strict):
     @model_validator(mode="after")
     def _schema_given(self) -> ResponseFormat:
         if self.type == "json_schema" and self.json_schema is None:
-            raise ValueError("response_format of type json_schema needs json_schema")
+            raise InvalidInputError("response_format of type json_schema needs json_schema")
         return self
 
 
@@ -192,7 +196,7 @@ class StreamOptions(_Strict):
 def _neutral(name: str, value: Any, neutral: tuple[Any, ...]) -> None:
     if value not in neutral:
         shown = ", ".join(repr(x) for x in neutral)
-        raise ValueError(f"{name} of {value!r} is not supported (only {shown})")
+        raise InvalidInputError(f"{name} of {value!r} is not supported (only {shown})")
 
 
 class _Common(_Strict):
@@ -218,9 +222,9 @@ class _Common(_Strict):
         items = [v] if isinstance(v, str) else v or []
         for i, s in enumerate(items):
             if not s:
-                raise ValueError(f"stop[{i}] is empty: stop strings must be non-empty")
+                raise InvalidInputError(f"stop[{i}] is empty: stop strings must be non-empty")
         if len(items) > MAX_STOPS:
-            raise ValueError(f"at most {MAX_STOPS} stop strings")
+            raise InvalidInputError(f"at most {MAX_STOPS} stop strings")
         return v
 
     @field_validator("presence_penalty", "frequency_penalty")
@@ -238,7 +242,7 @@ class _Common(_Strict):
     @model_validator(mode="after")
     def _stream_options(self) -> _Common:
         if self.stream_options is not None and not self.stream:
-            raise ValueError("stream_options needs stream: true")
+            raise InvalidInputError("stream_options needs stream: true")
         return self
 
     @property
@@ -257,7 +261,7 @@ class CompletionRequest(_Common):
     @classmethod
     def _one_prompt(cls, v: str | list[str]) -> str | list[str]:
         if isinstance(v, list) and len(v) != 1:
-            raise ValueError("exactly one prompt per request")
+            raise InvalidInputError("exactly one prompt per request")
         return v
 
     @field_validator("echo", "best_of", "suffix")
@@ -299,10 +303,10 @@ class ChatRequest(_Common):
     @model_validator(mode="after")
     def _consistent(self) -> ChatRequest:
         if self.continue_final_message and self.messages[-1].role != "assistant":
-            raise ValueError("continue_final_message needs a final assistant message")
+            raise InvalidInputError("continue_final_message needs a final assistant message")
         json_format = self.response_format is not None and self.response_format.type != "text"
         if json_format and self.tools:
-            raise ValueError("response_format with tools: give one or the other")
+            raise InvalidInputError("response_format with tools: give one or the other")
         return self
 
     @property

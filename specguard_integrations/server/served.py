@@ -13,12 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+from ..errors import Cancelled
+
 if TYPE_CHECKING:
     from ..backends.local.model import LocalCausalLM
     from ..config import SpecGuardConfig
+    from ..constraint import Constraint
     from ..engine.backends import TextModel
-    from ..engine.constraint import Constraint
-    from ..engine.loop import SpecGuard
+    from ..engine.loop import SpecGuardEngine
     from ..types import StepRecord
 
 
@@ -65,10 +67,6 @@ class GenOutput:
 OnDelta = Callable[[str, "StepRecord | None"], None]
 
 
-class Cancelled(RuntimeError):
-    """The client left or the server is stopping: the generation ended between steps."""
-
-
 class ServedModel:
     """What the server runs: a name, a chat template (`lm`), and `generate`."""
 
@@ -110,7 +108,7 @@ class SpecGuardServed(ServedModel):
 
     def __init__(
         self,
-        engine: SpecGuard,
+        engine: SpecGuardEngine,
         config: SpecGuardConfig,
         name: str = "specguard",
         *,
@@ -135,7 +133,7 @@ class SpecGuardServed(ServedModel):
         cfg = config_for_call(
             self.config, temperature=req.temperature, max_tokens=req.max_tokens, seed=req.seed
         ).merged(top_p=req.top_p, segmenter=req.segmenter)
-        from ..cancellation import CallCancelled, scope
+        from ..cancellation import scope
 
         stream = self.engine.stream(
             req.prompt,
@@ -151,8 +149,6 @@ class SpecGuardServed(ServedModel):
                     if cancelled.is_set():
                         raise Cancelled("generation cancelled")
                     on_delta(record.text, record)
-            except CallCancelled:
-                raise Cancelled("generation cancelled") from None
             finally:
                 stream.close()
         result = stream.result
@@ -195,7 +191,7 @@ class PlainServed(ServedModel):
         on_delta: OnDelta | None,
         cancelled: threading.Event,
     ) -> tuple[Choice, int]:
-        from ..baselines.plain import GenerationCancelled, plain_stream
+        from ..baselines.plain import plain_stream
 
         stream = plain_stream(
             self.model,
@@ -216,8 +212,6 @@ class PlainServed(ServedModel):
             except StopIteration as done:
                 r = done.value
                 break
-            except GenerationCancelled as err:
-                raise Cancelled(str(err)) from None
             if on_delta is not None:
                 on_delta(delta, None)
         # the plain result has every field of a choice, under the same names

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from ..errors import Cancelled, InvalidInputError, SpecGuardError
 from . import openai_format as fmt
-from .served import Cancelled, GenOutput, GenRequest, OnDelta, ServedModel
+from .served import GenOutput, GenRequest, OnDelta, ServedModel
 
 if TYPE_CHECKING:
     from starlette.responses import Response
@@ -38,9 +39,13 @@ class Limits:
         for name, low in least.items():
             if getattr(self, name) < low:
                 flag = "--" + name.replace("_", "-")
-                raise ValueError(f"{name} ({flag}) must be >= {low}, got {getattr(self, name)}")
+                raise InvalidInputError(
+                    f"{name} ({flag}) must be >= {low}, got {getattr(self, name)}"
+                )
         if not self.body_timeout > 0:
-            raise ValueError(f"body_timeout (--body-timeout) must be > 0, got {self.body_timeout}")
+            raise InvalidInputError(
+                f"body_timeout (--body-timeout) must be > 0, got {self.body_timeout}"
+            )
 
 
 @dataclass
@@ -109,7 +114,7 @@ class ServerState:
 
 
 @dataclass
-class HTTPError(Exception):
+class HTTPError(SpecGuardError):
     """An answer other than 200, in OpenAI's error shape."""
 
     status: int
@@ -131,11 +136,11 @@ class HTTPError(Exception):
 def to_http(err: BaseException) -> HTTPError:
     """The HTTP answer for an error. Unexpected ones are logged with their traceback and
     answered with a generic 500: internal text never reaches the client."""
-    from ..backends.remote.client import EndpointError, EndpointTimeout
+    from ..errors import ConfigError, EndpointError, EndpointTimeout
 
     if isinstance(err, HTTPError):
         return err
-    if isinstance(err, ValidationError):
+    if isinstance(err, (ValidationError, ConfigError)) and err.errors():
         first = err.errors()[0]
         param = fmt.error_param(first["loc"])
         where = f"{param}: " if param else ""

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
+from ..errors import InvalidInputError
 from ..segmentation import extract_answer
 
 Split = Literal["train", "test"]
@@ -206,7 +207,7 @@ def calculator(expression: str) -> str:
     """The real tool: evaluates `a op b` with integers (+, -, *)."""
     m = re.fullmatch(r"\s*(-?\d+)\s*([+\-*])\s*(-?\d+)\s*", expression)
     if not m:
-        raise ValueError(
+        raise InvalidInputError(
             f"calculator: cannot evaluate {expression!r}; use 'a + b', 'a - b', 'a * b'"
         )
     a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
@@ -262,7 +263,9 @@ def get_family(name: str) -> Family:
     try:
         return FAMILIES[name]
     except KeyError:
-        raise ValueError(f"unknown task family {name!r}; choose from {sorted(FAMILIES)}") from None
+        raise InvalidInputError(
+            f"unknown task family {name!r}; choose from {sorted(FAMILIES)}"
+        ) from None
 
 
 @lru_cache(maxsize=16)
@@ -279,10 +282,10 @@ def _generate(family: str, split: Split, n: int, seed: int) -> list[Item]:
 def make_split(family: str, split: Split, n: int, *, seed: int = 0) -> list[Item]:
     """`n` items of a family; train items never share a prompt with the held-out split."""
     if split not in _SPLIT_BASE:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise InvalidInputError(f"split must be 'train' or 'test', got {split!r}")
     if split == "test":
         if n > HELD_OUT_SIZE:
-            raise ValueError(f"the held-out split has {HELD_OUT_SIZE} items per family")
+            raise InvalidInputError(f"the held-out split has {HELD_OUT_SIZE} items per family")
         return _generate(family, "test", n, 0)
     held = _held_out_prompts(family)
     out: list[Item] = []

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from ..backends.local.model import LocalCausalLM
     from ..config import SpecGuardConfig
-    from ..engine.loop import SpecGuard
+    from ..engine.loop import SpecGuardEngine
     from ..types import StepRecord
 
 MAX_TOOL_ROUNDS = 4
@@ -70,7 +70,7 @@ def split_steps(text: str, segmenter: str, markers: tuple[str, ...]) -> list[str
     return steps
 
 
-def solve_specguard(engine: SpecGuard, item: Item, config: SpecGuardConfig) -> Solved:
+def solve_specguard(engine: SpecGuardEngine, item: Item, config: SpecGuardConfig) -> Solved:
     """SpecGuard on one item; on a tool call the real tool runs and generation resumes."""
     cfg = config.merged(segmenter=item.segmenter)
     prompt, completion = item.prompt, ""

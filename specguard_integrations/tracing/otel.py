@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..errors import MissingDependencyError
+
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
@@ -24,7 +26,7 @@ def _tracer(tracer: Tracer | None) -> Tracer:
     try:
         from opentelemetry import trace
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             "OpenTelemetry export needs: pip install 'specguard-integrations[otel]'"
         ) from err
     return trace.get_tracer("specguard_integrations")

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field, ValidationError
 
+from ..errors import InvalidInputError
 from ..types import StepRecord
 
 log = logging.getLogger(__name__)
@@ -100,12 +101,12 @@ def read_trace(path: str | os.PathLike[str]) -> list[TraceRun]:
     """
     src = Path(path)
     if src.is_dir():
-        raise ValueError(f"{src}: is a directory, not a trace file")
+        raise InvalidInputError(f"{src}: is a directory, not a trace file")
     if not src.is_file():
-        raise ValueError(f"{src}: no such trace file")
+        raise InvalidInputError(f"{src}: no such trace file")
     raw = src.read_bytes()
     if not raw.strip():
-        raise ValueError(f"{src}: empty trace file (no runs)")
+        raise InvalidInputError(f"{src}: empty trace file (no runs)")
     steps: dict[str, list[StepRecord]] = {}
     runs: dict[str, TraceRun] = {}
     lines = raw.split(b"\n")
@@ -127,16 +128,20 @@ def _parse_line(src: Path, n: int, line: bytes, truncated: bool) -> dict[str, An
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ValueError(f"{src}:{n}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        raise InvalidInputError(
+            f"{src}:{n}: not UTF-8 text ({err.reason} at byte {err.start})"
+        ) from None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as err:
         if truncated:
             log.warning("%s:%d: skipped a truncated last line (%s)", src, n, err)
             return None
-        raise ValueError(f"{src}:{n}: not a JSON line: {err}") from None
+        raise InvalidInputError(f"{src}:{n}: not a JSON line: {err}") from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{src}:{n}: a trace line is a JSON object, got {type(obj).__name__}")
+        raise InvalidInputError(
+            f"{src}:{n}: a trace line is a JSON object, got {type(obj).__name__}"
+        )
     return obj
 
 
@@ -151,20 +156,22 @@ def _add_line(
     try:
         if kind == "step":
             if not isinstance(obj.get("run_id"), str) or not isinstance(obj.get("record"), dict):
-                raise ValueError("a step line needs a run_id string and a record object")
+                raise InvalidInputError("a step line needs a run_id string and a record object")
             steps.setdefault(obj["run_id"], []).append(StepRecord(**obj["record"]))
         elif kind == "run":
             fields = {k: v for k, v in obj.items() if k not in ("type", "num_steps")}
             run = TraceRun(**_lift_summary_error(fields))
             runs[run.run_id] = run
         else:
-            raise ValueError(f"unknown line type {kind!r} (step or run)")
+            raise InvalidInputError(f"unknown line type {kind!r} (step or run)")
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
-        raise ValueError(f"{src}:{n}: invalid {kind} line: {where}: {first['msg']}") from None
+        raise InvalidInputError(
+            f"{src}:{n}: invalid {kind} line: {where}: {first['msg']}"
+        ) from None
     except (ValueError, TypeError) as err:
-        raise ValueError(f"{src}:{n}: {err}") from None
+        raise InvalidInputError(f"{src}:{n}: {err}") from None
 
 
 def _lift_summary_error(fields: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,8 @@ import html
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import MissingDependencyError
+
 if TYPE_CHECKING:
     from .records import TraceRun
 
@@ -219,7 +221,7 @@ def write_png(runs: list[TraceRun], path: str | Path) -> Path:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             "PNG plots need matplotlib: pip install 'specguard-integrations[plots]'"
         ) from err
     fig, axes = plt.subplots(len(runs) or 1, 1, figsize=(8, 2.6 * max(len(runs), 1)), squeeze=False)

@@ -12,12 +12,12 @@ import pytest
 from faulty_engine import ANSWER, CFG, MODEL, PROMPT, STEPS, FaultyEngine
 
 from specguard_integrations import SpecGuard
-from specguard_integrations.backends.remote.client import (
+from specguard_integrations.backends.remote.endpoint import EndpointDraft, EndpointTarget
+from specguard_integrations.errors import (
     EndpointReplyError,
     EndpointTimeout,
     EndpointUnreachable,
 )
-from specguard_integrations.backends.remote.endpoint import EndpointDraft, EndpointTarget
 from specguard_integrations.testing import tiny_lm
 
 
@@ -237,7 +237,7 @@ def test_remote_draft_faults(engine):
 
 
 def test_a_remote_step_that_breaks_a_constraint_is_refused(draft, engine):
-    from specguard_integrations.engine.constraint import Constraint
+    from specguard_integrations.constraint import Constraint
 
     sg, _ = _pair(draft, engine)
     c = Constraint.regex(r"Tom has [0-9]+ apples\.\n\n[\s\S]*")

@@ -17,11 +17,11 @@ import pytest
 from faulty_engine import ANSWER, CFG, MODEL, PROMPT
 
 from specguard_integrations import SpecGuard, SpecGuardConfig
-from specguard_integrations.backends.remote.client import (
+from specguard_integrations.backends.remote.endpoint import EndpointTarget
+from specguard_integrations.errors import (
     EndpointReplyError,
     EndpointUnreachable,
 )
-from specguard_integrations.backends.remote.endpoint import EndpointTarget
 
 
 def _engine(draft, engine, **kw):
@@ -195,7 +195,7 @@ def test_a_reply_of_100k_tokens_is_refused_under_a_memory_cap(engine):
         import resource, sys
         cap = 1536 << 20
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-        from specguard_integrations.backends.remote.client import EndpointReplyError
+        from specguard_integrations.errors import EndpointReplyError
         from specguard_integrations.backends.remote.endpoint import EndpointTarget
         from specguard_integrations.engine.backends import DecodeSettings
         from specguard_integrations.segmentation import make_segmenter

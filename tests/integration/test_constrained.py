@@ -13,7 +13,7 @@ import pytest
 
 from specguard_integrations import SpecGuard, SpecGuardConfig
 from specguard_integrations.baselines.plain import plain_stream
-from specguard_integrations.engine.constraint import Constraint
+from specguard_integrations.constraint import Constraint
 from specguard_integrations.testing import tiny_lm
 
 PROMPT = "Q: how heavy is the parcel?\n"

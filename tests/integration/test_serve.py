@@ -24,9 +24,9 @@ import pytest
 
 from specguard_integrations import SpecGuard
 from specguard_integrations.assets import DEFAULT_CONFIG
-from specguard_integrations.backends.remote.client import EndpointError, EndpointUnreachable
 from specguard_integrations.backends.remote.endpoint import EndpointDraft, EndpointTarget
 from specguard_integrations.config import SpecGuardConfig
+from specguard_integrations.errors import EndpointError, EndpointUnreachable
 from specguard_integrations.langchain import LangChainTarget
 from specguard_integrations.registry import load_lm, load_pair, resolve
 from specguard_integrations.tasks import make_split
@@ -392,8 +392,8 @@ def test_langchain_chat_model_as_target_gets_the_prefix_and_the_stop():
 def test_a_constrained_step_sent_to_specguard_serve_is_checked_not_refused(plain_server, cfg):
     """`specguard serve --mode plain` is read as its own profile: a constrained step is sent
     without a grammar field it would refuse (400), and its text is checked here."""
-    from specguard_integrations.backends.remote.client import EndpointReplyError
-    from specguard_integrations.engine.constraint import Constraint
+    from specguard_integrations.constraint import Constraint
+    from specguard_integrations.errors import EndpointReplyError
 
     draft = load_lm(resolve(None, "draft"), device="cpu")
     remote = EndpointTarget(plain_server.url, TARGET_NAME, engine="auto")

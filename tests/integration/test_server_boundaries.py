@@ -204,7 +204,8 @@ class Slow(ServedModel):
         self.tokenised_on = threading.current_thread().name
 
     def generate(self, req, on_delta, cancelled):
-        from specguard_integrations.server.served import Cancelled, Choice
+        from specguard_integrations.errors import Cancelled
+        from specguard_integrations.server.served import Choice
 
         self.started.set()
         for _ in range(200):  # 10 s if nobody stops it

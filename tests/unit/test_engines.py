@@ -213,7 +213,7 @@ def test_engine_detection_reads_any_models_shape_without_failing(models):
     "probe", [{}, {"choices": []}, {"choices": [7]}, {"choices": [{"text": 3}]}]
 )
 def test_a_malformed_one_token_answer_is_a_typed_error(probe):
-    from specguard_integrations.backends.remote.client import EndpointReplyError
+    from specguard_integrations.errors import EndpointReplyError
 
     server = Scripted("generic")
 

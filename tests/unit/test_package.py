@@ -7,15 +7,30 @@ import specguard_integrations.engine
 
 def test_public_surface_is_pinned():
     assert sorted(specguard_integrations.__all__) == [
+        "Cancelled",
+        "ConfigError",
+        "Constraint",
+        "DeadlinePassed",
         "EndpointDraft",
         "EndpointError",
+        "EndpointRejected",
+        "EndpointReplyError",
         "EndpointTarget",
+        "EndpointTimeout",
         "EndpointUnreachable",
         "GenerationResult",
+        "GenerationTimeout",
+        "InvalidInputError",
+        "InvalidTypeError",
         "LocalCausalLM",
+        "MissingAssetError",
+        "MissingDependencyError",
+        "ModelError",
         "PhaseTimes",
         "SpecGuard",
         "SpecGuardConfig",
+        "SpecGuardError",
+        "StateError",
         "StepRecord",
         "StepStream",
         "__version__",
@@ -25,19 +40,19 @@ def test_public_surface_is_pinned():
         "FusionJudge",
         "Judge",
         "RewardModelJudge",
-        "SpecGuard",
+        "SpecGuardEngine",
         "StepStream",
         "TargetModel",
     ]
     import inspect
 
-    from specguard_integrations.engine.loop import SpecGuard
+    from specguard_integrations.engine.loop import SpecGuardEngine
     from specguard_integrations.registry import SpecGuard as LoadingSpecGuard
 
     # lazy names resolve to the objects their modules define; the package's SpecGuard is the
     # method's, with loading and the step scheduler
     assert specguard_integrations.SpecGuard is LoadingSpecGuard
-    assert issubclass(LoadingSpecGuard, SpecGuard)
+    assert issubclass(LoadingSpecGuard, SpecGuardEngine)
     for pkg in (specguard_integrations, specguard_integrations.engine):
         for name in pkg.__all__:
             obj = getattr(pkg, name)

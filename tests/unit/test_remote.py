@@ -212,7 +212,7 @@ def test_a_grammar_field_the_user_sends_stands_alone():
 def run_with_fields(engine, api, kind, field, extra):
     from specguard_integrations import SpecGuard, SpecGuardConfig
     from specguard_integrations.backends.remote.endpoint import EndpointTarget
-    from specguard_integrations.engine.constraint import Constraint
+    from specguard_integrations.constraint import Constraint
     from specguard_integrations.testing import tiny_lm
 
     log: list[dict] = []

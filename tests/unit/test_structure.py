@@ -217,3 +217,74 @@ def test_engine_imports_no_framework():
         mods = _imports(p)
         bad = [m for m in mods if "langchain" in m or "llama_index" in m]
         assert not bad, (p.name, bad)
+
+
+BUILTIN_ERRORS = {
+    "ValueError",
+    "TypeError",
+    "RuntimeError",
+    "TimeoutError",
+    "ImportError",
+    "ModuleNotFoundError",
+    "FileNotFoundError",
+    "OSError",
+    "KeyError",
+    "LookupError",
+    "Exception",
+}
+
+
+def _builtin_raises(path: Path, root: Path = PKG) -> list[str]:
+    """`raise ValueError(...)` and the like: an error the package raises on purpose that a
+    user cannot catch with `except SpecGuardError`."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            if isinstance(exc, ast.Name) and exc.id in BUILTIN_ERRORS:
+                out.append(f"{path.relative_to(root)}:{node.lineno} {exc.id}")
+    return out
+
+
+def test_every_deliberate_error_has_the_package_root():
+    found = [hit for p in _modules() for hit in _builtin_raises(p)]
+    assert found == []
+
+
+def test_builtin_raise_finder_finds_one(tmp_path):
+    sample = tmp_path / "x.py"
+    sample.write_text("def f(x):\n    if x:\n        raise ValueError('bad x')\n    raise\n")
+    assert _builtin_raises(sample, tmp_path) == ["x.py:3 ValueError"]
+
+
+def test_every_error_class_descends_from_the_root():
+    import inspect
+
+    from specguard_integrations import errors
+
+    classes = [
+        c for _, c in inspect.getmembers(errors, inspect.isclass) if c.__module__ == errors.__name__
+    ]
+    assert classes and all(issubclass(c, errors.SpecGuardError) for c in classes)
+    # the built-in convention is kept alongside
+    assert issubclass(errors.InvalidInputError, ValueError)
+    assert issubclass(errors.ConfigError, ValueError)
+    assert issubclass(errors.InvalidTypeError, TypeError)
+    assert issubclass(errors.GenerationTimeout, TimeoutError)
+    assert issubclass(errors.DeadlinePassed, errors.GenerationTimeout)
+    assert issubclass(errors.EndpointTimeout, TimeoutError)
+    assert issubclass(errors.MissingDependencyError, ImportError)
+    # every class the package defines as an exception anywhere descends from the root
+    import importlib
+    import pkgutil
+
+    import specguard_integrations
+
+    heavy = ("langchain", "llama_index", "server", "tracing", "cli", "bench", "tasks")
+    for info in pkgutil.walk_packages(specguard_integrations.__path__, "specguard_integrations."):
+        if any(f".{h}" in info.name for h in heavy):
+            continue
+        mod = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(mod, inspect.isclass):
+            if cls.__module__ == mod.__name__ and issubclass(cls, BaseException):
+                assert issubclass(cls, errors.SpecGuardError) or cls.__name__.startswith("_"), cls

@@ -7,11 +7,11 @@ import httpx
 import pytest
 
 from specguard_integrations import SpecGuardConfig
-from specguard_integrations.backends.remote.client import EndpointReplyError
 from specguard_integrations.backends.remote.endpoint import EndpointTarget
 from specguard_integrations.backends.remote.replies import read_echo
 from specguard_integrations.engine.backends import StepSignals
 from specguard_integrations.engine.policy import TargetJudge, aggregate, judge_for
+from specguard_integrations.errors import EndpointReplyError
 
 
 def test_the_verdict_follows_the_hand_computed_formula():

@@ -12,7 +12,8 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-from ...engine.constraint import Constraint
+from ...constraint import Constraint
+from ...errors import InvalidInputError, MissingDependencyError
 
 if TYPE_CHECKING:
     import torch
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
-class GrammarUnavailable(ImportError):
+class GrammarUnavailable(MissingDependencyError):
     """llguidance is not installed (the ``[grammar]`` extra)."""
 
 
@@ -121,7 +122,7 @@ class Matcher:
             source = constraint.text_source or source  # another vocabulary: the text twin
         inner = llg.LLMatcher(tok, _grammar(constraint.kind, source), log_level=0)
         if inner.is_error():
-            raise ValueError(
+            raise InvalidInputError(
                 f"the {constraint.kind} constraint does not compile: {inner.get_error()}"
             )
         return cls(inner, int(tok.vocab_size))
@@ -149,18 +150,18 @@ class Matcher:
         """Move on by a sampled token; `ValueError` if the grammar refuses it."""
         if not self.inner.consume_token(int(token)):
             why = _first_line(self.inner.get_error())
-            raise ValueError(f"the constraint refused token {token}: {why}")
+            raise InvalidInputError(f"the constraint refused token {token}: {why}")
 
     def follow(self, tokens: list[int]) -> None:
         """Move on by tokens another writer chose (text valid under the grammar)."""
         if tokens and not self.inner.consume_tokens([int(t) for t in tokens]):
             why = _first_line(self.inner.get_error())
-            raise ValueError(f"the accepted text breaks the constraint: {why}")
+            raise InvalidInputError(f"the accepted text breaks the constraint: {why}")
 
     def back(self, n: int) -> None:
         """Forget the last `n` tokens taken."""
         if n > 0 and not self.inner.rollback(n):
-            raise ValueError(f"cannot roll the constraint back {n} tokens")
+            raise InvalidInputError(f"cannot roll the constraint back {n} tokens")
 
     @property
     def done(self) -> bool:
@@ -201,7 +202,7 @@ class TextChecker:
         grammar = _grammar(constraint.kind, source, flexible=True)
         self.inner = llg.LLMatcher(_byte_tokenizer(), grammar, log_level=0)
         if self.inner.is_error():
-            raise ValueError(
+            raise InvalidInputError(
                 f"the {constraint.kind} constraint does not compile: {self.inner.get_error()}"
             )
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ...errors import InvalidInputError
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
@@ -26,7 +28,7 @@ def resolve_dtype(dtype: Any, device: str) -> Any:
         try:
             return getattr(torch, dtype)
         except AttributeError:
-            raise ValueError(f"dtype: unknown torch dtype {dtype!r}") from None
+            raise InvalidInputError(f"dtype: unknown torch dtype {dtype!r}") from None
     return dtype
 
 
@@ -53,7 +55,9 @@ def load_tokenizer(
     try:
         return AutoTokenizer.from_pretrained(name_or_path, **picked)
     except Exception as err:
-        raise ValueError(f"cannot load the tokenizer of {name_or_path!r}: {reason(err)}") from None
+        raise InvalidInputError(
+            f"cannot load the tokenizer of {name_or_path!r}: {reason(err)}"
+        ) from None
 
 
 def reason(err: BaseException) -> str:

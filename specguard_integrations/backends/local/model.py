@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ...errors import InvalidInputError, ModelError
 from .special import eos_ids, special_texts, turn_ids
 from .state import FeedOut, ForwardJob, SeqState
 
@@ -65,7 +66,7 @@ class LocalCausalLM:
         self.lock = threading.RLock()  # one forward at a time on this model
         emb = int(model.get_input_embeddings().weight.shape[0])  # type: ignore[index]
         if len(tokenizer) > emb:
-            raise ValueError(
+            raise InvalidInputError(
                 f"tokenizer of {self.name} has {len(tokenizer)} tokens but the model embeds only"
                 f" {emb}: the tokenizer does not belong to this model"
             )
@@ -229,13 +230,13 @@ class LocalCausalLM:
     def render_chat(self, messages: list[dict[str, Any]], *, tools: list[Any] | None = None) -> str:
         """The chat template applied to messages, with the assistant turn opened."""
         if not getattr(self.tokenizer, "chat_template", None):
-            raise ValueError(f"tokenizer of {self.name} has no chat template")
+            raise InvalidInputError(f"tokenizer of {self.name} has no chat template")
         try:
             text = self.tokenizer.apply_chat_template(
                 messages, tools=tools, tokenize=False, add_generation_prompt=True
             )
         except Exception as err:  # jinja raises its own errors (raise_exception, undefined)
-            raise ValueError(
+            raise InvalidInputError(
                 f"the chat template of {self.name} cannot render these messages: {err}"
             ) from None
         return str(text)
@@ -263,7 +264,7 @@ class LocalCausalLM:
         start = state.fed
         new = state.ids[start:]
         if not new:
-            raise ValueError("nothing to feed: all ids are already in the cache")
+            raise InvalidInputError("nothing to feed: all ids are already in the cache")
         chunk = ATTENTION_CHUNK if rollout_layers else max(len(new), 1)
         logits, hiddens, rows = [], [], []
         try:
@@ -386,7 +387,7 @@ class LocalCausalLM:
     def rollback(self, state: SeqState, length: int) -> None:
         """Forget everything after the first `length` ids (cache, ids and mass vectors)."""
         if length > len(state.ids):
-            raise ValueError(f"cannot roll back to {length} > {len(state.ids)} ids")
+            raise InvalidInputError(f"cannot roll back to {length} > {len(state.ids)} ids")
         if state.fed > length:
             self.crop(state.cache, length)
             state.fed = length
@@ -412,6 +413,6 @@ class LocalCausalLM:
         return twin
 
 
-class AttentionUnavailable(RuntimeError):
+class AttentionUnavailable(ModelError):
     def __init__(self, name: str) -> None:
         super().__init__(f"{name} did not return attention probabilities")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ...engine.candidate import Candidate, cut_text
+from ...errors import InvalidInputError
 from .state import DecodeJob
 
 if TYPE_CHECKING:
@@ -192,9 +193,9 @@ def sample_steps(
     recompute them.
     """
     if state.pending or state.next_logits is None:
-        raise ValueError("sample_steps needs a state whose ids are all fed")
+        raise InvalidInputError("sample_steps needs a state whose ids are all fed")
     if settings.k > 1 and state.next_hidden is None:
-        raise ValueError("embedding candidates needs the last hidden state of the context")
+        raise InvalidInputError("embedding candidates needs the last hidden state of the context")
     if lm.runner is None or grammar is not None:
         return sample_steps_alone(
             lm, state, settings, generator, keep_cache=keep_cache, grammar=grammar

@@ -18,6 +18,7 @@ from ...engine.backends import (
 )
 from ...engine.candidate import Candidate
 from ...engine.selection import select
+from ...errors import InvalidInputError, StateError
 from .grammar import Matcher
 from .model import AttentionUnavailable, LocalCausalLM
 from .sampling import sample_steps
@@ -37,7 +38,7 @@ def _medoid(candidates: list[Candidate]) -> int:
         return 0
     emb = [c.embedding for c in candidates if c.embedding is not None]
     if len(emb) != len(candidates):
-        raise ValueError("selecting among candidates needs every candidate's embedding")
+        raise InvalidInputError("selecting among candidates needs every candidate's embedding")
     return select(torch.stack(emb))
 
 
@@ -45,7 +46,7 @@ def check_prompt(lm: TextModel, ids: list[int], prompt: str) -> None:
     """`ValueError` for an empty prompt, or one (`ids`) that leaves no room to generate."""
     check_prompt_text(prompt)
     if len(ids) >= lm.context_window:
-        raise ValueError(
+        raise InvalidInputError(
             f"prompt is {len(ids)} tokens but {lm.name} has a context window of"
             f" {lm.context_window}: no room to generate"
         )
@@ -251,10 +252,10 @@ class LocalDraftSession:
         """
 
         if self._tentative is not None:
-            raise RuntimeError("score() called twice without accept() or reject()")
+            raise StateError("score() called twice without accept() or reject()")
         tokens = candidate.scored_ids
         if not tokens:
-            raise ValueError("cannot score an empty step")
+            raise InvalidInputError("cannot score an empty step")
         base = len(self.state.ids)
         before_logits, before_hidden = self.state.next_logits, self.state.next_hidden
         assert before_logits is not None
@@ -305,7 +306,7 @@ class LocalDraftSession:
 
     def accept(self) -> None:
         if self._tentative is None:
-            raise RuntimeError("accept() without a scored step")
+            raise StateError("accept() without a scored step")
         if self._tentative.committed_mass:
             self._extend_mass(self._tentative.committed_mass)
         if self._tentative.grammar is not None:
@@ -317,7 +318,7 @@ class LocalDraftSession:
         """Crop the rejected step from the draft cache; the context is as before `score`."""
         t = self._tentative
         if t is None:
-            raise RuntimeError("reject() without a scored step")
+            raise StateError("reject() without a scored step")
         self.rejected = self.state.ids[t.base :]
         self.lm.rollback(self.state, t.base)
         self.state.fed = t.base
@@ -327,7 +328,7 @@ class LocalDraftSession:
     # 5. the target wrote the step
     def append(self, text: str, ids: list[int] | None) -> None:
         if self._tentative is not None:
-            raise RuntimeError("append() while a scored step is pending")
+            raise StateError("append() while a scored step is pending")
         self.rejected = []
         new = ids if ids is not None else self.lm.encode_continuation(text)
         if not new:

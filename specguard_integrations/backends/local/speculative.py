@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ...engine.candidate import Candidate
+from ...errors import InvalidInputError
 from .sampling import cut_step
 
 if TYPE_CHECKING:
@@ -45,9 +46,9 @@ def speculative_step(
     """
     max_tokens, cut = settings.max_tokens, (settings.segmenter, settings.stop, settings.stop_tail)
     if dstate.pending or dstate.next_logits is None:
-        raise ValueError("speculative_step needs a draft state whose ids are all fed")
+        raise InvalidInputError("speculative_step needs a draft state whose ids are all fed")
     if not tstate.pending and tstate.next_logits is None:
-        raise ValueError("the target state has neither pending ids nor next logits")
+        raise InvalidInputError("the target state has neither pending ids nor next logits")
     d_base = dstate.fed
     d_saved = (dstate.next_logits, dstate.next_hidden)
     t_base = len(tstate.ids)

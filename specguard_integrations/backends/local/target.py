@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from ...engine import signals
 from ...engine.backends import DecodeSettings, DraftAssist
 from ...engine.candidate import Candidate
+from ...errors import StateError
 from .grammar import Matcher
 from .model import LocalCausalLM
 from .sampling import sample_steps
@@ -99,7 +100,7 @@ class LocalTargetSession:
         """Feed the pending context and the step in one forward (the catch-up prefill the
         target owes the step anyway) and read ``log p(s_t | ctx, s_<t)`` of each step token."""
         if self._verified is not None:
-            raise RuntimeError("verify() called twice without accept() or reject()")
+            raise StateError("verify() called twice without accept() or reject()")
         if ids is not None:  # the draft's tokens (its EOS last when `eos`)
             new, text_ids = list(ids), list(ids[:-1] if eos else ids)
         else:
@@ -138,7 +139,7 @@ class LocalTargetSession:
         """Keep the verified step: it is in the cache already."""
         v = self._verified
         if v is None:
-            raise RuntimeError("accept() without a verified step")
+            raise StateError("accept() without a verified step")
         if self.grammar is not None:
             self.grammar.follow(v.ids)
         self._verified = None
@@ -148,7 +149,7 @@ class LocalTargetSession:
         there give the first token of the target's own step."""
         v = self._verified
         if v is None:
-            raise RuntimeError("reject() without a verified step")
+            raise StateError("reject() without a verified step")
         self._verified = None
         if v.first is None:  # an empty step: nothing was fed
             return

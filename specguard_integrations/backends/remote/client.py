@@ -28,7 +28,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from ...cancellation import CallCancelled, Scope, current
+from ...cancellation import Scope, current
+from ...errors import (
+    Cancelled,
+    DeadlinePassed,
+    EndpointError,
+    EndpointRejected,
+    EndpointReplyError,
+    EndpointTimeout,
+    EndpointUnreachable,
+    InvalidInputError,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -37,39 +47,6 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_CAP = 30.0  # seconds: the longest Retry-After honoured
 MAX_BODY_BYTES = 16 << 20  # a reply larger than this is refused unread
-
-
-class EndpointError(RuntimeError):
-    """The server answered an error, or data that is not an OpenAI-compatible completion."""
-
-
-class EndpointUnreachable(EndpointError):
-    """No answer from the server after the bounded retries: refused or dropped connections,
-    timeouts, or 429 / 5xx on every attempt."""
-
-
-class EndpointTimeout(EndpointUnreachable, TimeoutError):
-    """The request's deadline passed (connect plus the whole body) on every attempt, or the
-    generation's own deadline came first."""
-
-
-class DeadlinePassed(EndpointError, TimeoutError):
-    """The generation's own deadline (its `timeout`) passed while it waited on the server: not
-    retried, by the client or by a framework call."""
-
-
-class EndpointRejected(EndpointError):
-    """The server refused the request with a 4xx status (other than 429): the request's fault,
-    not retried. `status` is the HTTP status."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class EndpointReplyError(EndpointError):
-    """The reply breaks the contract: not JSON, a field missing or of the wrong kind, a number
-    that is not finite, a body over the size cap, or a step longer than the budget asked."""
 
 
 class _Retryable(Exception):
@@ -96,13 +73,17 @@ class OpenAICompatibleClient:
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+            raise InvalidInputError(
+                f"base_url must start with http:// or https://, got {base_url!r}"
+            )
         if not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+            raise InvalidInputError(f"max_retries must be an integer >= 0, got {max_retries!r}")
         if not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
-            raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+            raise InvalidInputError(
+                f"timeout must be a finite number of seconds > 0, got {timeout!r}"
+            )
         if max_body_bytes < 1024:
-            raise ValueError(f"max_body_bytes must be at least 1024, got {max_body_bytes}")
+            raise InvalidInputError(f"max_body_bytes must be at least 1024, got {max_body_bytes}")
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.timeout = float(timeout)
@@ -171,7 +152,7 @@ class OpenAICompatibleClient:
     def _sleep(self, seconds: float) -> None:
         scope = current()
         if scope is not None and scope.event.wait(seconds):
-            raise CallCancelled("the call was cancelled")
+            raise Cancelled("the call was cancelled")
         if scope is None:
             time.sleep(seconds)
 
@@ -344,7 +325,7 @@ def _json(body: bytes, url: str) -> Any:
     """Parsed JSON: strict (NaN and Infinity are not JSON numbers), else `EndpointReplyError`."""
 
     def refuse(name: str) -> Any:
-        raise ValueError(f"{name} is not a JSON number")
+        raise InvalidInputError(f"{name} is not a JSON number")
 
     try:
         return json.loads(body, parse_constant=refuse)

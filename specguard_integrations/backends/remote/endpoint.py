@@ -22,8 +22,9 @@ import os
 from typing import TYPE_CHECKING, Any, Literal
 
 from ...engine.backends import DecodeSettings, SignalSettings, check_prompt_text
+from ...errors import EndpointError, EndpointReplyError, InvalidInputError
 from . import profiles
-from .client import MAX_BODY_BYTES, EndpointError, EndpointReplyError, OpenAICompatibleClient
+from .client import MAX_BODY_BYTES, OpenAICompatibleClient
 from .profiles import Engine, EngineProfile, structured_fields
 from .replies import (
     LENGTH_SLACK_TOKENS,
@@ -82,9 +83,9 @@ class _Endpoint:
         name: str | None = None,
     ) -> None:
         if api not in ("completions", "chat"):
-            raise ValueError(f"api must be 'completions' or 'chat', got {api!r}")
+            raise InvalidInputError(f"api must be 'completions' or 'chat', got {api!r}")
         if not model:
-            raise ValueError("model: the served model's name is required")
+            raise InvalidInputError("model: the served model's name is required")
         self.api = api
         self.model = model
         self.name = name or model
@@ -123,7 +124,7 @@ class _Endpoint:
     def check_chat(self) -> None:
         """A chat API target must be able to continue an assistant turn, or render it here."""
         if self.api == "chat" and self.profile.prefill == "none" and self.chat_template is None:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{self.http.base_url} ({self.profile.name}) cannot continue an assistant turn over"
                 " /v1/chat/completions: pass chat_template= (the target's tokenizer or its id)"
                 " to render turns here and continue over /v1/completions, or use"
@@ -238,9 +239,9 @@ class _Endpoint:
         choices = data.get("choices")
         try:
             if not isinstance(choices, list) or not isinstance(usage, dict):
-                raise ValueError("'choices' must be a list and 'usage' an object")
+                raise InvalidInputError("'choices' must be a list and 'usage' an object")
             if not all(isinstance(c, dict) for c in choices):
-                raise ValueError("every choice must be an object")
+                raise InvalidInputError("every choice must be an object")
             choices = sorted(choices, key=lambda c: c.get("index", 0))
             read = [
                 profiles.read_choice(c, self._chat, self.profile.stop_field, usage) for c in choices

@@ -55,6 +55,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from ...errors import InvalidInputError, InvalidTypeError
+
 if TYPE_CHECKING:
     from .client import OpenAICompatibleClient
 
@@ -141,7 +143,9 @@ def profile(name: str) -> EngineProfile:
         return PROFILES[name]
     except KeyError:
         known = ", ".join(k for k in PROFILES if k != "specguard")
-        raise ValueError(f"engine: unknown value {name!r}; use auto or one of {known}") from None
+        raise InvalidInputError(
+            f"engine: unknown value {name!r}; use auto or one of {known}"
+        ) from None
 
 
 def detect(http: OpenAICompatibleClient) -> tuple[EngineProfile, str]:
@@ -208,7 +212,7 @@ def read_choice(
             first = int(lp["text_offset"][0])
             offsets = [int(o) - first for o in lp["text_offset"]]
     if not isinstance(text, str):
-        raise TypeError("text is not a string")
+        raise InvalidTypeError("text is not a string")
     return Choice(
         text=text,
         finish=str(c.get("finish_reason") or "stop"),
@@ -227,7 +231,7 @@ def _int(x: Any, field: str = "usage") -> int | None:
     if x is None:
         return None
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0:
-        raise ValueError(f"{field} is {x!r}, not a count")
+        raise InvalidInputError(f"{field} is {x!r}, not a count")
     return int(x)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ...engine.backends import DecodeSettings
 from ...engine.candidate import Candidate, cut_text
-from .client import EndpointReplyError
+from ...errors import EndpointReplyError
 
 # a reply may run this many tokens past the budget asked (engines count a stop string's tokens,
 # or a token EOS shares, differently) before it is refused as over-long

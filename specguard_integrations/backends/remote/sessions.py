@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 from ...engine.backends import UNBOUNDED, DecodeSettings, StepSignals, TargetSession
 from ...engine.candidate import Candidate
 from ...engine.selection import jaccard_medoid
-from .client import EndpointError, EndpointReplyError
+from ...errors import EndpointError, EndpointReplyError, InvalidInputError, StateError
 from .replies import Completion, to_candidate
 
 if TYPE_CHECKING:
@@ -137,20 +137,20 @@ class TextTargetSession(TextSession):
         """The step's log-probabilities, in the server's tokenizer (an end of sequence is not
         text a server can be sent: a step's EOS is not scored)."""
         if self._verified is not None:
-            raise RuntimeError("verify() called twice without accept() or reject()")
+            raise StateError("verify() called twice without accept() or reject()")
         logprobs = self.step_logprobs(text, deadline) if text else []
         self._verified = text
         return logprobs
 
     def accept(self) -> None:
         if self._verified is None:
-            raise RuntimeError("accept() without a verified step")
+            raise StateError("accept() without a verified step")
         text, self._verified = self._verified, None
         self.append(text, None)
 
     def reject(self) -> None:
         if self._verified is None:
-            raise RuntimeError("reject() without a verified step")
+            raise StateError("reject() without a verified step")
         self._verified = None
 
 
@@ -223,16 +223,16 @@ class EndpointDraftSession(TextSession):
 
     def score(self, candidate: Candidate) -> StepSignals:
         if self._pending is not None:
-            raise RuntimeError("score() called twice without accept() or reject()")
+            raise StateError("score() called twice without accept() or reject()")
         lps = self._logprobs.get(id(candidate))
         if not lps:
-            raise ValueError("cannot score a step without token logprobs")
+            raise InvalidInputError("cannot score a step without token logprobs")
         self._pending = candidate
         return StepSignals(confidence=min(lps), grounding=None)
 
     def accept(self) -> None:
         if self._pending is None:
-            raise RuntimeError("accept() without a scored step")
+            raise StateError("accept() without a scored step")
         if id(self._pending) in self._broken:
             raise EndpointReplyError(
                 f"{self.where}: a draft step that breaks the constraint was accepted (tau <= 0)"
@@ -244,10 +244,10 @@ class EndpointDraftSession(TextSession):
 
     def reject(self) -> None:
         if self._pending is None:
-            raise RuntimeError("reject() without a scored step")
+            raise StateError("reject() without a scored step")
         self._pending = None
 
     def append(self, text: str, ids: list[int] | None) -> None:
         if self._pending is not None:
-            raise RuntimeError("append() while a scored step is pending")
+            raise StateError("append() while a scored step is pending")
         super().append(text, ids)
