@@ -190,8 +190,9 @@ def test_auto_takes_text_or_one_valid_call_after_the_opener_token(engine):
     same language on text. Sampled replies are text or valid calls, never markup."""
     from langchain_core.messages import HumanMessage
 
-    from specguard_integrations.backends.local.grammar import Matcher, TextChecker
+    from specguard_integrations.backends.local.grammar import Matcher
     from specguard_integrations.chat import prepare_chat
+    from specguard_integrations.constraint.text import TextChecker
     from specguard_integrations.langchain import ChatSpecGuard
     from specguard_integrations.segmentation import TOOL_CALL_BLOCKS
 

@@ -9,11 +9,13 @@ where the step began.
 
 from __future__ import annotations
 
-import functools
+import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from ...constraint import Constraint
-from ...errors import InvalidInputError, MissingDependencyError
+from ...constraint.library import first_line, grammar_of, llguidance
+from ...errors import InvalidInputError
 
 if TYPE_CHECKING:
     import torch
@@ -21,56 +23,29 @@ if TYPE_CHECKING:
     from .model import LocalCausalLM
 
 
-# JSON laid out as `json.dumps` writes it (what models see in training), one way only
-JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
-
-
-class GrammarUnavailable(MissingDependencyError):
-    """llguidance is not installed (the ``[grammar]`` extra)."""
-
-
-def _llguidance() -> Any:
-    try:
-        import llguidance
-        import llguidance.hf
-        import llguidance.torch
-    except ImportError as err:
-        raise GrammarUnavailable(
-            "constrained generation needs llguidance (the [grammar] extra):"
-            " pip install 'specguard-integrations[grammar]'"
-        ) from err
-    return llguidance
-
-
-@functools.lru_cache(maxsize=16)
-def _grammar(kind: str, source: str, flexible: bool = False) -> str:
-    """The llguidance grammar of a constraint; `flexible` JSON takes any whitespace (to check
-    text a model wrote unconstrained)."""
-    llg = _llguidance()
-    if kind == "json_schema":
-        layout = {"whitespace_flexible": True} if flexible else JSON_LAYOUT
-        return str(llg.LLMatcher.grammar_from_json_schema(source, defaults=layout))
-    if kind == "regex":
-        return str(llg.LLMatcher.grammar_from_regex(source))
-    return str(llg.LLMatcher.grammar_from_lark(source))
+# each model's tokenizer as llguidance sees it, built once and dropped with the model
+_LL_TOKENIZERS: weakref.WeakKeyDictionary[LocalCausalLM, Any] = weakref.WeakKeyDictionary()
+_LL_LOCK = threading.Lock()
 
 
 def ll_tokenizer(lm: LocalCausalLM) -> Any:
     """The model's tokenizer as llguidance sees it (built once per model): read from the fast
     tokenizer's own description where llguidance knows its decoder, else from each token's
     text."""
-    cached = lm.__dict__.get("_ll_tokenizer")
-    if cached is None:
-        llg = _llguidance()
-        vocab = int(lm.model.get_input_embeddings().weight.shape[0])
-        eos = sorted(lm.eos_ids)
-        try:
-            cached = llg.hf.from_tokenizer(lm.tokenizer, n_vocab=vocab, eos_token=eos)
-        except ValueError:  # a decoder llguidance cannot read (e.g. Fuse)
-            wrapped = llg.TokenizerWrapper(_TokenTexts(lm))
-            cached = llg.LLTokenizer(wrapped, n_vocab=vocab, eos_token=eos)
-        lm.__dict__["_ll_tokenizer"] = cached
-    return cached
+    with _LL_LOCK:
+        cached = _LL_TOKENIZERS.get(lm)
+    if cached is not None:
+        return cached
+    llg = llguidance()
+    vocab = int(lm.model.get_input_embeddings().weight.shape[0])
+    eos = sorted(lm.eos_ids)
+    try:
+        cached = llg.hf.from_tokenizer(lm.tokenizer, n_vocab=vocab, eos_token=eos)
+    except ValueError:  # a decoder llguidance cannot read (e.g. Fuse)
+        wrapped = llg.TokenizerWrapper(_TokenTexts(lm))
+        cached = llg.LLTokenizer(wrapped, n_vocab=vocab, eos_token=eos)
+    with _LL_LOCK:
+        return _LL_TOKENIZERS.setdefault(lm, cached)
 
 
 class _TokenTexts:
@@ -100,11 +75,6 @@ def _has_tokens(lm: LocalCausalLM, tokens: tuple[tuple[str, int], ...]) -> bool:
     return ids == [i for _, i in tokens]
 
 
-def _first_line(error: str) -> str:
-    """llguidance's error without the parser state it appends."""
-    return error.strip().splitlines()[0] if error.strip() else ""
-
-
 class Matcher:
     """One grammar state: which tokens may come next, and the tokens taken so far."""
 
@@ -115,12 +85,12 @@ class Matcher:
     def start(cls, lm: LocalCausalLM, constraint: Constraint) -> Matcher:
         """A fresh state for `lm`; `ValueError` naming the problem for a grammar that does not
         compile."""
-        llg = _llguidance()
+        llg = llguidance()
         tok = ll_tokenizer(lm)
         source = constraint.source
         if constraint.tokens and not _has_tokens(lm, constraint.tokens):
             source = constraint.text_source or source  # another vocabulary: the text twin
-        inner = llg.LLMatcher(tok, _grammar(constraint.kind, source), log_level=0)
+        inner = llg.LLMatcher(tok, grammar_of(constraint.kind, source), log_level=0)
         if inner.is_error():
             raise InvalidInputError(
                 f"the {constraint.kind} constraint does not compile: {inner.get_error()}"
@@ -149,13 +119,13 @@ class Matcher:
     def take(self, token: int) -> None:
         """Move on by a sampled token; `ValueError` if the grammar refuses it."""
         if not self.inner.consume_token(int(token)):
-            why = _first_line(self.inner.get_error())
+            why = first_line(self.inner.get_error())
             raise InvalidInputError(f"the constraint refused token {token}: {why}")
 
     def follow(self, tokens: list[int]) -> None:
         """Move on by tokens another writer chose (text valid under the grammar)."""
         if tokens and not self.inner.consume_tokens([int(t) for t in tokens]):
-            why = _first_line(self.inner.get_error())
+            why = first_line(self.inner.get_error())
             raise InvalidInputError(f"the accepted text breaks the constraint: {why}")
 
     def back(self, n: int) -> None:
@@ -171,58 +141,3 @@ class Matcher:
     @property
     def accepting(self) -> bool:
         return bool(self.inner.is_accepting())
-
-
-class _Bytes:
-    """A tokenizer of single bytes (and an EOS): lets a grammar read any text."""
-
-    def __init__(self) -> None:
-        self.tokens = [bytes([i]) for i in range(256)] + [b""]
-        self.special_token_ids = [256]
-        self.eos_token_id = 256
-        self.bos_token_id = None
-
-    def __call__(self, text: str | bytes) -> list[int]:
-        return list(text.encode("utf-8") if isinstance(text, str) else text)
-
-
-@functools.lru_cache(maxsize=1)
-def _byte_tokenizer() -> Any:
-    llg = _llguidance()
-    return llg.LLTokenizer(llg.TokenizerWrapper(_Bytes()), n_vocab=257, eos_token=256)
-
-
-class TextChecker:
-    """A constraint checked on text another writer produced (a remote model's steps): each
-    step must keep the text a prefix of the grammar's language."""
-
-    def __init__(self, constraint: Constraint) -> None:
-        llg = _llguidance()
-        source = constraint.text_source or constraint.source
-        grammar = _grammar(constraint.kind, source, flexible=True)
-        self.inner = llg.LLMatcher(_byte_tokenizer(), grammar, log_level=0)
-        if self.inner.is_error():
-            raise InvalidInputError(
-                f"the {constraint.kind} constraint does not compile: {self.inner.get_error()}"
-            )
-
-    def follow(self, text: str) -> str | None:
-        """Take `text`; why it breaks the grammar, or None when it does not. Whitespace after a
-        complete text (a step boundary put back after it) is not the grammar's to judge."""
-        data = list(text.encode("utf-8"))
-        fits = self.inner.validate_tokens(data) if data else 0
-        if fits and not self.inner.consume_tokens(data[:fits]):
-            return _first_line(self.inner.get_error()) or "the text leaves the grammar"
-        rest = bytes(data[fits:])
-        if rest and not (rest.isspace() and self.inner.is_accepting()):
-            return f"the text leaves the grammar at {rest[:40].decode('utf-8', 'replace')!r}"
-        return None
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.inner.is_accepting())
-
-    def copy(self) -> TextChecker:
-        twin = TextChecker.__new__(TextChecker)
-        twin.inner = self.inner.deep_copy()
-        return twin

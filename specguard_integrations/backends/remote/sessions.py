@@ -12,8 +12,8 @@ from ...errors import EndpointError, EndpointReplyError, InvalidInputError, Stat
 from .replies import Completion, to_candidate
 
 if TYPE_CHECKING:
+    from ...constraint.text import TextChecker
     from ...engine.backends import Rng
-    from ..local.grammar import TextChecker
 
 
 class StepWriter(Protocol):
@@ -105,7 +105,7 @@ class TextSession:
         where the request carried the engine's own field (`profiles.structured_fields`)."""
         if settings.constraint is None:
             return
-        from ..local.grammar import TextChecker
+        from ...constraint.text import TextChecker
 
         if self.checker is None:
             self.checker = TextChecker(settings.constraint)
@@ -208,7 +208,7 @@ class EndpointDraftSession(TextSession):
         samples unconstrained; what breaks it is rejected, and the target writes the step)."""
         if settings.constraint is None:
             return True
-        from ..local.grammar import TextChecker
+        from ...constraint.text import TextChecker
 
         if self.checker is None:
             self.checker = TextChecker(settings.constraint)

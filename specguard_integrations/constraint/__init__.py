@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 Kind = Literal["json_schema", "regex", "lark"]
 

@@ -1,0 +1,68 @@
+"""A constraint checked on text another writer produced (a remote model's steps), byte by byte:
+nothing here depends on a model, so local and remote backends alike may use it."""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidInputError
+from .library import first_line, grammar_of, llguidance
+
+if TYPE_CHECKING:
+    from . import Constraint
+
+
+class _Bytes:
+    """A tokenizer of single bytes (and an EOS): lets a grammar read any text."""
+
+    def __init__(self) -> None:
+        self.tokens = [bytes([i]) for i in range(256)] + [b""]
+        self.special_token_ids = [256]
+        self.eos_token_id = 256
+        self.bos_token_id = None
+
+    def __call__(self, text: str | bytes) -> list[int]:
+        return list(text.encode("utf-8") if isinstance(text, str) else text)
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_tokenizer() -> Any:
+    llg = llguidance()
+    return llg.LLTokenizer(llg.TokenizerWrapper(_Bytes()), n_vocab=257, eos_token=256)
+
+
+class TextChecker:
+    """A constraint checked on text another writer produced (a remote model's steps): each
+    step must keep the text a prefix of the grammar's language."""
+
+    def __init__(self, constraint: Constraint) -> None:
+        llg = llguidance()
+        source = constraint.text_source or constraint.source
+        grammar = grammar_of(constraint.kind, source, flexible=True)
+        self.inner = llg.LLMatcher(_byte_tokenizer(), grammar, log_level=0)
+        if self.inner.is_error():
+            raise InvalidInputError(
+                f"the {constraint.kind} constraint does not compile: {self.inner.get_error()}"
+            )
+
+    def follow(self, text: str) -> str | None:
+        """Take `text`; why it breaks the grammar, or None when it does not. Whitespace after a
+        complete text (a step boundary put back after it) is not the grammar's to judge."""
+        data = list(text.encode("utf-8"))
+        fits = self.inner.validate_tokens(data) if data else 0
+        if fits and not self.inner.consume_tokens(data[:fits]):
+            return first_line(self.inner.get_error()) or "the text leaves the grammar"
+        rest = bytes(data[fits:])
+        if rest and not (rest.isspace() and self.inner.is_accepting()):
+            return f"the text leaves the grammar at {rest[:40].decode('utf-8', 'replace')!r}"
+        return None
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.inner.is_accepting())
+
+    def copy(self) -> TextChecker:
+        twin = TextChecker.__new__(TextChecker)
+        twin.inner = self.inner.deep_copy()
+        return twin
