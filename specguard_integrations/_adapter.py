@@ -1,24 +1,25 @@
 """What every framework adapter shares, framework-free: the parameters (with the names users
 bring from langchain-huggingface, ChatOllama and LlamaIndex's HuggingFaceLLM mapped onto ours,
-and every other name rejected), the lazily loaded engine, the per-call config, one sync and one
-async "run a call" helper, and the split of a reply into reasoning and answer.
+and every other name rejected), the lazily loaded engine, the per-call config, and the one path
+every call starts by (`SpecGuardParams.start_call`, `start_chat`).
 
 Adapters stay translation only: they subclass `SpecGuardParams` beside their framework's base.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
+from ._records import Records
 from .config import SpecGuardConfig
-from .errors import ConfigError, InvalidInputError
+from .errors import ConfigError, InvalidInputError, InvalidTypeError
 
 if TYPE_CHECKING:
+    from .chat import ChatCall
+    from .constraint import Constraint
     from .engine.loop import SpecGuardEngine, StepStream
-    from .types import GenerationResult, StepRecord
 
 # names other integrations use for one of our parameters
 ANCHORS: dict[str, str] = {
@@ -43,9 +44,7 @@ UNSUPPORTED: dict[str, str] = {
     "tokenizer_name": "the tokenizer is loaded from the model's own directory",
 }
 # per-call keyword arguments the frameworks pass for their own bookkeeping
-FRAMEWORK_CALL_KEYS = frozenset(
-    {"tools", "tool_choice", "tool_required", "ls_structured_output_format", "formatted"}
-)
+FRAMEWORK_CALL_KEYS = frozenset({"ls_structured_output_format", "formatted"})
 GENERATE_KEYS = {
     "max_new_tokens": "max_tokens",
     "max_tokens": "max_tokens",
@@ -217,9 +216,9 @@ class SpecGuardParams(BaseModel):
                 "give both draft and target models, or neither (the bundled pair)"
             )
         if self.tool_call_format is not None:
-            from .tool_formats import tool_call_format_by_name
+            from .tools import format_by_name
 
-            tool_call_format_by_name(self.tool_call_format)  # raises for an unknown name
+            format_by_name(self.tool_call_format)  # raises for an unknown name
         self.call_config({})  # temperature/max_tokens/top_p against the config, now
         return self
 
@@ -264,6 +263,73 @@ class SpecGuardParams(BaseModel):
 
         return normalise_stop(stop if stop is not None else self.stop)
 
+    # ------------------------------------------------------------ the one call path
+    def start_call(
+        self,
+        prompt: str,
+        kwargs: dict[str, Any],
+        *,
+        stop: Any = None,
+        add_special_tokens: bool = True,
+        config: SpecGuardConfig | None = None,
+        constraint: Constraint | None = None,
+    ) -> Records:
+        """Every adapter's call, sync, async and streamed: the per-call arguments in `kwargs`
+        are read now (one left over is an error naming it), and the records of one engine run
+        come back, run under the object's `timeout` and started again up to `max_retries`
+        times while its server cannot be reached (`_records.Records`)."""
+        cfg = config or self.call_config(kwargs)
+        stops = self.call_stop(kwargs.pop("stop", stop))
+        reject_unknown(kwargs, type(self).__name__)
+        engine, timeout = self.engine, self.timeout
+
+        def start() -> StepStream:
+            return engine.stream(
+                prompt,
+                config=cfg,
+                stop=stops,
+                add_special_tokens=add_special_tokens,
+                timeout=timeout,
+                constraint=constraint,
+            )
+
+        return Records(start, self.max_retries)
+
+    def start_chat(
+        self, messages: list[dict[str, Any]], kwargs: dict[str, Any], *, stop: Any = None
+    ) -> tuple[ChatCall, Records]:
+        """A chat call: ``tools``, ``tool_choice`` and ``parallel_tool_calls`` (on unless
+        False, as OpenAI's) taken from `kwargs`, the conversation rendered through the chat
+        template (`chat.prepare_chat`), and its records (`start_call`)."""
+        from .chat import prepare_chat
+
+        tools = kwargs.pop("tools", None)
+        choice = kwargs.pop("tool_choice", None)
+        parallel = kwargs.pop("parallel_tool_calls", None)
+        if parallel is not None and not isinstance(parallel, bool):
+            raise InvalidTypeError(
+                f"parallel_tool_calls must be true or false, got {type(parallel).__name__}"
+            )
+        cfg = self.call_config(kwargs)
+        call = prepare_chat(
+            self.engine.chat_model(),
+            messages,
+            cfg,
+            tools=tools,
+            tool_choice=choice,
+            tool_call_format_name=self.tool_call_format,
+            parallel_tool_calls=parallel is not False,
+        )
+        records = self.start_call(
+            call.prompt,
+            kwargs,
+            stop=stop,
+            add_special_tokens=False,
+            config=call.config,
+            constraint=call.constraint,
+        )
+        return call, records
+
 
 def reject_unknown(kwargs: dict[str, Any], where: str) -> None:
     """Per-call arguments left after the known ones were taken: an error naming them."""
@@ -290,109 +356,3 @@ def config_for_call(
         if temperature == 0.0:
             overrides["k"] = 1
     return base.merged(**overrides)
-
-
-class _Attempt:
-    """One try of a call: a server that could not be reached before the first step is tried
-    again while tries are left; any other error, or one after a step was sent, stands."""
-
-    def __init__(self, last: bool) -> None:
-        self.last, self.seen = last, False
-
-    def __enter__(self) -> _Attempt:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, err: BaseException | None, tb: Any
-    ) -> bool:
-        from .errors import EndpointUnreachable
-
-        # not `DeadlinePassed`: the generation's own timeout is not a server to try again
-        return isinstance(err, EndpointUnreachable) and not self.seen and not self.last
-
-
-def _attempts(retries: int) -> list[_Attempt]:
-    return [_Attempt(i == retries) for i in range(retries + 1)]
-
-
-class Records:
-    """The records of one call, as it runs: a call whose server could not be reached before its
-    first step is started again, `retries` times at most (streams included); any other error,
-    or one after a step was yielded, stands. `result` is set once the records are exhausted."""
-
-    def __init__(self, start: Callable[[], StepStream], retries: int = 0) -> None:
-        self.start, self.retries = start, retries
-        self.result: GenerationResult | None = None
-
-    def __iter__(self) -> Iterator[StepRecord]:
-        for attempt in _attempts(self.retries):
-            with attempt:
-                stream = self.start()
-                try:
-                    for record in stream:
-                        attempt.seen = True
-                        yield record
-                finally:
-                    stream.close()
-                self.result = stream.result
-                return
-        raise AssertionError("the last attempt raises")
-
-    async def __aiter__(self) -> AsyncIterator[StepRecord]:
-        """The same, with the engine on a worker thread (`_threads.stream_in_thread`)."""
-        from ._threads import stream_in_thread
-
-        for attempt in _attempts(self.retries):
-            with attempt:
-                stream = self.start()
-                async for record in stream_in_thread(stream):
-                    attempt.seen = True
-                    yield record
-                self.result = stream.result
-                return
-        raise AssertionError("the last attempt raises")
-
-    def final(self) -> GenerationResult:
-        assert self.result is not None, "the records are not exhausted"
-        return self.result
-
-
-def run_call(
-    start: Callable[[], StepStream],
-    on_step: Callable[[StepRecord], None] | None = None,
-    retries: int = 0,
-) -> GenerationResult:
-    """Run a call to its end, handing each record to `on_step` (see `Records`)."""
-    records = Records(start, retries)
-    for record in records:
-        if on_step is not None:
-            on_step(record)
-    return records.final()
-
-
-async def arun_call(
-    start: Callable[[], StepStream],
-    on_step: Callable[[StepRecord], Awaitable[None] | None] | None = None,
-    retries: int = 0,
-) -> GenerationResult:
-    """`run_call` off the event loop: the engine runs on a worker thread."""
-    import inspect
-
-    records = Records(start, retries)
-    async for record in records:
-        done = on_step(record) if on_step is not None else None
-        if inspect.isawaitable(done):
-            await done
-    return records.final()
-
-
-def split_reasoning(step_texts: list[str], text: str) -> tuple[str, str]:
-    """(reasoning, answer): the answer is the last step, the reasoning every step before it.
-
-    `text` is the whole reply (the steps joined, possibly cut at a stop sequence); the split
-    point is where the last step starts in it.
-    """
-    if len(step_texts) < 2:
-        return "", text
-    start = min(len("".join(step_texts[:-1])), len(text))
-    return text[:start].strip(), text[start:].strip()

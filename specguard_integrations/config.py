@@ -24,11 +24,9 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import ConfigError, InvalidInputError
+from .errors import ConfigError, InvalidInputError, MissingAssetError
 
-Segmenter = Literal["blank_line", "newline", "step_marker", "react", "tool_call"]
 TargetMode = Literal["greedy", "sample"]
-ToolCallFormatName = Literal["hermes", "llama3_json", "mistral", "deepseek_v3"]
 
 
 class SpecGuardConfig(BaseModel):
@@ -62,7 +60,7 @@ class SpecGuardConfig(BaseModel):
         ge=1,
         description="Generated tokens (target tokenization) after which generation stops.",
     )
-    segmenter: Segmenter = Field(
+    segmenter: str = Field(
         "blank_line",
         description=(
             "Step boundary: 'blank_line' (\\n\\n), 'newline' (\\n), 'step_marker' (a line starting"
@@ -70,13 +68,22 @@ class SpecGuardConfig(BaseModel):
             " <tool_call>...</tool_call> block or a blank line)."
         ),
     )
-    tool_call_format: ToolCallFormatName = Field(
+    tool_call_format: str = Field(
         "hermes",
         description=(
             "With segmenter 'tool_call': the block a tool call is written in, by vLLM's parser"
             " name: 'hermes' (<tool_call>...</tool_call>), 'llama3_json' (a bare JSON object),"
-            " 'mistral' ([TOOL_CALLS][...]), 'deepseek_v3'. The chat layer sets it from the"
-            " model's chat template."
+            " 'mistral' ([TOOL_CALLS][...]), 'deepseek_v3', or any format registered in"
+            " specguard_integrations.tools. The chat layer sets it from the model's chat template."
+        ),
+    )
+    parallel_tool_calls: StrictBool = Field(
+        False,
+        description=(
+            "With segmenter 'tool_call' and a format that writes each call in its own block"
+            " (hermes): True lets a reply go on after a complete call (more calls, or the end"
+            " of the turn), False ends the generation at the first call. The chat surfaces set"
+            " it from the request's parallel_tool_calls (on by default, as OpenAI's)."
         ),
     )
     final_answer_markers: tuple[str, ...] = Field(
@@ -210,7 +217,13 @@ class SpecGuardConfig(BaseModel):
     use_grounding: StrictBool = Field(
         True, description="False runs the confidence-only ablation (fused score = normalised l)."
     )
-    seed: StrictInt | None = Field(0, description="Seed of the sampling generator; None draws one.")
+    seed: StrictInt | None = Field(
+        0,
+        ge=0,
+        le=2**64 - 1,
+        description="Seed of the sampling generator, 0 to 2**64 - 1 (what torch.Generator"
+        " takes); None draws one.",
+    )
 
     def __init__(self, **data: Any) -> None:
         """Validate every field; `ConfigError` (a `ValueError`) names each one that fails."""
@@ -218,6 +231,23 @@ class SpecGuardConfig(BaseModel):
             super().__init__(**data)
         except ValidationError as err:
             raise ConfigError.from_validation(err, "SpecGuardConfig") from None
+
+    @field_validator("segmenter")
+    @classmethod
+    def _segmenter(cls, value: str) -> str:
+        from .segmentation import SEGMENTERS
+
+        if value not in SEGMENTERS:
+            raise InvalidInputError(f"unknown value {value!r}; use one of {', '.join(SEGMENTERS)}")
+        return value
+
+    @field_validator("tool_call_format")
+    @classmethod
+    def _tool_call_format(cls, value: str) -> str:
+        from .tools import format_by_name
+
+        format_by_name(value)  # an unknown name raises, naming the registered formats
+        return value
 
     @field_validator("constraint", mode="before")
     @classmethod
@@ -267,11 +297,24 @@ class SpecGuardConfig(BaseModel):
 
     @classmethod
     def from_file(cls, path: str | Path) -> SpecGuardConfig:
-        """Load a JSON config (as written by `to_file` or `specguard calibrate`)."""
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise InvalidInputError(f"{path}: a config file must hold a JSON object")
-        return cls(**data.get("config", data))
+        """Load a JSON config (as written by `to_file` or `specguard calibrate`): a JSON object
+        of fields, or one whose ``config`` key holds them. `ConfigError` (a `ValueError`) naming
+        ``config`` for a file that is not that."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise MissingAssetError(f"config: no file {str(path)!r}") from None
+        except (ValueError, OSError) as err:  # not JSON, not UTF-8, a directory
+            raise ConfigError(f"config: {path} cannot be read as JSON: {err}") from None
+        inner = data.get("config", data) if isinstance(data, dict) else data
+        if not isinstance(inner, dict):
+            where = "its 'config' key holds" if isinstance(data, dict) else "it holds"
+            raise ConfigError(
+                f"config: {path} must hold a JSON object of settings; {where}"
+                f" {type(inner).__name__ if inner is not None else 'null'}",
+                [{"loc": ("config",), "msg": "not a JSON object", "type": "dict_type"}],
+            )
+        return cls(**inner)
 
     def to_file(self, path: str | Path, **extra: Any) -> None:
         """Write the config as JSON; `extra` keys (e.g. calibration metrics) sit beside it."""

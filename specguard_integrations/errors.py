@@ -19,6 +19,7 @@ written against the convention keeps working.
         │   └── EndpointTimeout (TimeoutError)
         ├── DeadlinePassed (GenerationTimeout) the generation's own deadline, mid-request
         ├── EndpointRejected                 a 4xx (`status`)
+        ├── EndpointAborted                  the engine ended a step with finish_reason "abort"
         └── EndpointReplyError               a reply that breaks the contract
 
 This module imports nothing: every layer may raise these.
@@ -116,6 +117,12 @@ class EndpointRejected(EndpointError):
         self.status = status
 
 
+class EndpointAborted(EndpointError):
+    """The engine ended a step with ``finish_reason: "abort"`` (vLLM and SGLang, when a
+    request is cancelled, preempted or the engine fails): the step is not an answer, and half
+    of it is never passed on as one. Not retried."""
+
+
 class EndpointReplyError(EndpointError):
     """The reply breaks the contract: not JSON, a field missing or of the wrong kind, a number
     that is not finite, a body over the size cap, or a step longer than the budget asked."""
@@ -125,6 +132,7 @@ __all__ = [
     "Cancelled",
     "ConfigError",
     "DeadlinePassed",
+    "EndpointAborted",
     "EndpointError",
     "EndpointRejected",
     "EndpointReplyError",

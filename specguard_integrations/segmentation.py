@@ -149,28 +149,17 @@ class ReActSegmenter:
         return text if not text.strip() or text.endswith("\n") else text + "\n"
 
 
-# The text that opens and closes a tool-call block in a reply, per format (vLLM's parser names).
-# An empty close: the block runs to the end of the turn (the model's end-of-turn token ends the
-# step). An empty open: a reply that starts with a JSON object is a call (Llama 3.1 JSON).
-TOOL_CALL_BLOCKS: dict[str, tuple[str, str]] = {
-    "hermes": ("<tool_call>", "</tool_call>"),
-    "llama3_json": ("", ""),
-    "mistral": ("[TOOL_CALLS]", ""),
-    "deepseek_v3": (
-        "<\uff5ctool\u2581calls\u2581begin\uff5c>",
-        "<\uff5ctool\u2581calls\u2581end\uff5c>",
-    ),
-}
-
-
 @dataclass(frozen=True)
 class ToolCallSegmenter:
     """Chat-template tool calls: a complete call block is one step; other text is split like
-    chain of thought. A block with no close marker ends with the turn."""
+    chain of thought. A block with no close marker ends with the turn. With `per_call` (several
+    calls allowed, each in its own block, as hermes writes them) a closed block ends a step but
+    not the generation: the model may write another call, or end its turn."""
 
     open_tag: str = "<tool_call>"
     close_tag: str = "</tool_call>"
     cot: DelimiterSegmenter = DelimiterSegmenter()
+    per_call: bool = False
 
     def _open_at(self, text: str) -> int:
         if self.open_tag:
@@ -184,7 +173,8 @@ class ToolCallSegmenter:
         j = text.find(self.close_tag, max(i, 0)) if self.close_tag else -1
         if j >= 0:
             # a closing tag alone ends a block whose opening was forced into the prompt
-            return _earliest(Boundary(j + len(self.close_tag), "tool_call"), head)
+            kind: BoundaryKind = "boundary" if self.per_call else "tool_call"
+            return _earliest(Boundary(j + len(self.close_tag), kind), head)
         if i >= 0:
             # inside an open block a blank line is not a boundary; only text before it counts
             return head
@@ -201,32 +191,44 @@ class ToolCallSegmenter:
         return text
 
 
-SEGMENTERS: dict[str, Callable[[FinalAnswer, str], StepSegmenter]] = {
-    "blank_line": lambda final, _: DelimiterSegmenter("\n\n", final),
-    "newline": lambda final, _: DelimiterSegmenter("\n", final),
-    "step_marker": lambda final, _: StepMarkerSegmenter(final),
-    "react": lambda final, _: ReActSegmenter(final),
-    "tool_call": lambda final, fmt: ToolCallSegmenter(
-        *TOOL_CALL_BLOCKS[fmt], cot=DelimiterSegmenter("\n\n", final)
-    ),
+def _tool_call_segmenter(final: FinalAnswer, fmt: str, parallel: bool) -> StepSegmenter:
+    from .tools import format_by_name
+
+    found = format_by_name(fmt)
+    per_call = parallel and type(found).block_per_call
+    return ToolCallSegmenter(
+        found.opener, found.closer, DelimiterSegmenter("\n\n", final), per_call=per_call
+    )
+
+
+SEGMENTERS: dict[str, Callable[[FinalAnswer, str, bool], StepSegmenter]] = {
+    "blank_line": lambda final, _, __: DelimiterSegmenter("\n\n", final),
+    "newline": lambda final, _, __: DelimiterSegmenter("\n", final),
+    "step_marker": lambda final, _, __: StepMarkerSegmenter(final),
+    "react": lambda final, _, __: ReActSegmenter(final),
+    "tool_call": _tool_call_segmenter,
 }
 
 
 def make_segmenter(
-    name: str, final_answer_markers: tuple[str, ...], tool_call_format: str = "hermes"
+    name: str,
+    final_answer_markers: tuple[str, ...],
+    tool_call_format: str = "hermes",
+    parallel_tool_calls: bool = False,
 ) -> StepSegmenter:
     """The segmenter a `SpecGuardConfig.segmenter` value names (``tool_call`` blocks in the
-    given tool-call format)."""
+    given tool-call format, registered in `specguard_integrations.tools`; with
+    `parallel_tool_calls`, a format that writes a block per call goes on after one)."""
+    from .tools import format_by_name
+
     if name not in SEGMENTERS:
         raise InvalidInputError(
             f"segmenter: unknown value {name!r}; use one of {', '.join(SEGMENTERS)}"
         )
-    if tool_call_format not in TOOL_CALL_BLOCKS:
-        raise InvalidInputError(
-            f"tool_call_format: unknown value {tool_call_format!r}; use one of"
-            f" {', '.join(TOOL_CALL_BLOCKS)}"
-        )
-    return SEGMENTERS[name](FinalAnswer(final_answer_markers), tool_call_format)
+    format_by_name(tool_call_format)  # an unknown name raises, naming the registered ones
+    return SEGMENTERS[name](
+        FinalAnswer(final_answer_markers), tool_call_format, parallel_tool_calls
+    )
 
 
 def extract_answer(

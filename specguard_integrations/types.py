@@ -28,9 +28,17 @@ StepFinish = Literal[
     "max_step_tokens",  # cut at max_step_tokens without a boundary; generation goes on
     "max_new_tokens",  # the token budget ran out: generation ends
     "context_window",  # the model's context is full (a server said so): generation ends
+    "content_filter",  # a server's content filter cut the step: generation ends
 ]
 FinishReason = Literal[
-    "final_answer", "tool_call", "eos", "stop", "max_steps", "max_new_tokens", "context_window"
+    "final_answer",
+    "tool_call",
+    "eos",
+    "stop",
+    "max_steps",
+    "max_new_tokens",
+    "context_window",
+    "content_filter",
 ]
 Phase = Literal["propose", "select", "score", "decide", "target", "commit"]
 
@@ -43,6 +51,7 @@ OPENAI_FINISH: dict[FinishReason, str] = {
     "max_steps": "length",
     "max_new_tokens": "length",
     "context_window": "length",
+    "content_filter": "content_filter",  # as OpenAI says it: the text was cut by a filter
 }
 
 
@@ -191,8 +200,10 @@ class GenerationResult(BaseModel):
         return PhaseTimes(**{f: sum(getattr(s.times, f) for s in self.steps) for f in fields})
 
     def openai_finish_reason(self, has_tool_calls: bool = False) -> str:
-        """The OpenAI API's ``finish_reason``: tool_calls, stop or length."""
-        return "tool_calls" if has_tool_calls else OPENAI_FINISH[self.finish_reason]
+        """The OpenAI API's ``finish_reason``: tool_calls, stop, length or content_filter. A
+        reply with calls that the budget cut (its last call may be cut short) is ``length``."""
+        reason = OPENAI_FINISH[self.finish_reason]
+        return "tool_calls" if has_tool_calls and reason in ("stop", "tool_calls") else reason
 
     def usage(self) -> dict[str, Any]:
         """Token usage: prompt (target tokenizer), output split into draft and target tokens."""

@@ -14,6 +14,7 @@ constraint costs nothing: the samplers take their usual path.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -22,6 +23,20 @@ from typing import Any, Literal
 from ..errors import InvalidInputError
 
 Kind = Literal["json_schema", "regex", "lark"]
+
+
+@functools.lru_cache(maxsize=256)
+def _compile_error(constraint: Constraint) -> str | None:
+    """Once per constraint: every call that names one checks it."""
+    from .satisfiable import empty_language
+
+    why = constraint._unsatisfiable()
+    if why is None:
+        error = constraint._library_error()
+        if error is not None:
+            return error
+        why = empty_language(constraint.kind, constraint.text_source or constraint.source)
+    return None if why is None else f"no text satisfies it: {why}"
 
 
 @dataclass(frozen=True)
@@ -95,9 +110,15 @@ class Constraint:
         return {self.kind: self.schema if self.kind == "json_schema" else self.source}
 
     def compile_error(self) -> str | None:
-        """Why the grammar library cannot compile this constraint (a look-behind in a regex, a
-        schema type that does not exist, Lark syntax), or None; None as well where the library
-        (the ``[grammar]`` extra) is not installed."""
+        """Why this constraint cannot be used, or None: no text satisfies it (`satisfiable`:
+        a schema whose references never end, an empty enum, bounds that cross, a regex with no
+        match), or the grammar library cannot compile it (a look-behind in a regex, a schema
+        type that does not exist, Lark syntax). Where the library (the ``[grammar]`` extra) is
+        not installed, only the JSON schemas are checked, by their structure."""
+        return _compile_error(self)
+
+    def _library_error(self) -> str | None:
+        """What the grammar library says of the constraint (None where it is missing)."""
         import importlib.util
 
         if importlib.util.find_spec("llguidance") is None:
@@ -111,7 +132,7 @@ class Constraint:
             "lark": m.grammar_from_lark,
         }[self.kind]
         try:
-            error = m.validate_grammar(build(self.source))
+            error = m.validate_grammar(build(self.text_source or self.source))
         except ValueError as err:
             error = str(err)
         if not error or not error.strip():
@@ -119,6 +140,20 @@ class Constraint:
         lines = [line.strip() for line in error.strip().splitlines()]
         detail = [line for line in lines[1:] if line.startswith("error:")]
         return " ".join(lines[:1] + detail)
+
+    def _unsatisfiable(self) -> str | None:
+        """Why no text satisfies the constraint, as far as the structure of its JSON schema
+        (or of those a Lark grammar embeds: a tool's parameters) tells."""
+        from .satisfiable import embedded_schemas, unsatisfiable
+
+        if self.kind == "json_schema":
+            return unsatisfiable(self.schema)
+        if self.kind == "lark":
+            for schema in embedded_schemas(self.text_source or self.source):
+                why = unsatisfiable(schema)
+                if why is not None:
+                    return f"its embedded JSON schema (%json): {why}"
+        return None
 
     @property
     def schema(self) -> dict[str, Any]:

@@ -3,33 +3,13 @@ nothing here depends on a model, so local and remote backends alike may use it."
 
 from __future__ import annotations
 
-import functools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidInputError
-from .library import first_line, grammar_of, llguidance
+from .library import byte_tokenizer, core, first_line, grammar_of
 
 if TYPE_CHECKING:
     from . import Constraint
-
-
-class _Bytes:
-    """A tokenizer of single bytes (and an EOS): lets a grammar read any text."""
-
-    def __init__(self) -> None:
-        self.tokens = [bytes([i]) for i in range(256)] + [b""]
-        self.special_token_ids = [256]
-        self.eos_token_id = 256
-        self.bos_token_id = None
-
-    def __call__(self, text: str | bytes) -> list[int]:
-        return list(text.encode("utf-8") if isinstance(text, str) else text)
-
-
-@functools.lru_cache(maxsize=1)
-def _byte_tokenizer() -> Any:
-    llg = llguidance()
-    return llg.LLTokenizer(llg.TokenizerWrapper(_Bytes()), n_vocab=257, eos_token=256)
 
 
 class TextChecker:
@@ -37,10 +17,10 @@ class TextChecker:
     step must keep the text a prefix of the grammar's language."""
 
     def __init__(self, constraint: Constraint) -> None:
-        llg = llguidance()
+        llg = core()
         source = constraint.text_source or constraint.source
         grammar = grammar_of(constraint.kind, source, flexible=True)
-        self.inner = llg.LLMatcher(_byte_tokenizer(), grammar, log_level=0)
+        self.inner = llg.LLMatcher(byte_tokenizer(), grammar, log_level=0)
         if self.inner.is_error():
             raise InvalidInputError(
                 f"the {constraint.kind} constraint does not compile: {self.inner.get_error()}"

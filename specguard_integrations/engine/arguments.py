@@ -8,6 +8,7 @@ from typing import Any
 from ..config import SpecGuardConfig
 from ..constraint import Constraint
 from ..errors import InvalidInputError, InvalidTypeError
+from ..segmentation import StepSegmenter, make_segmenter
 from .backends import check_text
 
 
@@ -30,7 +31,10 @@ def normalise_stop(stop: str | list[str] | tuple[str, ...] | None) -> tuple[str,
 
 
 def resolve_constraint(constraint: Constraint | None, cfg: SpecGuardConfig) -> Constraint | None:
-    """The call's constraint, else the config's (`SpecGuardConfig.constraint`), else None."""
+    """The call's constraint, else the config's (`SpecGuardConfig.constraint`), else None;
+    `ValueError` naming ``constraint`` for one that does not compile or that no text satisfies
+    (`Constraint.compile_error`): refused before anything is generated, on every surface (a
+    forced tool call's and a structured output's grammar come this way too)."""
     if constraint is not None and not isinstance(constraint, Constraint):
         raise InvalidTypeError(
             f"constraint must be a Constraint, got {type(constraint).__name__}"
@@ -38,6 +42,11 @@ def resolve_constraint(constraint: Constraint | None, cfg: SpecGuardConfig) -> C
         )
     if constraint is None and cfg.constraint is not None:
         return Constraint.from_spec(cfg.constraint)
+    why = constraint.compile_error() if constraint is not None else None
+    if constraint is not None and why is not None:
+        raise InvalidInputError(
+            f"constraint: the {constraint.kind} constraint does not compile: {why}"
+        )
     return constraint
 
 
@@ -78,3 +87,13 @@ def batch_arguments(
                 " (for a few changes: engine.config.merged(k=..., tau=...))"
             )
     return texts, list(configs)
+
+
+def segmenter_of(config: SpecGuardConfig) -> StepSegmenter:
+    """The segmenter a config's fields name."""
+    return make_segmenter(
+        config.segmenter,
+        config.final_answer_markers,
+        config.tool_call_format,
+        config.parallel_tool_calls,
+    )

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 from ..config import SpecGuardConfig
 from ..constraint import Constraint
 from ..errors import GenerationTimeout, InvalidInputError, InvalidTypeError
-from ..segmentation import make_segmenter
 from ..types import (
     FinishReason,
     GenerationResult,
@@ -35,7 +34,13 @@ from ..types import (
     StepRecord,
     StepSource,
 )
-from .arguments import batch_arguments, check_timeout, normalise_stop, resolve_constraint
+from .arguments import (
+    batch_arguments,
+    check_timeout,
+    normalise_stop,
+    resolve_constraint,
+    segmenter_of,
+)
 from .backends import (
     DecodeSettings,
     DraftModel,
@@ -270,7 +275,7 @@ class SpecGuardEngine:
         )
         target = self.target.start(prompt, add_special_tokens=special)
         gen_d, gen_t = _generators(cfg.seed, draft.device, target.device)
-        segmenter = make_segmenter(cfg.segmenter, cfg.final_answer_markers, cfg.tool_call_format)
+        segmenter = segmenter_of(cfg)
         judge = self.judge_of(cfg)
         done = Transcript(stop)
         finish: FinishReason = "max_steps"

@@ -20,6 +20,7 @@ from langchain_core.runnables.utils import AddableDict
 from pydantic import ConfigDict, Field
 
 from .._adapter import SpecGuardParams
+from .._records import Records
 from ..errors import InvalidInputError
 from ..segmentation import extract_answer
 from . import _common
@@ -43,10 +44,10 @@ class SpecGuardReasoningChain(SpecGuardParams, RunnableSerializable[ChainInput, 
     )
     input_key: str = "question"
 
-    def _stream_prompt(self, value: ChainInput) -> Any:
-        return self.engine.stream(
-            self._prompt(value), config=self.call_config({}), stop=self.call_stop(None)
-        )
+    def _records(self, value: ChainInput) -> Records:
+        """The records of one question's run (the adapters' one call path: the chain's
+        `timeout` and `max_retries` hold as on every adapter)."""
+        return self.start_call(self._prompt(value), {})
 
     def _prompt(self, value: ChainInput) -> str:
         if isinstance(value, str):
@@ -90,7 +91,7 @@ class SpecGuardReasoningChain(SpecGuardParams, RunnableSerializable[ChainInput, 
         run_manager: CallbackManagerForChainRun,
         config: RunnableConfig,
     ) -> Iterator[AddableDict]:
-        stream = self._stream_prompt(next(iter(inputs)))
+        stream = self._records(next(iter(inputs)))
         children = run_manager.get_child()
         for record in stream:
             payload = _common.step_payload(record)
@@ -134,9 +135,9 @@ class SpecGuardReasoningChain(SpecGuardParams, RunnableSerializable[ChainInput, 
         async for value in inputs:
             first = value
             break
-        stream = self._stream_prompt(first if first is not None else "")
+        stream = self._records(first if first is not None else "")
         children = run_manager.get_child()
-        async for record in _common.stream_in_thread(stream):
+        async for record in stream:
             payload = _common.step_payload(record)
             step_run = await children.on_chain_start(
                 None, {"step_index": record.step_index}, name=_step_name(record)

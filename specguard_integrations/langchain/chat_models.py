@@ -28,13 +28,13 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._adapter import Records, SpecGuardParams, arun_call, reject_unknown, run_call
-from ..chat import ChatCall, ReplyStream, check_tools, prepare_chat, reasoning_split
+from .._adapter import SpecGuardParams
+from .._records import Records, arun_call, run_call
+from ..chat import ChatCall, ReplyStream, check_tools, reasoning_split
 from ..errors import InvalidInputError
 from . import _common
 
 if TYPE_CHECKING:
-    from ..engine.loop import StepStream
     from ..types import GenerationResult
 
 
@@ -146,14 +146,19 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
         tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
         *,
         tool_choice: dict[str, Any] | str | bool | None = None,
+        parallel_tool_calls: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools, rendered through the chat template; `tool_choice` ("auto", "any",
         "required", a tool name) forces a call by starting the reply with the call's text.
+        `parallel_tool_calls` (None or True: several calls in one reply may be made, as
+        OpenAI's default; False: one at most); a call to a named tool is always one call.
         A tool whose parameters are not a JSON-schema object is refused here."""
         formatted = check_tools([convert_to_openai_tool(t) for t in tools])
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice
+        if parallel_tool_calls is not None:
+            kwargs["parallel_tool_calls"] = parallel_tool_calls
         return super().bind(tools=formatted, **kwargs)
 
     def with_structured_output(
@@ -218,11 +223,10 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
         )
 
     # ------------------------------------------------------------ calls
-    def _call(
+    def _start(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[ChatCall, tuple[str, ...]]:
-        tools = kwargs.pop("tools", None)
-        tool_choice = kwargs.pop("tool_choice", None)
+    ) -> tuple[ChatCall, Records]:
+        """The rendered call and its records (the adapters' one call path)."""
         override = kwargs.pop("model", None)
         if override is not None and override != self._model_name():
             raise InvalidInputError(
@@ -230,18 +234,7 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
                 "construct another ChatSpecGuard for another draft/target pair"
             )
         kwargs.pop("ls_structured_output_format", None)
-        cfg = self.call_config(kwargs)
-        stops = self.call_stop(kwargs.pop("stop", stop))
-        reject_unknown(kwargs, "ChatSpecGuard")
-        call = prepare_chat(
-            self.engine.chat_model(),
-            _common.to_chat_dicts(messages),
-            cfg,
-            tools=tools,
-            tool_choice=tool_choice,
-            tool_call_format_name=self.tool_call_format,
-        )
-        return call, stops
+        return self.start_chat(_common.to_chat_dicts(messages), kwargs, stop=stop)
 
     def _message(self, call: ChatCall, result: GenerationResult) -> AIMessage:
         parsed = call.parse(result.text)
@@ -260,24 +253,6 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
             usage_metadata=_common.usage_metadata(result),
         )
 
-    def _start(
-        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[ChatCall, Callable[[], StepStream]]:
-        """The rendered call, and how to start its engine run (again, when retried)."""
-        call, stops = self._call(messages, stop, kwargs)
-
-        def start() -> StepStream:
-            return self.engine.stream(
-                call.prompt,
-                config=call.config,
-                stop=stops,
-                add_special_tokens=False,
-                timeout=self.timeout,
-                constraint=call.constraint,
-            )
-
-        return call, start
-
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -285,9 +260,8 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        call, start = self._start(messages, stop, kwargs)
-        emit = lambda r: _common.emit_step(run_manager, r)  # noqa: E731
-        result = run_call(start, emit, self.max_retries)
+        call, records = self._start(messages, stop, kwargs)
+        result = run_call(records, lambda r: _common.emit_step(run_manager, r))
         return ChatResult(generations=[ChatGeneration(message=self._message(call, result))])
 
     async def _agenerate(
@@ -297,9 +271,8 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        call, start = self._start(messages, stop, kwargs)
-        emit = lambda r: _common.aemit_step(run_manager, r)  # noqa: E731
-        result = await arun_call(start, emit, self.max_retries)
+        call, records = self._start(messages, stop, kwargs)
+        result = await arun_call(records, lambda r: _common.aemit_step(run_manager, r))
         return ChatResult(generations=[ChatGeneration(message=self._message(call, result))])
 
     # ------------------------------------------------------------ streaming
@@ -373,8 +346,7 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        call, start = self._start(messages, stop, kwargs)
-        stream = Records(start, self.max_retries)
+        call, stream = self._start(messages, stop, kwargs)
         text = ReplyStream(call, self.reasoning)
         target: tuple[CallbackManager, UUID] | None = None
         for record in stream:
@@ -399,8 +371,7 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        call, start = self._start(messages, stop, kwargs)
-        stream = Records(start, self.max_retries)
+        call, stream = self._start(messages, stop, kwargs)
         text = ReplyStream(call, self.reasoning)
         target: tuple[AsyncCallbackManager, UUID] | None = None
         async for record in stream:

@@ -19,13 +19,12 @@ from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ConfigDict
 
-from .._adapter import Records, SpecGuardParams, arun_call, reject_unknown, run_call
+from .._adapter import SpecGuardParams
+from .._records import Records, arun_call, run_call
 from ..chat import strip_special
 from . import _common
 
 if TYPE_CHECKING:
-    from ..config import SpecGuardConfig
-    from ..engine.loop import StepStream
     from ..types import GenerationResult
 
 
@@ -46,11 +45,6 @@ class SpecGuardLLM(SpecGuardParams, BaseLLM):
     def _identifying_params(self) -> dict[str, Any]:
         return {"draft": self.draft, "target": self.target, "config": self.config.model_dump()}
 
-    def _config(self, kwargs: dict[str, Any]) -> SpecGuardConfig:
-        cfg = self.call_config(kwargs)
-        reject_unknown(kwargs, "SpecGuardLLM")
-        return cfg
-
     def _text(self, text: str) -> str:
         return strip_special(text, self._special())
 
@@ -61,12 +55,9 @@ class SpecGuardLLM(SpecGuardParams, BaseLLM):
         meta = _common.response_metadata(result, self, has_tool_calls=False)
         return meta | {"usage": _common.usage_metadata(result)}
 
-    def _start(
-        self, prompt: str, stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> Callable[[], StepStream]:
-        """How to start the engine run of one prompt (again, when retried)."""
-        cfg, stops = self._config(kwargs), self.call_stop(stop)
-        return lambda: self.engine.stream(prompt, config=cfg, stop=stops, timeout=self.timeout)
+    def _start(self, prompt: str, stop: list[str] | None, kwargs: dict[str, Any]) -> Records:
+        """The records of one prompt's run (the adapters' one call path)."""
+        return self.start_call(prompt, kwargs, stop=stop)
 
     def _generation(self, result: GenerationResult) -> list[Generation]:
         return [Generation(text=self._text(result.text), generation_info=self._info(result))]
@@ -106,8 +97,8 @@ class SpecGuardLLM(SpecGuardParams, BaseLLM):
         **kwargs: Any,
     ) -> LLMResult:
         def one(prompt: str) -> list[Generation]:
-            start = self._start(prompt, stop, dict(kwargs))
-            result = run_call(start, lambda r: _common.emit_step(run_manager, r), self.max_retries)
+            records = self._start(prompt, stop, dict(kwargs))
+            result = run_call(records, lambda r: _common.emit_step(run_manager, r))
             return self._generation(result)
 
         # several prompts run at once: the step scheduler groups their model calls
@@ -124,9 +115,9 @@ class SpecGuardLLM(SpecGuardParams, BaseLLM):
         **kwargs: Any,
     ) -> LLMResult:
         async def one(prompt: str) -> list[Generation]:
-            start = self._start(prompt, stop, dict(kwargs))
+            records = self._start(prompt, stop, dict(kwargs))
             emit = lambda r: _common.aemit_step(run_manager, r)  # noqa: E731
-            return self._generation(await arun_call(start, emit, self.max_retries))
+            return self._generation(await arun_call(records, emit))
 
         generations = list(await asyncio.gather(*(one(p) for p in prompts)))
         return LLMResult(generations=generations, llm_output={"model_name": self.model_names()[1]})
@@ -138,7 +129,7 @@ class SpecGuardLLM(SpecGuardParams, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
-        stream = Records(self._start(prompt, stop, kwargs), self.max_retries)
+        stream = self._start(prompt, stop, kwargs)
         for record in stream:
             _common.emit_step(run_manager, record)
             chunk = GenerationChunk(text=self._text(record.text))
@@ -155,7 +146,7 @@ class SpecGuardLLM(SpecGuardParams, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        stream = Records(self._start(prompt, stop, kwargs), self.max_retries)
+        stream = self._start(prompt, stop, kwargs)
         async for record in stream:
             await _common.aemit_step(run_manager, record)
             chunk = GenerationChunk(text=self._text(record.text))

@@ -33,16 +33,15 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from pydantic import ConfigDict, Field
 
-from .._adapter import Records, SpecGuardParams, arun_call, reject_unknown, run_call
-from ..chat import ChatCall, ReplyStream, prepare_chat, reasoning_split, strip_special
+from .._adapter import SpecGuardParams
+from .._records import Records, arun_call, run_call
+from ..chat import ChatCall, ReplyStream, reasoning_split, strip_special
 from ..chat import tool_call_dict as _tool_call
 from ..errors import InvalidInputError
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
 
-    from ..constraint import Constraint
-    from ..engine.loop import StepStream
     from ..types import GenerationResult, StepRecord
 
 dispatcher = get_dispatcher(__name__)
@@ -127,51 +126,14 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
         )
 
     # ------------------------------------------------------------ plumbing
-    def _start(
-        self,
-        prompt: str,
-        kwargs: dict[str, Any],
-        special: bool,
-        cfg: Any = None,
-        constraint: Constraint | None = None,
-    ) -> Any:
-        """How to start one engine run (again, when retried): per-call arguments are read now."""
-        cfg = cfg or self.call_config(kwargs)
-        stop = self.call_stop(kwargs.pop("stop", None))
-        reject_unknown(kwargs, "SpecGuardLLM")
-
-        def start() -> StepStream:
-            return self.engine.stream(
-                prompt,
-                config=cfg,
-                stop=stop,
-                add_special_tokens=special,
-                timeout=self.timeout,
-                constraint=constraint,
-            )
-
-        return start
-
-    def _chat_call(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatCall:
-        tools = kwargs.pop("tools", None)
-        choice = kwargs.pop("tool_choice", None)
-        if kwargs.pop("tool_required", False) and choice is None:
-            choice = "required"
-        cfg = self.call_config(kwargs)
-        return prepare_chat(
-            self.engine.chat_model(),
-            _dicts(messages),
-            cfg,
-            tools=tools,
-            tool_choice=choice,
-            tool_call_format_name=self.tool_call_format,
-        )
-
     def _chat_start(
         self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
-    ) -> tuple[ChatCall, Any]:
-        call = self._chat_call(messages, kwargs)
-        return call, self._start(call.prompt, kwargs, False, call.config, call.constraint)
+    ) -> tuple[ChatCall, Records]:
+        """The rendered call and its records (the adapters' one call path); LlamaIndex's
+        ``tool_required`` is ``tool_choice="required"``."""
+        if kwargs.pop("tool_required", False) and kwargs.get("tool_choice") is None:
+            kwargs["tool_choice"] = "required"
+        return self.start_chat(_dicts(messages), kwargs)
 
     def _emitter(self) -> Any:
         """A step-event sender bound to the current span: streams run after the decorated call
@@ -219,7 +181,7 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
     # ------------------------------------------------------------ completion
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        result = run_call(self._start(prompt, kwargs, True), self._emitter(), self.max_retries)
+        result = run_call(self.start_call(prompt, kwargs), self._emitter())
         return CompletionResponse(
             text=self._text(result.text), additional_kwargs=self._extra(result)
         )
@@ -228,7 +190,7 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
-        stream = Records(self._start(prompt, kwargs, True), self.max_retries)
+        stream = self.start_call(prompt, kwargs)
         out = _Streamer(self, None)
 
         def gen() -> Generator[CompletionResponse, None, None]:
@@ -241,8 +203,7 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
     async def acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
-        start = self._start(prompt, kwargs, True)
-        result = await arun_call(start, self._emitter(), self.max_retries)
+        result = await arun_call(self.start_call(prompt, kwargs), self._emitter())
         return CompletionResponse(
             text=self._text(result.text), additional_kwargs=self._extra(result)
         )
@@ -251,7 +212,7 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        stream = Records(self._start(prompt, kwargs, True), self.max_retries)
+        stream = self.start_call(prompt, kwargs)
         out = _Streamer(self, None)
 
         async def gen() -> AsyncGenerator[CompletionResponse, None]:
@@ -264,19 +225,19 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
     # ------------------------------------------------------------ chat
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        call, start = self._chat_start(messages, kwargs)
-        return self._chat_response(call, run_call(start, self._emitter(), self.max_retries))
+        call, records = self._chat_start(messages, kwargs)
+        return self._chat_response(call, run_call(records, self._emitter()))
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        call, start = self._chat_start(messages, kwargs)
-        result = await arun_call(start, self._emitter(), self.max_retries)
+        call, records = self._chat_start(messages, kwargs)
+        result = await arun_call(records, self._emitter())
         return self._chat_response(call, result)
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        call, start = self._chat_start(messages, kwargs)
-        stream, out = Records(start, self.max_retries), _Streamer(self, call)
+        call, stream = self._chat_start(messages, kwargs)
+        out = _Streamer(self, call)
 
         def gen() -> Generator[ChatResponse, None, None]:
             yield from (out.chat_step(record) for record in stream)
@@ -288,8 +249,8 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
-        call, start = self._chat_start(messages, kwargs)
-        stream, out = Records(start, self.max_retries), _Streamer(self, call)
+        call, stream = self._chat_start(messages, kwargs)
+        out = _Streamer(self, call)
 
         async def gen() -> AsyncGenerator[ChatResponse, None]:
             async for record in stream:
@@ -318,6 +279,7 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
             "messages": messages,
             "tools": [t.metadata.to_openai_tool() for t in tools] or None,
             "tool_required": tool_required,
+            "parallel_tool_calls": allow_parallel_tool_calls,
             **kwargs,
         }
 

@@ -115,7 +115,9 @@ def chat_message(
             message.update(content=content or None, reasoning_content=reasoning)
     if json_reply and parsed.tool_calls:
         message["content"] = json.dumps(parsed.tool_calls[0]["args"])
-    elif json_reply and parsed.invalid_tool_calls:  # cut or malformed: the JSON as written
+    elif json_reply and c.finish_reason == "length":  # cut: the JSON as written, no markup
+        message["content"] = c.text.strip() or None  # (the call's opening is in the prompt)
+    elif json_reply and parsed.invalid_tool_calls:  # malformed: the JSON as written
         message["content"] = str(parsed.invalid_tool_calls[0].get("args") or "") or None
     elif parsed.tool_calls or parsed.invalid_tool_calls:
         # a call the model wrote is a call, never markup in the content: one to a tool that is

@@ -225,6 +225,27 @@ def _tools(req: ChatRequest) -> tuple[list[dict[str, Any]] | None, Any, bool]:
     return tools, None if choice == "none" else choice, False
 
 
+def _check_schemas(req: ChatRequest) -> None:
+    """400 naming the field for a ``response_format`` schema or a tool's parameters that no
+    JSON value satisfies: refused here, before a grammar is built or a step generated."""
+    from ..constraint.satisfiable import schema_unsatisfiable
+
+    rf = req.response_format
+    named = (
+        [("response_format.json_schema.schema", rf.json_schema.schema_)]
+        if rf and rf.json_schema
+        else []
+    )
+    named += [
+        (f"tools[{i}].function.parameters", t.function.parameters)
+        for i, t in enumerate(req.tools or [])
+    ]
+    for param, schema in named:
+        why = schema_unsatisfiable(schema)
+        if why is not None:
+            raise HTTPError(400, f"{param}: no JSON value satisfies the schema: {why}", param=param)
+
+
 def prepare(data: dict[str, Any], chat: bool, served: ServedModel) -> Prepared:
     """Type, render and tokenise a request (runs off the event loop: it is CPU work)."""
     from ..chat import prepare_chat
@@ -233,6 +254,7 @@ def prepare(data: dict[str, Any], chat: bool, served: ServedModel) -> Prepared:
         req: CompletionRequest | ChatRequest = ChatRequest.model_validate(data)
         assert isinstance(req, ChatRequest)
         _check_model(req, served)
+        _check_schemas(req)
         tools, choice, json_reply = _tools(req)
         call = prepare_chat(
             served.lm,
@@ -241,6 +263,7 @@ def prepare(data: dict[str, Any], chat: bool, served: ServedModel) -> Prepared:
             tool_choice=choice,
             continue_final=req.continue_final_message,
             tool_call_format_name=served.tool_call_format,
+            parallel_tool_calls=req.parallel_tool_calls,
         )
         prompt, budget, logprobs, special = call.prompt, req.token_budget, req.logprobs, False
     else:
@@ -266,6 +289,8 @@ def prepare(data: dict[str, Any], chat: bool, served: ServedModel) -> Prepared:
         include_stop=req.include_stop_str_in_output,
         add_special_tokens=special,
         segmenter="tool_call" if call is not None and call.fmt is not None else None,
+        tool_call_format=call.fmt.name if call is not None and call.fmt is not None else None,
+        parallel_tool_calls=isinstance(req, ChatRequest) and req.parallel_tool_calls,
         constraint=call.constraint if call is not None else None,
     )
     served.check_prompt(gen.prompt, gen.add_special_tokens)

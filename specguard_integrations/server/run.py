@@ -154,7 +154,7 @@ def serve_from_args(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_body_bytes=args.max_body_bytes,
         body_timeout=args.body_timeout,
-        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV),
     )
     served = served_from_args(args)
     if args.workers is None:

@@ -206,7 +206,7 @@ class _Common(_Strict):
     top_p: StrictFloat | None = Field(None, gt=0.0, le=1.0)
     n: StrictInt = Field(1, ge=1, le=16)
     stop: StrictStr | list[StrictStr] | None = None
-    seed: StrictInt | None = None
+    seed: StrictInt | None = Field(None, ge=0, le=2**64 - 1)  # what a torch.Generator takes
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     user: StrictStr | None = None

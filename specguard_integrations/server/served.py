@@ -39,6 +39,8 @@ class GenRequest:
     include_stop: bool = False
     add_special_tokens: bool = True
     segmenter: str | None = None  # "tool_call" when tools are bound
+    tool_call_format: str | None = None  # the format its calls are written in
+    parallel_tool_calls: bool = False  # several calls in one reply (the request's)
     constraint: Constraint | None = None  # a forced call's grammar
 
 
@@ -132,7 +134,12 @@ class SpecGuardServed(ServedModel):
 
         cfg = config_for_call(
             self.config, temperature=req.temperature, max_tokens=req.max_tokens, seed=req.seed
-        ).merged(top_p=req.top_p, segmenter=req.segmenter)
+        ).merged(
+            top_p=req.top_p,
+            segmenter=req.segmenter,
+            tool_call_format=req.tool_call_format,
+            parallel_tool_calls=req.parallel_tool_calls if req.segmenter else None,
+        )
         from ..cancellation import scope
 
         stream = self.engine.stream(

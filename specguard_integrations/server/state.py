@@ -46,6 +46,11 @@ class Limits:
             raise InvalidInputError(
                 f"body_timeout (--body-timeout) must be > 0, got {self.body_timeout}"
             )
+        if self.api_key is not None and not self.api_key.strip():
+            raise InvalidInputError(
+                "api_key (--api-key, $SPECGUARD_API_KEY) is empty: an empty key would serve"
+                " without authentication; give a key, or neither to serve without one"
+            )
 
 
 @dataclass

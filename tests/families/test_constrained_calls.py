@@ -66,7 +66,7 @@ def test_chat_model_calls_are_valid_under_every_choice(engine, mode):
     chat = ChatSpecGuard(engine=engine)
     n = 25 if mode == "sampled" else 2  # sampled: 50 calls per family (two choices)
     for choice, forced in (("required", None), ("lookupFlight", "lookupFlight")):
-        bound = chat.bind_tools(TOOLS, tool_choice=choice)
+        bound = chat.bind_tools(TOOLS, tool_choice=choice, parallel_tool_calls=False)
         for seed in range(n):
             cfg = base.merged(seed=seed)
             engine.config = cfg
@@ -88,6 +88,7 @@ def test_llama_index_structured_calls_are_valid(engine):
             [ChatMessage(role="user", content="Flight LH123?")],
             tools=TOOLS,
             tool_choice="required",
+            parallel_tool_calls=False,
         )
         calls = [
             {"name": b.tool_name, "args": b.tool_kwargs}
@@ -139,6 +140,7 @@ def test_served_calls_and_parsed_json_with_the_openai_sdk(server):
             messages=[{"role": "user", "content": "Weather in Oslo?"}],
             tools=TOOLS,
             tool_choice="required",
+            parallel_tool_calls=False,
             seed=seed,
         )
         calls = r.choices[0].message.tool_calls or []
@@ -156,7 +158,7 @@ def test_served_calls_with_langchain_openai(server):
     from langchain_openai import ChatOpenAI
 
     chat = ChatOpenAI(base_url=server + "/v1", api_key="none", model="specguard", max_retries=0)
-    bound = chat.bind_tools(TOOLS, tool_choice="required")
+    bound = chat.bind_tools(TOOLS, tool_choice="required", parallel_tool_calls=False)
     for seed in range(3):
         msg = bound.invoke("Flight LH123?", seed=seed)
         assert not msg.invalid_tool_calls
@@ -194,12 +196,11 @@ def test_auto_takes_text_or_one_valid_call_after_the_opener_token(engine):
     from specguard_integrations.chat import prepare_chat
     from specguard_integrations.constraint.text import TextChecker
     from specguard_integrations.langchain import ChatSpecGuard
-    from specguard_integrations.segmentation import TOOL_CALL_BLOCKS
 
     lm = engine.target.lm
     msgs = [{"role": "user", "content": "Weather in Oslo?"}]
-    call = prepare_chat(lm, msgs, tools=TOOLS, tool_choice="auto")
-    opener = TOOL_CALL_BLOCKS[call.fmt.name][0]
+    call = prepare_chat(lm, msgs, tools=TOOLS, tool_choice="auto", parallel_tool_calls=False)
+    opener = call.fmt.opener
     if not opener:  # llama3_json writes a bare object: parsed as written, no grammar
         assert call.constraint is None
         return
@@ -210,7 +211,7 @@ def test_auto_takes_text_or_one_valid_call_after_the_opener_token(engine):
     args = {"city": "Oslo", "unit": "celsius"}
     fmt = call.fmt
     good = f"Let me look. {fmt.name_prefix}get_weather{fmt.args_prefix}{json.dumps(args)}"
-    good += fmt.args_suffix
+    good += fmt.args_suffix + ("" if call.end else fmt.end)  # plain end markers: the grammar's
     matcher = Matcher.start(lm, call.constraint)
     matcher.follow(lm.encode_continuation(good))
     assert matcher.accepting
@@ -223,7 +224,9 @@ def test_auto_takes_text_or_one_valid_call_after_the_opener_token(engine):
         assert opener not in lm.tokenizer.convert_ids_to_tokens(spelled)
         with pytest.raises(ValueError, match="constraint"):
             Matcher.start(lm, call.constraint).follow(spelled)
-    bound = ChatSpecGuard(engine=engine).bind_tools(TOOLS, tool_choice="auto")
+    bound = ChatSpecGuard(engine=engine).bind_tools(
+        TOOLS, tool_choice="auto", parallel_tool_calls=False
+    )
     for seed in range(6):
         engine.config = SpecGuardConfig(k=3, temperature=1.0, tau=0.6, max_new_tokens=48, seed=seed)
         msg = bound.invoke([HumanMessage("Weather in Oslo, or flight LH123?")])

@@ -9,8 +9,8 @@ import json
 import pytest
 from fetch_assets import npm_tokenizer  # tests/ is on sys.path (tests/families/conftest.py)
 
-from specguard_integrations.tool_formats import DeepSeekV3
-from specguard_integrations.tool_templates import detect
+from specguard_integrations.tools import DeepSeekV3
+from specguard_integrations.tools.templates import detect
 
 OPEN, CLOSE = "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"
 BEGIN, SEP, END = "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>", "<｜tool▁call▁end｜>"
@@ -83,3 +83,43 @@ def test_a_forced_call_through_the_own_template(tok):
     msg = chat.bind_tools([add], tool_choice="add").invoke("Question: What is 12 + 30?\n")
     calls = msg.tool_calls + msg.invalid_tool_calls
     assert calls and calls[0]["name"] == "add", msg
+
+
+def test_an_agents_second_turn_renders_through_the_own_template(tok):
+    """After a call and its result, the conversation is rendered as DeepSeek-V3's own template
+    writes it (the assistant turn with content None and arguments as JSON text, the result in
+    its tool-output block), not as text turns, and the agent's second turn is answered."""
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+    from specguard_integrations import SpecGuard, SpecGuardConfig
+    from specguard_integrations.backends.local.model import LocalCausalLM
+    from specguard_integrations.chat import prepare_chat
+    from specguard_integrations.langchain import ChatSpecGuard
+    from specguard_integrations.langchain._common import to_chat_dicts
+    from specguard_integrations.testing import tiny_family_model
+
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    history = [
+        HumanMessage("What is 12 + 30?"),
+        AIMessage("", tool_calls=[{"name": "add", "args": {"a": 12, "b": 30}, "id": "call_1"}]),
+        ToolMessage("42", tool_call_id="call_1"),
+    ]
+    draft = LocalCausalLM(tiny_family_model("deepseek_v3", tok, seed=1), tok, name="ds-d")
+    target = LocalCausalLM(tiny_family_model("deepseek_v3", tok, seed=2), tok, name="ds-t")
+    tool = {"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}
+    call = prepare_chat(target, to_chat_dicts(history), tools=[tool])
+    want = (
+        f"<｜Assistant｜>{OPEN}{BEGIN}function{SEP}add\n```json\n"
+        + json.dumps({"a": 12, "b": 30})
+        + f"\n```{END}"
+    )
+    assert want in call.prompt, call.prompt
+    assert "<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>42<｜tool▁output▁end｜>" in call.prompt
+    assert "Tool result (" not in call.prompt  # not the text-turn fallback
+    cfg = SpecGuardConfig.greedy(tau=0.5, max_step_tokens=10, max_new_tokens=20)
+    chat = ChatSpecGuard(engine=SpecGuard(draft, target, cfg)).bind_tools([add])
+    msg = chat.invoke(history)
+    assert msg.response_metadata["specguard_steps"], msg

@@ -3,9 +3,10 @@ failure mode, for the fault-injection tier.
 
 It speaks HTTP/1.1 by hand over a socket so that it can fail the ways real engines and networks
 do: refuse, die after N requests, answer 5xx or 429 with ``Retry-After``, hang before its
-headers, trickle its body, cut its body off, answer malformed JSON or the wrong shapes, answer far
-more tokens than asked, or stop at a step boundary with an empty step. Every request loop is
-bounded and the server stops by itself when the test ends.
+headers, send ``103 Early Hints`` forever or trickle its headers, trickle its body, cut its body
+off, redirect, answer malformed JSON or the wrong shapes, answer far more tokens than asked, stop
+at a step boundary with an empty step, or end a step with any ``finish_reason``. Every request
+loop is bounded and the server stops by itself when the test ends.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class Fault:
     shape: Any = None  # malformed: the body to send (bytes, or an object to send as JSON)
     tokens: int = 0  # overlong: tokens in the reply
     after: int = 0  # dies: requests answered before it dies
+    message: str | None = None  # status: the error message (default "scripted <status>")
+    finish: str = "stop"  # finish: the finish_reason a step ends with (half a step written)
+    skip: int = 0  # requests answered well before the fault starts
 
 
 @dataclass
@@ -150,7 +154,8 @@ class FaultyEngine:
             fault = self.fault
             self.log.requests.append({"method": method, "path": path, **data})
             n = len(self.log.requests)
-            active = fault.mode != "ok" and (fault.times is None or self.log.faults < fault.times)
+            active = fault.mode != "ok" and n > fault.skip
+            active = active and (fault.times is None or self.log.faults < fault.times)
             if active:
                 self.log.faults += 1
         if active:
@@ -168,7 +173,21 @@ class FaultyEngine:
             return True
         if mode == "status":
             extra = {"Retry-After": f.retry_after} if f.retry_after is not None else {}
-            _send(conn, f.status, {"error": {"message": f"scripted {f.status}"}}, extra)
+            message = f.message or f"scripted {f.status}"
+            _send(conn, f.status, {"error": {"message": message}}, extra)
+            return True
+        if mode == "redirect":
+            _send(conn, f.status, {}, {"Location": f.message or "http://elsewhere/v1"})
+            return True
+        if mode in ("early_hints", "trickle_headers"):
+            return _stall_headers(conn, mode, f.seconds)
+        if mode == "finish":  # half of the step's text, then the engine's own end reason
+            answer = completion(data)
+            text = answer["choices"][0]["text"]
+            answer["choices"][0].update(
+                text=text[: max(1, len(text) // 2)], finish_reason=f.finish, stop_reason=None
+            )
+            _send(conn, 200, answer)
             return True
         if mode == "hang":
             time.sleep(f.seconds)
@@ -209,6 +228,21 @@ class FaultyEngine:
         raise ValueError(f"unknown fault mode {mode!r}")
 
 
+def _stall_headers(conn: socket.socket, mode: str, seconds: float) -> bool:
+    """Never finish the headers, for at most 60 s: an endless stream of ``103 Early Hints``
+    answers, or a status line and then a header trickled one byte every `seconds`."""
+    end = time.monotonic() + 60
+    if mode == "trickle_headers":
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Pad: ")
+    while time.monotonic() < end:
+        if mode == "early_hints":
+            conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+        else:
+            conn.sendall(b"a")
+        time.sleep(seconds)
+    return False
+
+
 def _read_request(conn: socket.socket) -> tuple[str | None, bytes]:
     buf = b""
     while b"\r\n\r\n" not in buf:
@@ -233,7 +267,16 @@ def _read_request(conn: socket.socket) -> tuple[str | None, bytes]:
     return lines[0], rest[:length]
 
 
-_REASONS = {200: "OK", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
+_REASONS = {
+    200: "OK",
+    301: "Moved Permanently",
+    302: "Found",
+    307: "Temporary Redirect",
+    401: "Unauthorized",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+}
 
 
 def _head(status: int, length: int, extra: dict[str, str] | None = None) -> bytes:

@@ -16,14 +16,14 @@ from specguard_integrations.chat import (
 )
 from specguard_integrations.segmentation import make_segmenter
 from specguard_integrations.testing import char_tokenizer
-from specguard_integrations.tool_formats import (
+from specguard_integrations.tools import (
     DeepSeekV3,
     Hermes,
     Llama3Json,
     Mistral,
-    tool_call_format_by_name,
+    format_by_name,
 )
-from specguard_integrations.tool_templates import detect
+from specguard_integrations.tools.templates import detect
 
 TEMPLATES = Path(__file__).parent.parent / "fixtures" / "chat_templates"
 ADD = {"type": "function", "function": {"name": "add", "parameters": {"properties": {}}}}
@@ -41,7 +41,7 @@ def _tok(template: str | None = None):
 
 def test_bundled_format_is_read_off_the_chat_template():
     fmt = detect(_tok())
-    assert isinstance(fmt, Hermes) and (fmt.open, fmt.close) == ("<tool_call>", "</tool_call>")
+    assert isinstance(fmt, Hermes) and (fmt.opener, fmt.closer) == ("<tool_call>", "</tool_call>")
     # the trailing space is left to the model (BPE merges it with the next character)
     assert fmt.forced_prefix("add") == '<tool_call>{"name": "add", "arguments":'
     assert fmt.forced_prefix("") == '<tool_call>{"name": "'
@@ -69,7 +69,7 @@ def test_template_without_tool_calls_names_the_option():
         detect(tok)
     assert isinstance(detect(tok, "mistral"), Mistral)  # a named format needs no template
     with pytest.raises(ValueError, match="unknown value 'pythonic'"):
-        tool_call_format_by_name("pythonic")
+        format_by_name("pythonic")
 
 
 def test_hermes_parses_valid_malformed_and_unclosed_calls():
@@ -134,16 +134,16 @@ def test_deepseek_parses_fenced_arguments():
 
 @pytest.mark.parametrize("name", ["hermes", "llama3_json", "mistral", "deepseek_v3"])
 def test_written_calls_parse_back_and_end_one_step(name):
-    fmt = tool_call_format_by_name(name)
+    fmt = format_by_name(name)
     text = fmt.render_calls([("add", {"a": 1, "b": [2, 3]})])
     reply = fmt.parse(text)
     assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("add", {"a": 1, "b": [2, 3]})]
     seg = make_segmenter("tool_call", ("Answer:",), name)
     # thinking before a call is a step of its own; inside a call a blank line is no boundary
     assert seg.find("Let me think.\n\n" + text).end == len("Let me think.\n\n")
-    if fmt.close:
+    if fmt.closer:
         assert seg.find(text + "more").end == len(text)
-        assert seg.stop_hints == (fmt.close,)
+        assert seg.stop_hints == (fmt.closer,)
     else:  # the call runs to the end of the turn
         assert seg.find(text.replace(", ", ",\n\n")) is None
 
@@ -153,7 +153,7 @@ def test_response_template_parses_with_transformers():
     tok = _tok("hermes.jinja")
     tok.response_template = templates["qwen3_hermes"]
     fmt = detect(tok)
-    assert fmt.name == "hermes" and type(fmt).__name__ == "ResponseTemplateFormat"
+    assert fmt.name == "hermes" and fmt.response_parser is tok
     reply = fmt.parse('<tool_call>\n{"name": "add", "arguments": {"a": 1}}\n</tool_call>')
     assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("add", {"a": 1})]
 

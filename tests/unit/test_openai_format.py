@@ -5,7 +5,7 @@ import json
 from specguard_integrations.chat import ChatCall
 from specguard_integrations.server import openai_format as fmt
 from specguard_integrations.server.served import Choice, GenOutput
-from specguard_integrations.tool_formats import Hermes
+from specguard_integrations.tools import Hermes
 
 
 def test_error_body_and_params():

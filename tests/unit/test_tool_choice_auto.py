@@ -4,8 +4,8 @@ valid call to a bound tool; an opener that is one of the model's tokens is named
 import pytest
 
 from specguard_integrations.constraint.text import TextChecker
-from specguard_integrations.tool_formats import DeepSeekV3, Hermes, Llama3Json, Mistral
-from specguard_integrations.tool_grammar import auto_call
+from specguard_integrations.tools import DeepSeekV3, Hermes, Llama3Json, Mistral
+from specguard_integrations.tools.grammar import auto_call
 
 TOOLS = [
     {

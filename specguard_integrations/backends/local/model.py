@@ -228,18 +228,20 @@ class LocalCausalLM:
         return self.tokenizer is other.tokenizer or self.vocab_id == other.vocab_id
 
     def render_chat(self, messages: list[dict[str, Any]], *, tools: list[Any] | None = None) -> str:
-        """The chat template applied to messages, with the assistant turn opened."""
+        """The chat template applied to messages exactly as given (a None value stays None: a
+        template may test ``content is none``), with the assistant turn opened."""
+        from ...tools.templates import render_as_given
+
         if not getattr(self.tokenizer, "chat_template", None):
             raise InvalidInputError(f"tokenizer of {self.name} has no chat template")
         try:
-            text = self.tokenizer.apply_chat_template(
-                messages, tools=tools, tokenize=False, add_generation_prompt=True
+            return render_as_given(
+                self.tokenizer, messages, tools=tools, add_generation_prompt=True
             )
         except Exception as err:  # jinja raises its own errors (raise_exception, undefined)
             raise InvalidInputError(
                 f"the chat template of {self.name} cannot render these messages: {err}"
             ) from None
-        return str(text)
 
     # ---------------------------------------------------------------- state
     def new_state(self, ids: list[int]) -> SeqState:

@@ -5,12 +5,14 @@ Shared by the endpoint backends; one client per backend keeps a connection pool,
 generations keep many requests in flight. The policy (docs/scale-out.md, "Failure semantics"):
 
 - each request has a deadline, `timeout` seconds (or less, when the caller's own deadline is
-  nearer): the wait for a connection, for the headers and for each piece of the body is bounded
-  by the time left, and a body still arriving at the deadline (a server that trickles it) is
-  cut off;
+  nearer): every socket operation (connect, the status line and headers, each piece of the
+  body) waits at most until it (`deadline`), so a server that stalls in any phase (endless
+  ``1xx`` answers, headers or a body trickled a byte at a time) is cut off there;
 - refused or dropped connections, timeouts, 429 and 5xx are retried `max_retries` times with
   jittered exponential backoff, or after the server's ``Retry-After`` (capped);
-- a body over `max_body_bytes` is refused before it is parsed;
+- a body over `max_body_bytes` is refused before it is parsed; a redirect is not followed;
+- no secret leaves in a message: the URL's userinfo, the API key and any bearer token are
+  masked in every error and log record (`redaction`);
 - a call inside a cancellation scope (`specguard_integrations.cancellation`) returns as soon as
   the scope is cancelled, and its socket is shut.
 """
@@ -23,6 +25,7 @@ import json
 import logging
 import math
 import random
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +42,7 @@ from ...errors import (
     EndpointUnreachable,
     InvalidInputError,
 )
+from .redaction import Redactor, redact_url
 
 if TYPE_CHECKING:
     import httpx
@@ -73,8 +77,10 @@ class OpenAICompatibleClient:
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
+            shown = redact_url(base_url).rpartition("@")
             raise InvalidInputError(
-                f"base_url must start with http:// or https://, got {base_url!r}"
+                "base_url must start with http:// or https://, got"
+                f" {(shown[0] and '***@') + shown[2]!r}"
             )
         if not isinstance(max_retries, int) or max_retries < 0:
             raise InvalidInputError(f"max_retries must be an integer >= 0, got {max_retries!r}")
@@ -84,7 +90,9 @@ class OpenAICompatibleClient:
             )
         if max_body_bytes < 1024:
             raise InvalidInputError(f"max_body_bytes must be at least 1024, got {max_body_bytes}")
-        self.base_url = base_url.rstrip("/")
+        self._url = base_url.rstrip("/")  # requests go here (userinfo: HTTP Basic auth)
+        self.base_url = redact_url(self._url)  # messages and logs name the server so
+        self.redact = Redactor(base_url, api_key)
         self.api_key = api_key
         self.timeout = float(timeout)
         self.max_retries = max_retries
@@ -111,6 +119,9 @@ class OpenAICompatibleClient:
                 max_keepalive_connections=self.max_connections,
             ),
         )
+        from . import deadline
+
+        deadline.install(self._client)  # the deadline covers the wait for the headers too
         return self._client
 
     # ---------------------------------------------------------------- one request, retried
@@ -121,7 +132,7 @@ class OpenAICompatibleClient:
         every attempt and the waits between them."""
         from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
-        url = self.base_url + path
+        url = self.base_url + path  # as messages name it (no secret)
 
         def wait(state: RetryCallState) -> float:
             err = state.outcome.exception() if state.outcome else None
@@ -145,7 +156,7 @@ class OpenAICompatibleClient:
             reraise=True,
         )
         try:
-            return retrying(self._attempt, method, url, payload, deadline)
+            return retrying(self._attempt, method, path, payload, deadline)
         except _Retryable as last:
             raise _final(last.error, self.base_url, self.max_retries + 1) from None
 
@@ -157,9 +168,10 @@ class OpenAICompatibleClient:
             time.sleep(seconds)
 
     def _attempt(
-        self, method: str, url: str, payload: dict[str, Any] | None, deadline: float | None
+        self, method: str, path: str, payload: dict[str, Any] | None, deadline: float | None
     ) -> tuple[int, bytes]:
         """One attempt: within its deadline, abandoned at once when the scope is cancelled."""
+        url = self.base_url + path
         now = time.monotonic()
         limit = self.timeout if deadline is None else min(self.timeout, deadline - now)
         if limit <= 0:
@@ -168,56 +180,83 @@ class OpenAICompatibleClient:
         scope = current()
         try:
             if scope is None:
-                return self._exchange(method, url, payload, now + limit, None)
-            return self._in_scope(scope, method, url, payload, now + limit)
+                return self._exchange(method, path, payload, now + limit, None)
+            return self._in_scope(scope, method, path, payload, now + limit)
         except _Retryable as err:
             if own and isinstance(err.error, EndpointTimeout):
                 raise DeadlinePassed(f"{err.error} (the generation's timeout)") from None
             raise
 
     def _in_scope(
-        self, scope: Scope, method: str, url: str, payload: dict[str, Any] | None, until: float
+        self, scope: Scope, method: str, path: str, payload: dict[str, Any] | None, until: float
     ) -> tuple[int, bytes]:
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.max_connections, "specguard-http")
             pool = self._pool
-        job = pool.submit(self._exchange, method, url, payload, until, scope)
+        job = pool.submit(self._exchange, method, path, payload, until, scope)
         return scope.wait(job)
 
     def _exchange(
         self,
         method: str,
-        url: str,
+        path: str,
         payload: dict[str, Any] | None,
         until: float,
         scope: Scope | None,
     ) -> tuple[int, bytes]:
         import httpx
 
+        from .deadline import bounded
+
+        url = self.base_url + path
         content = None if payload is None else json.dumps(payload).encode("utf-8")
         headers = {"Content-Type": "application/json"} if content is not None else {}
         left = max(until - time.monotonic(), 0.001)
+        resp: httpx.Response | None = None
         try:
             req = self.client.build_request(
-                method, url, content=content, headers=headers, timeout=httpx.Timeout(left)
+                method, self._url + path, content=content, headers=headers, timeout=left
             )
-            resp = self.client.send(req, stream=True)
-            try:
-                body = self._read(resp, url, until, scope)
-            finally:
-                resp.close()
+            with bounded(until):  # every socket operation, the headers' too, ends by `until`
+                resp = self.client.send(req, stream=True)
+                try:
+                    body = self._read(resp, url, until, scope)
+                finally:
+                    resp.close()
         except httpx.TimeoutException as err:
-            late = EndpointTimeout(f"{url} did not answer within the deadline: {err}")
+            what = "its whole body" if resp is not None else "its status line and headers"
+            late = EndpointTimeout(
+                f"{url} did not answer within the deadline: {what} did not arrive in time"
+                f" ({self._said(err)})"
+            )
             raise _Retryable(late) from None
         except httpx.TransportError as err:  # refused, reset, DNS, a body cut off
-            raise _Retryable(EndpointUnreachable(f"{url}: {type(err).__name__}: {err}")) from None
+            said = f"{type(err).__name__}: {self._said(err)}"
+            raise _Retryable(EndpointUnreachable(f"{url}: {said}")) from None
         except httpx.HTTPError as err:  # a body the client cannot decode (Content-Encoding)
-            raise EndpointReplyError(f"{url} answered a body that cannot be read: {err}") from None
-        if resp.status_code == 429 or resp.status_code >= 500:
-            failed = EndpointUnreachable(f"{url} answered {resp.status_code}: {_message(body)}")
+            raise EndpointReplyError(
+                f"{url} answered a body that cannot be read: {self._said(err)}"
+            ) from None
+        status = resp.status_code
+        if status == 429 or status >= 500:
+            failed = EndpointUnreachable(f"{url} answered {status}: {self._message(body)}")
             raise _Retryable(failed, _retry_after(resp.headers.get("retry-after")))
-        return resp.status_code, body
+        if 300 <= status < 400:  # never followed: a request is sent where it was aimed
+            where = self.redact(resp.headers.get("location") or "nowhere named")
+            raise EndpointReplyError(
+                f"{url} answered {status}, a redirect to {where[:200]}: redirects are not"
+                " followed; give the server's own address as base_url"
+            )
+        return status, body
+
+    def _said(self, err: BaseException) -> str:
+        """An HTTP library's error message, without secrets."""
+        return self.redact(str(err))
+
+    def _message(self, body: bytes) -> str:
+        """The server's error message, short and without secrets."""
+        return self.redact(_message(body))
 
     def _read(self, resp: httpx.Response, url: str, until: float, scope: Scope | None) -> bytes:
         """The body, within the size cap and the deadline (a trickling server is cut off)."""
@@ -250,12 +289,17 @@ class OpenAICompatibleClient:
         status, body = self.request("POST", path, payload, deadline)
         url = self.base_url + path
         if status >= 400:
-            raise EndpointRejected(f"{url} answered {status}: {_message(body)}", status)
+            raise EndpointRejected(f"{url} answered {status}: {self._message(body)}", status)
         data = _json(body, url)
         if not isinstance(data, dict):
             raise EndpointReplyError(
                 f"{url} answered malformed data: a JSON object was expected, got"
                 f" {type(data).__name__}"
+            )
+        if data.get("object") == "error" or ("error" in data and "choices" not in data):
+            # vLLM's error object, or OpenAI's error shape, under a 2xx status
+            raise EndpointReplyError(
+                f"{url} answered an error with status {status}: {self._message(body)}"
             )
         return data
 
@@ -267,7 +311,7 @@ class OpenAICompatibleClient:
             raise
         except EndpointError:
             return None
-        if status >= 400:
+        if status >= 300:
             return None
         try:
             return _json(body, self.base_url + path)
@@ -328,9 +372,37 @@ def _json(body: bytes, url: str) -> Any:
         raise InvalidInputError(f"{name} is not a JSON number")
 
     try:
-        return json.loads(body, parse_constant=refuse)
+        data = json.loads(body, parse_constant=refuse)
     except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise EndpointReplyError(f"{url} answered malformed data (not JSON): {err}") from None
+    where = _lone_surrogate(data) if _ESCAPED_SURROGATE.search(body) else None
+    if where is not None:  # only an escape writes one, and no tokenizer can encode it
+        raise EndpointReplyError(
+            f"{url} answered malformed data: {where} is not valid Unicode (a lone surrogate)"
+        )
+    return data
+
+
+def _lone_surrogate(data: Any) -> str | None:
+    """Where in parsed JSON a string (a value or a key) holds a lone surrogate, or None."""
+    stack: list[tuple[str, Any]] = [("the reply", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return path
+        elif isinstance(value, dict):
+            stack.extend((f"{path} key {k!r}", k) for k in value)
+            stack.extend((f"{path}[{k!r}]", v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
+    return None
+
+
+# a \uD800-\uDFFF escape: JSON text can carry a lone surrogate, which no tokenizer encodes
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _message(body: bytes) -> str:
@@ -339,5 +411,5 @@ def _message(body: bytes) -> str:
         data = json.loads(body)
         err = data.get("error", data) if isinstance(data, dict) else data
         return str(err.get("message", err) if isinstance(err, dict) else err)[:500]
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return body[:500].decode("utf-8", "replace")

@@ -31,6 +31,7 @@ from .replies import (
     MAX_CHARS_PER_TOKEN,
     Completion,
     check_length,
+    end_reason,
     read_echo,
     step_stops,
 )
@@ -252,6 +253,8 @@ class _Endpoint:
             raise self._malformed(str(err)) from None
         if len(read) != n:
             raise self._malformed(f"{len(read)} choices, where {n} were asked for")
+        for choice in read:  # abort, a parsed tool call or an unknown value raises here
+            choice.finish = end_reason(choice.finish, self.where)
         settled = [self._settle(prompt, so_far, c, stops, len(read), deadline) for c in read]
         for c in settled:
             check_length(c, body["max_tokens"], self.where)

@@ -194,7 +194,11 @@ def read_choice(
     """One choice of a completions or chat answer, logprobs in either shape."""
     offsets: list[int] | None = None
     if chat:
-        text = c["message"]["content"] or ""
+        text = c["message"]["content"]
+        if text is None and c.get("finish_reason") not in ("tool_calls", "function_call"):
+            # an empty step would be read at a boundary: a null is not text
+            raise InvalidInputError("message.content is null")
+        text = text or ""
         content = (c.get("logprobs") or {}).get("content")
         tokens = [str(t["token"]) for t in content] if content else None
         logprobs = [float(t["logprob"]) for t in content] if content else None
@@ -236,16 +240,16 @@ def _int(x: Any, field: str = "usage") -> int | None:
 
 
 def matched_stop(c: Choice, stops: tuple[str, ...], engine: EngineProfile) -> str | bool | None:
-    """The stop string the answer stopped at; None when it ended by itself (EOS or length);
-    True when the engine does not say (the caller asks the model)."""
-    if c.finish == "length":
+    """The stop string the answer stopped at; None when it ended by itself (EOS, length, a
+    content filter); True when the engine does not say (the caller asks the model)."""
+    if c.finish in ("length", "eos", "content_filter"):
         return None
+    if c.finish == "stop_sequence":  # a stop string matched, whichever engine says so
+        return next((s for s in stops if c.text.endswith(s)), stops[0] if stops else None)
     if engine.stop_field:
         return c.reason if isinstance(c.reason, str) and c.reason in stops else None
-    if engine.stop_sequence_finish:
-        if c.finish != "stop_sequence":
-            return None
-        return next((s for s in stops if c.text.endswith(s)), stops[0] if stops else None)
+    if engine.stop_sequence_finish:  # TGI: "stop" is its EOS
+        return None
     kept = next((s for s in stops if c.text.endswith(s)), None)
     if kept is not None:
         return kept

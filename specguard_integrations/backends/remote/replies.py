@@ -1,5 +1,5 @@
-"""A server's answer read into what a step needs (`Completion`), and cut into a step
-(`to_candidate`) by the same rule the local models use."""
+"""A server's answer read into what a step needs (`Completion`): its end reason checked
+(`end_reason`), and cut into a step (`to_candidate`) by the same rule the local models use."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 
 from ...engine.backends import DecodeSettings
 from ...engine.candidate import Candidate, cut_text
-from ...errors import EndpointReplyError
+from ...errors import EndpointAborted, EndpointReplyError
+from ...types import StepFinish
 
 # a reply may run this many tokens past the budget asked (engines count a stop string's tokens,
 # or a token EOS shares, differently) before it is refused as over-long
@@ -17,6 +18,43 @@ LENGTH_SLACK_TOKENS = 8
 # the most characters one token is taken to write; a reply with more text than the budget
 # allows at this rate is refused even when its usage says otherwise
 MAX_CHARS_PER_TOKEN = 64
+
+
+# every finish_reason an engine sends that a step can take, as the step reads it (the table in
+# docs/scale-out.md, "End reasons"); "abort", "tool_calls" and "function_call" raise, and so
+# does any other value: none is ever read as a clean end
+END_REASONS = {
+    "stop": "stop",  # a stop string or EOS, told apart by the engine's profile
+    "stop_sequence": "stop_sequence",  # TGI: one of the stop strings
+    "length": "length",  # the budget asked, or the server's context window
+    "eos": "eos",  # an end of sequence the engine names as such
+    "eos_token": "eos",  # TGI's native name for it
+    "content_filter": "content_filter",  # the engine's filter cut the text: the end, said so
+}
+
+
+def end_reason(finish: str, where: str) -> str:
+    """A choice's ``finish_reason`` as a step reads it (`END_REASONS`); `EndpointAborted` for
+    ``abort``, `EndpointReplyError` naming the value for a tool call the engine parsed out of
+    the text and for any value not in the table."""
+    if finish in END_REASONS:
+        return END_REASONS[finish]
+    if finish == "abort":
+        raise EndpointAborted(
+            f"{where} aborted the request (finish_reason 'abort': cancelled, preempted or"
+            " failed on the engine): the step it wrote is not an answer"
+        )
+    if finish in ("tool_calls", "function_call"):
+        raise EndpointReplyError(
+            f"{where} answered finish_reason {finish!r}: it parsed a tool call out of the"
+            " step's text, which is then not there to continue; serve the model without a tool"
+            " parser (vLLM: no --enable-auto-tool-choice) or use api='completions'"
+        )
+    known = ", ".join([*END_REASONS, "abort", "tool_calls", "function_call"])
+    raise EndpointReplyError(
+        f"{where} answered malformed data: finish_reason {finish[:40]!r} is not one an engine"
+        f" sends ({known})"
+    )
 
 
 def step_stops(settings: DecodeSettings) -> tuple[str, ...]:
@@ -29,7 +67,7 @@ class Completion:
     """One answer of a server, read into what a step needs."""
 
     text: str  # generated text, with the boundary put back when the server stopped at it
-    finish: str  # "stop" | "length" | other
+    finish: str  # a value of END_REASONS
     stopped_at: bool  # the server stopped at one of our stop strings
     tokens: int  # completion tokens (from usage, else counted from logprobs, else estimated)
     prompt_tokens: int
@@ -54,9 +92,13 @@ def check_length(c: Completion, max_tokens: int, where: str) -> None:
 def to_candidate(c: Completion, settings: DecodeSettings) -> Candidate:
     """Cut a completion at the step boundary, counting the tokens of the kept text. A server
     that stopped at a step boundary ended a step, never the generation, even when the step is
-    empty; only an end it reports as EOS ends the generation."""
+    empty; only an end it reports as EOS ends the generation. A content filter's cut ends it
+    too, and says so (`content_filter`), whatever the text holds."""
     cut = cut_text(c.text, settings.segmenter, settings.stop, settings.stop_tail)
-    if cut is not None:
+    finish: StepFinish
+    if c.finish == "content_filter":
+        reach, text, finish = len(c.text), c.text, "content_filter"
+    elif cut is not None:
         reach, text, finish = cut
     elif c.stopped_at:  # a stop at a boundary the segmenter does not count (an empty step)
         reach, text, finish = len(c.text), c.text, "boundary"

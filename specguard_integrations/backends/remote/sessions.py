@@ -43,7 +43,9 @@ class StepWriter(Protocol):
 MAX_EMPTY_STEPS = 3
 # the confidence of a remote draft step that breaks the constraint: below any real one
 BROKEN = -1e9
-_ENDS = ("eos", "final_answer", "tool_call", "stop", "context_window")
+_ENDS = ("eos", "final_answer", "tool_call", "stop", "context_window", "content_filter")
+# ends after which the constrained text must be complete (a filter's cut says it is not)
+_CLEAN_ENDS = _ENDS[:-1]
 
 
 class TextSession:
@@ -111,7 +113,7 @@ class TextSession:
             self.checker = TextChecker(settings.constraint)
             self.checker.follow(self.so_far)
         why = self.checker.follow(step.text)
-        if why is None and step.finish in _ENDS and not self.checker.complete:
+        if why is None and step.finish in _CLEAN_ENDS and not self.checker.complete:
             why = f"the generation ended ({step.finish}) before the constrained text was complete"
         if why is not None:
             raise EndpointReplyError(
@@ -216,7 +218,7 @@ class EndpointDraftSession(TextSession):
         probe = self.checker.copy()
         if probe.follow(cand.text) is not None:
             return False
-        return cand.finish not in _ENDS or probe.complete
+        return cand.finish not in _CLEAN_ENDS or probe.complete
 
     def select(self, candidates: list[Candidate]) -> int:
         return jaccard_medoid([c.text for c in candidates])
