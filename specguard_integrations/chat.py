@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .constraint import Constraint
+from .constraint.satisfiable import schema_unsatisfiable
 from .errors import InvalidInputError
 from .tools import ParsedReply, ToolCallFormat
 from .tools.grammar import auto_call, forced_call, grammar_available
@@ -72,6 +73,11 @@ def check_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not isinstance(params.get("properties", {}), dict):
             raise InvalidInputError(
                 f"tools[{i}] ({fn['name']}): parameters.properties must be an object"
+            )
+        why = schema_unsatisfiable(params)  # no call to it could be valid
+        if why is not None:
+            raise InvalidInputError(
+                f"tools[{i}] ({fn['name']}): parameters: no arguments satisfy the schema: {why}"
             )
     return tools
 
@@ -151,9 +157,22 @@ class ChatCall:
     constraint: Constraint | None = None
     end: str = ""
 
-    def parse(self, text: str) -> ParsedReply:
+    def parse(self, text: str, cut: int | None = None) -> ParsedReply:
         """The reply `text` (the generated part) split into content and tool calls; special
-        tokens are removed from the content."""
+        tokens are removed from the content. `cut`: the reply ran out of its token budget
+        there (max_tokens), and an invalid call at its end says so instead of a parser's
+        complaint about the cut text."""
+        parsed = self._parse(text)
+        if cut is not None and parsed.invalid_tool_calls:
+            last = dict(parsed.invalid_tool_calls[-1])
+            last["error"] = (
+                f"the reply was cut at its token budget (max_tokens={cut}) before this call"
+                " was complete"
+            )
+            parsed.invalid_tool_calls[-1] = last
+        return parsed
+
+    def _parse(self, text: str) -> ParsedReply:
         full = self.prefix + text
         opened = self.fmt is not None and self.fmt.opener in full
         if self.end and opened and not full.rstrip().endswith(self.end):

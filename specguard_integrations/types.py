@@ -40,6 +40,15 @@ FinishReason = Literal[
     "context_window",
     "content_filter",
 ]
+# the step finishes that end a generation, as the generation's finish reason
+ENDS_GENERATION: dict[StepFinish, FinishReason] = {
+    "eos": "eos",
+    "final_answer": "final_answer",
+    "tool_call": "tool_call",
+    "stop": "stop",
+    "context_window": "context_window",
+    "content_filter": "content_filter",
+}
 Phase = Literal["propose", "select", "score", "decide", "target", "commit"]
 
 # the OpenAI API's finish_reason for each of ours (LangChain, LlamaIndex and the server say it so)
@@ -198,6 +207,12 @@ class GenerationResult(BaseModel):
         """Per-phase seconds summed over all steps."""
         fields = PhaseTimes.model_fields
         return PhaseTimes(**{f: sum(getattr(s.times, f) for s in self.steps) for f in fields})
+
+    @property
+    def budget_cut(self) -> int | None:
+        """The token budget the reply ran out of (its output tokens), or None when it ended
+        otherwise."""
+        return self.output_tokens if self.finish_reason == "max_new_tokens" else None
 
     def openai_finish_reason(self, has_tool_calls: bool = False) -> str:
         """The OpenAI API's ``finish_reason``: tool_calls, stop, length or content_filter. A

@@ -116,7 +116,7 @@ def plain_stream(
     assert state.next_logits is not None
     logits = state.next_logits.unsqueeze(0)  # (1, V)
     ids: list[int] = []
-    logprobs: list[float] = []
+    logprobs: list[torch.Tensor] = []  # 0-d, on the device: read once at the end
     text, sent = "", 0
     finish: Literal["stop", "length"] = "length"
     stop_reason: str | None = None
@@ -127,14 +127,14 @@ def plain_stream(
         if grammar is not None:
             logits = grammar.mask(logits.clone()[0]).unsqueeze(0)
         tok = sample_next(logits, temperature, top_p, generator)  # (1,)
-        tid = int(tok[0])
+        tid = int(tok.tolist()[0])  # the one read per token
         if tid in lm.eos_ids:
             finish = "stop"
             break
         if grammar is not None:
             grammar.take(tid)
         ids.append(tid)
-        logprobs.append(float(torch.log_softmax(raw[0].float(), dim=-1)[tid]))
+        logprobs.append(torch.log_softmax(raw[0].float(), dim=-1)[tid])
         text = lm.decode(ids)
         hit = _stop_hit(text, stop, include_stop)
         if hit is not None and (grammar is None or grammar.accepting):  # not inside its text
@@ -147,14 +147,14 @@ def plain_stream(
             finish = "stop"
             break
         if t < max_tokens - 1:
-            logits, _ = lm.step_batch(tok, state.cache, hidden=False)
+            logits, _ = lm.step_batch([tid], state.cache, hidden=False)
     if len(text) > sent:
         yield text[sent:]
     ids, pieces, offsets = _final_tokens(lm, ids, text, stop_reason is not None)
     return PlainResult(
         text=text,
         token_ids=ids,
-        logprobs=logprobs[: len(ids)],
+        logprobs=torch.stack(logprobs[: len(ids)]).tolist() if ids else [],
         offsets=offsets,
         finish_reason=finish,
         stop_reason=stop_reason,

@@ -27,10 +27,10 @@ from ..config import SpecGuardConfig
 from ..constraint import Constraint
 from ..errors import GenerationTimeout, InvalidInputError, InvalidTypeError
 from ..types import (
+    ENDS_GENERATION,
     FinishReason,
     GenerationResult,
     PhaseTimes,
-    StepFinish,
     StepRecord,
     StepSource,
 )
@@ -63,14 +63,6 @@ if TYPE_CHECKING:
     from .candidate import Candidate
 
 log = logging.getLogger(__name__)
-
-_ENDS_GENERATION: dict[StepFinish, FinishReason] = {
-    "eos": "eos",
-    "final_answer": "final_answer",
-    "tool_call": "tool_call",
-    "stop": "stop",
-    "context_window": "context_window",
-}
 
 
 class SpecGuardEngine:
@@ -324,8 +316,8 @@ class SpecGuardEngine:
             done.add(record(i, step, source, candidates, j, sig, verdict, cfg, times))
             with self.runtime.paused():  # the consumer has the step; batches need not wait for it
                 yield done.records[-1]
-            if step.finish in _ENDS_GENERATION:
-                finish = _ENDS_GENERATION[step.finish]
+            if step.finish in ENDS_GENERATION:
+                finish = ENDS_GENERATION[step.finish]
                 break
             if done.tokens >= cfg.max_new_tokens:
                 finish = "max_new_tokens"
@@ -409,7 +401,7 @@ class SpecGuardEngine:
         )
         with times.timed("target"), self._away(target):
             step = target.write_step(fallback, gen_t, draft.assist() if speculate else None)
-        if step.finish not in _ENDS_GENERATION:
+        if step.finish not in ENDS_GENERATION:
             with times.timed("commit"):
                 draft.append(step.text, step.ids if shared else None)
         return step, "target"
@@ -431,7 +423,7 @@ def _generators(
     seed = seed if seed is not None else int(torch.seed() % (2**31))
     return (
         torch.Generator(device=draft_device).manual_seed(seed),
-        torch.Generator(device=target_device).manual_seed(seed + 1),
+        torch.Generator(device=target_device).manual_seed((seed + 1) % 2**64),
     )
 
 

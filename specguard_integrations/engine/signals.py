@@ -119,8 +119,9 @@ def propagate_mass(
 
     mass = [new_ctx.float()]
     for i, a in enumerate(rows):
-        full = torch.cat([prev_mass[i], mass[i]])  # (Tk,)
-        mass.append(a @ full)  # (Tq,)
+        # each layer's rows may sit on their own device (a model split by a device map)
+        full = torch.cat([prev_mass[i].to(a.device), mass[i].to(a.device)])  # (Tk,)
+        mass.append(a.float() @ full)  # (Tq,)
     return mass
 
 

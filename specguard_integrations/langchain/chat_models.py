@@ -237,7 +237,7 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
         return self.start_chat(_common.to_chat_dicts(messages), kwargs, stop=stop)
 
     def _message(self, call: ChatCall, result: GenerationResult) -> AIMessage:
-        parsed = call.parse(result.text)
+        parsed = call.parse(result.text, result.budget_cut)
         extra: dict[str, Any] = {}
         content = parsed.content
         if self.reasoning:

@@ -162,7 +162,7 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
         return strip_special(text, self.engine.special_texts)
 
     def _chat_response(self, call: ChatCall, result: GenerationResult) -> ChatResponse:
-        parsed = call.parse(result.text)
+        parsed = call.parse(result.text, result.budget_cut)
         content, extra = parsed.content, self._extra(result)
         blocks: list[Any] = []
         if self.reasoning:

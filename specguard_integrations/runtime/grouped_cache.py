@@ -48,13 +48,29 @@ class _Bucket:
     lo: int  # first row
     groups: list[int]  # indices into GroupedCache.groups
     rows: int  # rows per group
-    lengths: torch.Tensor  # (G,) prefix lengths
+    lengths: list[int]  # prefix length of each group
     keys: list[torch.Tensor | None] = field(default_factory=list)  # per layer (G, Hkv, Lmax, d)
     values: list[torch.Tensor | None] = field(default_factory=list)
+    padding: torch.Tensor | None = None  # (G, Lmax) True past a prefix's end, on the device
 
     @property
     def hi(self) -> int:
         return self.lo + len(self.groups) * self.rows
+
+    @property
+    def width(self) -> int:
+        """Lmax: the longest prefix of the bucket."""
+        return max(self.lengths, default=0)
+
+    def pad(self, device: Any) -> torch.Tensor:
+        """`(G, Lmax)` padding positions of the padded prefixes, made once on `device`."""
+        import torch
+
+        if self.padding is None or self.padding.device != torch.device(device):
+            lengths = torch.tensor(self.lengths, device=device)
+            positions = torch.arange(self.width, device=device)
+            self.padding = positions >= lengths.unsqueeze(-1)
+        return self.padding
 
 
 class GroupedCache:
@@ -78,17 +94,16 @@ class GroupedCache:
         self.buckets = self._buckets()
 
     def _buckets(self) -> list[_Bucket]:
-        import torch
 
         out: list[_Bucket] = []
         row = 0
         for i, g in enumerate(self.groups):
             if not out or out[-1].rows != g.rows:
-                out.append(_Bucket(row, [], g.rows, torch.zeros(0, dtype=torch.long)))
+                out.append(_Bucket(row, [], g.rows, []))
             out[-1].groups.append(i)
             row += g.rows
         for b in out:
-            b.lengths = torch.tensor([_length(self.groups[i].prefix) for i in b.groups])
+            b.lengths = [_length(self.groups[i].prefix) for i in b.groups]
             b.keys = [None] * self.num_layers
             b.values = [None] * self.num_layers
         return out
@@ -117,12 +132,12 @@ class GroupedCache:
     def prefix(self, b: _Bucket, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The bucket's prefixes of `layer`, right-padded: `(G, Hkv, Lmax, d)` keys and values."""
 
-        if int(b.lengths.max()) == 0:
+        if b.width == 0:
             return None
         if b.keys[layer] is None:
             parts = [self.groups[i].prefix.layers[layer] for i in b.groups]
             ref = next(p.keys for p in parts if _length_of(p))
-            shape = (len(parts), ref.shape[1], int(b.lengths.max()), ref.shape[3])
+            shape = (len(parts), ref.shape[1], b.width, ref.shape[3])
             keys, values = ref.new_zeros(shape), ref.new_zeros(shape)
             for j, p in enumerate(parts):
                 n = _length_of(p)
@@ -144,7 +159,6 @@ class GroupedCache:
             if i in groups:
                 rows += range(lo, lo + g.rows)
             lo += g.rows
-        idx = torch.tensor(rows)
         old = {i: b for b in self.buckets for i in b.groups}
         pos = {i: b.groups.index(i) for b in self.buckets for i in b.groups}
         self.groups = [self.groups[i] for i in groups]
@@ -152,19 +166,19 @@ class GroupedCache:
             for buf in (self.keys, self.values):
                 t = buf[layer]
                 if t is not None:
-                    buf[layer] = t.index_select(0, idx.to(t.device))
+                    buf[layer] = t.index_select(0, torch.tensor(rows, device=t.device))
         new = self._buckets()
         for b in new:  # padded prefixes carried over, not rebuilt
             members = [groups[i] for i in b.groups]
             src = old[members[0]]
             if all(old[m] is src for m in members):
-                sel = torch.tensor([pos[m] for m in members])
-                width = int(b.lengths.max())
+                sel = [pos[m] for m in members]
                 for layer in range(self.num_layers):
                     for mine, theirs in ((b.keys, src.keys), (b.values, src.values)):
                         t = theirs[layer]
                         if t is not None:
-                            mine[layer] = t.index_select(0, sel.to(t.device))[:, :, :width]
+                            picked = t.index_select(0, torch.tensor(sel, device=t.device))
+                            mine[layer] = picked[:, :, : b.width]
         self.buckets = new
 
     def row_keys(self, group: int, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,6 +249,10 @@ def _bucket_attention(
     hkv, s = ks.shape[1], ks.shape[2]
     rep = hq // hkv
     q6 = q.reshape(groups, n, hkv, rep, t, d) * scale
+    if layer in cache.capture:  # probabilities read by the rollout: scores in float32
+        q6, ks, pre_keys = q6.float(), ks.float(), True
+    else:
+        pre_keys = False
     # step part, per row, causal: query i sits at step position s - t + i
     ss = torch.einsum("gnhrtd,gnhsd->ghnrts", q6, ks.reshape(groups, n, hkv, s, d)).float()
     qpos = torch.arange(s - t, s, device=q.device).unsqueeze(-1)
@@ -245,9 +263,9 @@ def _bucket_attention(
     sp = None
     if pre is not None:  # prefix part: all rows of a group against its one padded copy
         qh = q6.permute(0, 2, 1, 3, 4, 5).reshape(groups, hkv, n * rep * t, d)
-        sp = torch.matmul(qh, pre[0].transpose(-1, -2)).float()  # (G, Hkv, M, Lmax)
-        pad = torch.arange(sp.shape[-1]) >= b.lengths.unsqueeze(-1)  # (G, Lmax)
-        sp = sp.masked_fill(pad[:, None, None, :].to(sp.device), float("-inf"))
+        keys = pre[0].float() if pre_keys else pre[0]
+        sp = torch.matmul(qh, keys.transpose(-1, -2)).float()  # (G, Hkv, M, Lmax)
+        sp = sp.masked_fill(b.pad(sp.device)[:, None, None, :], float("-inf"))
         top = torch.maximum(top, sp.amax(-1, keepdim=True))
     es = torch.exp(ss - top)
     den = es.sum(-1, keepdim=True)
@@ -283,18 +301,14 @@ def run(
     cache: GroupedCache,
     *,
     hidden: bool = False,
-) -> Any:
-    """One grouped forward of `ids` `(B, T)` at `positions` `(B, T)`; the model's output."""
+    keep: int | list[int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One grouped forward of `ids` `(B, T)` at `positions` `(B, T)`: logits `(B, K, V)` and
+    last hidden states of the kept positions (`LocalCausalLM.model_call`)."""
     _register()
     token = _ACTIVE.set(cache)
     try:
         with lm.implementation(IMPLEMENTATION):
-            return lm.model(
-                input_ids=ids,
-                position_ids=positions,
-                cache=cache,
-                use_cache=True,
-                output_hidden_states=hidden,
-            )
+            return lm.model_call(ids, cache, positions=positions, hidden=hidden, keep=keep)
     finally:
         _ACTIVE.reset(token)

@@ -169,7 +169,7 @@ class Batcher:
         """Run a forward with whatever else is waiting; its `FeedOut`. A long one (a prefill)
         or one over a cache that cannot be grouped runs alone."""
         if len(job.tokens) > GROUPED_TOKENS or not self._groupable(job.cache):
-            return self.lm.forward_alone(job.tokens, job.cache, job.layers, job.hidden)
+            return self.lm.forward_alone(job.tokens, job.cache, job.layers, job.hidden, job.keep)
         self._submit(_Pending("forward", job))
         if job.error is not None:
             raise job.error
@@ -292,7 +292,7 @@ def _locked(fn: Callable[..., None], lm: LocalCausalLM, jobs: list[Any]) -> None
 def _plain(lm: LocalCausalLM, job: ForwardJob | DecodeJob) -> None:
     """One job on the model's own path (no grouping), as it would run with no runtime."""
     if isinstance(job, ForwardJob):
-        job.out = lm.forward_alone(job.tokens, job.cache, job.layers, job.hidden)
+        job.out = lm.forward_alone(job.tokens, job.cache, job.layers, job.hidden, job.keep)
     else:
         job.out = sample_steps_alone(
             lm, job.state, job.settings, job.generator, keep_cache=job.keep_cache

@@ -107,7 +107,7 @@ def chat_message(
         return {"role": "assistant", "content": c.text}
     from ..chat import reasoning_split
 
-    parsed = call.parse(c.text)
+    parsed = call.parse(c.text, c.completion_tokens if c.finish_reason == "length" else None)
     message: dict[str, Any] = {"role": "assistant", "content": parsed.content or None}
     if steps is not None and not json_reply:
         reasoning, content = reasoning_split(call, c.text, steps)

@@ -172,9 +172,7 @@ def test_lone_surrogates_and_file_paths_get_clear_errors_in_python(served, tmp_p
 
 
 def test_config_refuses_infinite_bounds_and_bool_counts():
-    from pydantic import ValidationError
-
-    from specguard_integrations import SpecGuardConfig
+    from specguard_integrations import ConfigError, SpecGuardConfig
 
     for bad in (
         {"confidence_bounds": (float("-inf"), 0.0)},
@@ -183,7 +181,7 @@ def test_config_refuses_infinite_bounds_and_bool_counts():
         {"max_new_tokens": 10.0},
         {"temperature": True},
     ):
-        with pytest.raises(ValidationError):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
             SpecGuardConfig(**bad)
 
 

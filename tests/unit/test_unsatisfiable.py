@@ -115,7 +115,7 @@ def test_every_kind_of_constraint_refuses_it_when_compiled(schema, why):
         return
     c = Constraint.json_schema(schema)
     assert "no text satisfies it" in (c.compile_error() or "")
-    with pytest.raises(ConfigError, match="constraint: .*no text satisfies it"):
+    with pytest.raises(ConfigError, match=r"constraint: .*no text satisfies it"):
         SpecGuardConfig(constraint={"json_schema": schema})
     # a tool's parameters, embedded in a Lark grammar as a forced call's or a structured
     # output's grammar is
@@ -161,8 +161,15 @@ def test_a_seed_outside_what_a_generator_takes_is_named(seed):
         SpecGuardConfig().merged(seed=seed)
 
 
-def test_the_edges_of_the_seed_range_are_taken():
+def test_the_edges_of_the_seed_range_are_taken_and_generate():
+    from specguard_integrations import SpecGuard
+    from specguard_integrations.testing import tiny_lm
+
     assert SpecGuardConfig(seed=0).seed == 0 and SpecGuardConfig(seed=2**64 - 1).seed == 2**64 - 1
+    pair = tiny_lm("llama", seed=1, layers=1), tiny_lm("llama", seed=2, layers=1)
+    for seed in (0, 2**64 - 1):  # the target's generator is seeded one above the draft's
+        cfg = SpecGuardConfig(k=2, max_new_tokens=4, max_step_tokens=2, seed=seed)
+        assert SpecGuard(*pair, cfg).generate("hi").output_tokens > 0
 
 
 @pytest.mark.parametrize(

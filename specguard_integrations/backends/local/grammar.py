@@ -102,19 +102,14 @@ class Matcher:
 
     def mask(self, logits: torch.Tensor) -> torch.Tensor:
         """`logits` `(V',)` with every token the grammar forbids next set to -inf (in place)."""
-        import llguidance.torch as llt
-        import torch
+        return mask_rows(logits.unsqueeze(0), [self])[0]
 
-        bits = llt.allocate_token_bitmask(1, self.vocab)  # (1, ceil(V / 32)) int32
-        llt.fill_next_token_bitmask(self.inner, bits, 0)
-        shifts = torch.arange(32, dtype=torch.int32)
-        allowed = ((bits[0].unsqueeze(-1) >> shifts) & 1).flatten().bool()  # (32 * words,)
-        width = min(logits.shape[-1], self.vocab)
-        forbid = ~allowed[:width].to(logits.device)
-        logits[..., :width] = logits[..., :width].masked_fill(forbid, -torch.inf)
-        if logits.shape[-1] > width:  # padding rows of the embedding are never text
-            logits[..., width:] = -torch.inf
-        return logits
+    def fill(self, bits: torch.Tensor, row: int) -> None:
+        """Write the allowed-next bitmask into row `row` of `bits` `(R, ceil(V / 32))` int32
+        (on the CPU, where the grammar library writes it)."""
+        import llguidance.torch as llt
+
+        llt.fill_next_token_bitmask(self.inner, bits, row)
 
     def take(self, token: int) -> None:
         """Move on by a sampled token; `ValueError` if the grammar refuses it."""
@@ -141,3 +136,30 @@ class Matcher:
     @property
     def accepting(self) -> bool:
         return bool(self.inner.is_accepting())
+
+
+def mask_rows(logits: torch.Tensor, grammars: list[Matcher | None]) -> torch.Tensor:
+    """`logits` `(R, V')` with, in each row whose grammar is given, every token it forbids set
+    to -inf (in place). The grammar library writes one packed bitmask `(R, ceil(V / 32))` on the
+    CPU; it crosses to the logits' device once, is unpacked there into `(R, V)` and applied in
+    one pass, rows without a grammar left as they are."""
+    import torch
+
+    live = [i for i, g in enumerate(grammars) if g is not None]
+    if not live:
+        return logits
+    vocab = next(g.vocab for g in grammars if g is not None)
+    words = (vocab + 31) // 32
+    bits = torch.full((len(grammars), words), -1, dtype=torch.int32, device="cpu")
+    for i in live:
+        grammar = grammars[i]
+        assert grammar is not None
+        grammar.fill(bits, i)
+    packed = bits.to(logits.device, non_blocking=True)  # (R, W)
+    shifts = torch.arange(32, dtype=torch.int32, device=logits.device)
+    allowed = ((packed.unsqueeze(-1) >> shifts) & 1).view(len(grammars), -1).bool()  # (R, 32 W)
+    width = min(logits.shape[-1], vocab)
+    logits[:, :width] = logits[:, :width].masked_fill(~allowed[:, :width], -torch.inf)
+    if logits.shape[-1] > width:  # padding rows of the embedding are never text
+        logits[live, width:] = -torch.inf
+    return logits

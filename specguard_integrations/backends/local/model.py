@@ -5,8 +5,11 @@ window, whether attention probabilities can be had, and which modules are the at
 The step loop never branches on a model family.
 
 `SeqState` holds one generation's token ids and KV cache. Tokens are appended to `ids` and fed
-lazily (`feed`), in one forward over everything not yet in the cache, so accepted text is
-never re-encoded and a model that sat idle catches up in one batched prefill.
+lazily (`feed`), in chunked forwards over everything not yet in the cache, so accepted text is
+never re-encoded and a model that sat idle catches up in one batched prefill. A feed computes
+the logits (and last hidden states) of the positions it is asked to keep only, and hands each
+chunk's attention rows to its caller as they come: a long prompt never holds `(T, V)` logits or
+every chunk's `(H, Tc, T)` attention.
 
 Single-sequence forwards and candidate sampling go through the model's `runner` (`runner.py`);
 the model does not know whether a runtime groups them with other generations' calls.
@@ -16,15 +19,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
+import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ...errors import InvalidInputError, ModelError
+from ...errors import InvalidInputError
+from .attention import AttentionUnavailable
 from .special import eos_ids, special_texts, turn_ids
 from .state import FeedOut, ForwardJob, SeqState
+from .text import TextSide
 
 if TYPE_CHECKING:
     import torch
@@ -35,12 +40,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Prompt positions fed per forward when attention rows are collected: bounds the memory of the
-# `(H, chunk, T)` attention tensors.
+# Positions fed per forward: with attention rows collected, this bounds the `(H, chunk, T)`
+# float32 attention of the captured layers; without, the activations of one forward.
 ATTENTION_CHUNK = 512
+PREFILL_CHUNK = 2048
 
 
-class LocalCausalLM:
+class LocalCausalLM(TextSide):
     """A loaded causal LM and tokenizer, with device, dtype and special ids resolved once.
 
     Args:
@@ -62,7 +68,8 @@ class LocalCausalLM:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name or str(getattr(model.config, "name_or_path", "") or type(model).__name__)
-        self.device = next(model.parameters()).device
+        # where input ids go: the embedding's device (with a device_map, layers may sit on others)
+        self.device: torch.device = model.get_input_embeddings().weight.device  # type: ignore[assignment]
         self.lock = threading.RLock()  # one forward at a time on this model
         emb = int(model.get_input_embeddings().weight.shape[0])  # type: ignore[index]
         if len(tokenizer) > emb:
@@ -79,7 +86,10 @@ class LocalCausalLM:
         self._base_attn = str(getattr(model.config, "_attn_implementation", None) or "eager")
         self._attn_modules = self._find_attention_modules()
         self._checked_attn: set[str] = set()
-        self.supports_grounding = attention and self._can_use_eager()
+        self.supports_grounding = attention and self._can_capture()
+        # logits of the kept positions only (`logits_to_keep`), where the model's forward takes it
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._head = model.get_output_embeddings()
         # where single-sequence forwards and sampling jobs run: None, at once on the model's
         # own path; a runtime may plug in its own (`runner.py`)
         self.runner: Runner | None = None
@@ -112,7 +122,8 @@ class LocalCausalLM:
         hf_logging.disable_progress_bar()  # library code reports through logging, not bars
         tok_kwargs = model_kwargs.pop("tokenizer_kwargs", None) or {}
         placed = model_kwargs.get("device_map") is not None
-        dev = "cpu" if placed and device in (None, "auto") else resolve_device(device)
+        # with a device_map accelerate places the weights; "auto" dtype follows where CUDA is
+        dev = resolve_device("auto" if placed else device)
         kwargs = {"dtype": resolve_dtype(dtype, dev), **model_kwargs}
         kwargs.setdefault("attn_implementation", "sdpa")
         try:
@@ -142,20 +153,21 @@ class LocalCausalLM:
         ]
         return mods if len(mods) == self.num_layers else []
 
-    def _can_use_eager(self) -> bool:
+    def _can_capture(self) -> bool:
+        """Whether the rollout layers' attention can be captured (`attention.py`): the model's
+        attention layers are found, each with its index, and it switches implementation."""
+        from .attention import IMPLEMENTATION, register
+
         if not self._attn_modules:
             return False
-        if self._base_attn == "eager":
-            return True
+        if any(getattr(m, "layer_idx", None) is None for m in self._attn_modules):
+            return False
+        register()
         try:
-            with self._eager():
-                return bool(self.model.config._attn_implementation == "eager")
+            with self.implementation(IMPLEMENTATION):
+                return bool(self.model.config._attn_implementation == IMPLEMENTATION)
         except Exception:  # a model that cannot switch attention at run time
             return False
-
-    def _eager(self) -> contextlib.AbstractContextManager[None]:
-        """Eager attention for one pass (attention probabilities), fast attention otherwise."""
-        return self.implementation("eager")
 
     @contextlib.contextmanager
     def implementation(self, name: str) -> Iterator[None]:
@@ -186,63 +198,6 @@ class LocalCausalLM:
 
         return attention_configs(self.model)
 
-    # ---------------------------------------------------------------- text
-    @property
-    def pad_id(self) -> int:
-        """The token fed as padding by rows that have ended (ignored): the lowest EOS id."""
-        return min(self.eos_ids) if self.eos_ids else 0
-
-    @property
-    def has_chat_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
-
-    # ---------------------------------------------------------------- text
-    def encode_prompt(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
-
-    def encode_continuation(self, text: str) -> list[int]:
-        """Ids of `text` as it continues a sequence (no BOS, no added prefix space)."""
-        ids = list(self.tokenizer.encode(text, add_special_tokens=False))
-        if self.decode(ids) == text or not text:
-            return ids
-        # SentencePiece-style tokenizers add a prefix space to a standalone string: encode after
-        # an anchor and drop the anchor's ids.
-        anchor = list(self.tokenizer.encode("\n", add_special_tokens=False))
-        both = list(self.tokenizer.encode("\n" + text, add_special_tokens=False))
-        if both[: len(anchor)] == anchor and self.decode(both[len(anchor) :]) == text:
-            return both[len(anchor) :]
-        return ids
-
-    def decode(self, ids: list[int]) -> str:
-        return str(self.tokenizer.decode(ids, skip_special_tokens=False))
-
-    @functools.cached_property
-    def vocab_id(self) -> str:
-        """A digest of the vocabulary: equal digests mean token ids can be exchanged with the
-        other model without re-tokenising."""
-        vocab = sorted(self.tokenizer.get_vocab().items())
-        return hashlib.sha256(repr(vocab).encode("utf-8")).hexdigest()
-
-    def same_vocab(self, other: LocalCausalLM) -> bool:
-        """True when token ids can be exchanged with `other` without re-tokenising."""
-        return self.tokenizer is other.tokenizer or self.vocab_id == other.vocab_id
-
-    def render_chat(self, messages: list[dict[str, Any]], *, tools: list[Any] | None = None) -> str:
-        """The chat template applied to messages exactly as given (a None value stays None: a
-        template may test ``content is none``), with the assistant turn opened."""
-        from ...tools.templates import render_as_given
-
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise InvalidInputError(f"tokenizer of {self.name} has no chat template")
-        try:
-            return render_as_given(
-                self.tokenizer, messages, tools=tools, add_generation_prompt=True
-            )
-        except Exception as err:  # jinja raises its own errors (raise_exception, undefined)
-            raise InvalidInputError(
-                f"the chat template of {self.name} cannot render these messages: {err}"
-            ) from None
-
     # ---------------------------------------------------------------- state
     def new_state(self, ids: list[int]) -> SeqState:
         from transformers import DynamicCache
@@ -253,13 +208,28 @@ class LocalCausalLM:
         cache.activate_past_recording()
         return SeqState(ids=list(ids), cache=cache)
 
-    def feed(self, state: SeqState, *, rollout_layers: int = 0, hidden: bool = False) -> FeedOut:
-        """Run the model over `ids[fed:]`, extending the cache; all or nothing.
+    def feed(
+        self,
+        state: SeqState,
+        *,
+        rollout_layers: int = 0,
+        hidden: bool = False,
+        keep: int = 1,
+        on_rows: Callable[[list[torch.Tensor], int], None] | None = None,
+    ) -> FeedOut:
+        """Run the model over `ids[fed:]` in chunks, extending the cache; all or nothing.
 
         Args:
-            rollout_layers: > 0 collects the attention probabilities of that many last layers
-                (eager attention for this pass only), chunked to bound memory.
-            hidden: also return the last hidden state of each fed position.
+            rollout_layers: > 0 captures the float32 attention probabilities of that many last
+                layers (those layers only, `attention.py`).
+            hidden: also return the last hidden state of each kept position.
+            keep: the last `keep` fed positions whose logits (and hidden states) are returned,
+                `(keep, V)`; no other position's logits are computed. The last row is also the
+                state's next logits.
+            on_rows: with `rollout_layers`, called as ``on_rows(rows, pos)`` after each chunk,
+                with that chunk's attention (per layer, lowest first, `(H, Tc, Tk)`) and its
+                first position; the rows are dropped after. Without it the rows of every
+                chunk are returned (a short feed: one step).
         """
         import torch
 
@@ -267,24 +237,32 @@ class LocalCausalLM:
         new = state.ids[start:]
         if not new:
             raise InvalidInputError("nothing to feed: all ids are already in the cache")
-        chunk = ATTENTION_CHUNK if rollout_layers else max(len(new), 1)
+        chunk = ATTENTION_CHUNK if rollout_layers else PREFILL_CHUNK
+        keep = max(1, min(keep, len(new)))
         logits, hiddens, rows = [], [], []
         try:
             with torch.inference_mode():
                 for lo in range(0, len(new), chunk):
-                    out = self.forward(new[lo : lo + chunk], state.cache, rollout_layers, hidden)
-                    logits.append(out.logits)
-                    if out.hidden is not None:
-                        hiddens.append(out.hidden)
-                    if out.rows is not None:
+                    piece = new[lo : lo + chunk]
+                    wanted = keep - (len(new) - lo - len(piece))  # kept rows in this chunk
+                    out = self.forward(
+                        piece, state.cache, rollout_layers, hidden, keep=max(1, wanted)
+                    )
+                    if wanted > 0:
+                        logits.append(out.logits[-wanted:])
+                        if out.hidden is not None:
+                            hiddens.append(out.hidden[-wanted:])
+                    if out.rows is not None and on_rows is not None:
+                        on_rows(out.rows[0], start + lo)
+                    elif out.rows is not None:
                         rows.append(out.rows[0])
         except BaseException:
             self.crop(state.cache, start)
             raise
         state.fed = len(state.ids)
-        result = FeedOut(logits=torch.cat(logits))
+        result = FeedOut(logits=torch.cat(logits) if len(logits) > 1 else logits[0])
         if hiddens:
-            result.hidden = torch.cat(hiddens)
+            result.hidden = torch.cat(hiddens) if len(hiddens) > 1 else hiddens[0]
             state.next_hidden = result.hidden[-1]
         if rows:
             result.rows = rows
@@ -292,43 +270,54 @@ class LocalCausalLM:
         return result
 
     def forward(
-        self, ids: list[int], cache: Any, rollout_layers: int = 0, hidden: bool = False
+        self,
+        ids: list[int],
+        cache: Any,
+        rollout_layers: int = 0,
+        hidden: bool = False,
+        keep: int | None = None,
     ) -> FeedOut:
-        """One sequence's forward of `ids` `(T,)` over its cache (which grows): logits `(T, V)`,
-        through the model's runner."""
+        """One sequence's forward of `ids` `(T,)` over its cache (which grows), through the
+        model's runner: logits `(keep, V)` of the last `keep` positions (None: all `T`)."""
         if self.runner is None:
-            return self.forward_alone(ids, cache, rollout_layers, hidden)
-        return self.runner.forward(ForwardJob(cache, ids, rollout_layers, hidden))
+            return self.forward_alone(ids, cache, rollout_layers, hidden, keep)
+        return self.runner.forward(ForwardJob(cache, ids, rollout_layers, hidden, keep=keep))
 
     def forward_alone(
-        self, ids: list[int], cache: Any, rollout_layers: int = 0, hidden: bool = False
+        self,
+        ids: list[int],
+        cache: Any,
+        rollout_layers: int = 0,
+        hidden: bool = False,
+        keep: int | None = None,
     ) -> FeedOut:
         """`forward` on the model's own path (what a runner runs for a job alone)."""
         import torch
 
         batch = torch.tensor([ids], device=self.device)  # (1, T)
-        out, attn = self._run(batch, cache, rollout_layers, hidden)
+        logits, hid, attn = self._run(batch, cache, rollout_layers, hidden, keep)
         rows = [[a[0] for a in attn]] if rollout_layers else None  # [[(H, T, Tk) per layer]]
-        hid = out.hidden_states[-1][0].float() if hidden else None  # (T, d)
-        return FeedOut(logits=out.logits[0].float(), hidden=hid, rows=rows)
+        return FeedOut(
+            logits=logits[0].float(), hidden=None if hid is None else hid[0].float(), rows=rows
+        )
 
     def attend(
         self, ids: torch.Tensor, cache: Any, layers: int = 1
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits `(B, T, V)` and the attention probabilities `(B, H, T, Tk)` of the last
+        """Logits `(B, T, V)` and the float32 attention probabilities `(B, H, T, Tk)` of the last
         `layers` layers (lowest first) for a batch `ids` `(B, T)` over `cache` (which grows)."""
         import torch
 
         with torch.inference_mode():
-            out, attn = self._run(ids, cache, layers, False)
-        return out.logits, attn
+            logits, _, attn = self._run(ids, cache, layers, False, None)
+        return logits, attn
 
     def _run(
-        self, ids: torch.Tensor, cache: Any, layers: int, hidden: bool
-    ) -> tuple[Any, list[torch.Tensor]]:
-        """The model's output, with the attention of the last `layers` layers captured by hooks
-        (eager attention for this pass only)."""
-        return self.call(self._run_held, ids, cache, layers, hidden)
+        self, ids: torch.Tensor, cache: Any, layers: int, hidden: bool, keep: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
+        """Logits `(B, keep, V)`, last hidden states `(B, keep, d)` (or None) and the attention
+        of the last `layers` layers, captured by hooks."""
+        return self.call(self._run_held, ids, cache, layers, hidden, keep)
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` as tensor work on this model's device (through the runner), in inference
@@ -341,50 +330,90 @@ class LocalCausalLM:
             return fn(*args)
 
     def _run_held(
-        self, ids: torch.Tensor, cache: Any, layers: int, hidden: bool
-    ) -> tuple[Any, list[torch.Tensor]]:
+        self, ids: torch.Tensor, cache: Any, layers: int, hidden: bool, keep: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
         with self.lock:
-            return self._run_locked(ids, cache, layers, hidden)
+            return self._run_locked(ids, cache, layers, hidden, keep)
 
     def _run_locked(
-        self, ids: torch.Tensor, cache: Any, layers: int, hidden: bool
-    ) -> tuple[Any, list[torch.Tensor]]:
+        self, ids: torch.Tensor, cache: Any, layers: int, hidden: bool, keep: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
+        from .attention import IMPLEMENTATION, capturing
+
         captured: list[torch.Tensor | None] = []
+        mods = self._attn_modules[-layers:] if layers else []
         handles = [
             mod.register_forward_hook(
                 lambda _m, _i, out: captured.append(
                     out[1] if isinstance(out, tuple) and len(out) > 1 else None
                 )
             )
-            for mod in (self._attn_modules[-layers:] if layers else [])
+            for mod in mods
         ]
         try:
-            with self._eager() if layers else contextlib.nullcontext():
-                out = self.model(
-                    input_ids=ids, cache=cache, use_cache=True, output_hidden_states=hidden
-                )
+            with contextlib.ExitStack() as stack:
+                if layers:
+                    stack.enter_context(self.implementation(IMPLEMENTATION))
+                    stack.enter_context(capturing(frozenset(m.layer_idx for m in mods)))
+                logits, hid = self.model_call(ids, cache, hidden=hidden, keep=keep)
         finally:
             for h in handles:
                 h.remove()
         if layers and (len(captured) != layers or any(c is None for c in captured)):
             raise AttentionUnavailable(self.name)
-        return out, [c for c in captured if c is not None]
+        return logits, hid, [c for c in captured if c is not None]
+
+    def model_call(
+        self,
+        ids: torch.Tensor,
+        cache: Any,
+        *,
+        positions: torch.Tensor | None = None,
+        hidden: bool = False,
+        keep: int | list[int] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The model over `ids` `(B, T)`: logits `(B, K, V)` of the kept positions only (the
+        last `keep`, or those listed; None: all), and with `hidden` the last hidden states of
+        the same positions, as the output head reads them (no other layer's is kept)."""
+        import torch
+
+        heads: list[torch.Tensor] = []
+        hook = (
+            self._head.register_forward_hook(lambda _m, i, _o: heads.append(i[0]))
+            if hidden
+            else None
+        )
+        extra: dict[str, Any] = {} if positions is None else {"position_ids": positions}
+        if keep is not None and self._keeps_logits:
+            picked = keep if isinstance(keep, int) else torch.tensor(keep, device=self.device)
+            extra["logits_to_keep"] = picked
+        try:
+            out = self.model(input_ids=ids, cache=cache, use_cache=True, **extra)
+        finally:
+            if hook is not None:
+                hook.remove()
+        logits, hid = out.logits, heads[-1] if heads else None
+        if keep is not None and not self._keeps_logits:  # sliced here instead
+            index = slice(-keep, None) if isinstance(keep, int) else keep
+            logits = logits[:, index]
+            hid = None if hid is None else hid[:, index]
+        return logits, hid
 
     def step_batch(
-        self, tokens: torch.Tensor, cache: Any, *, hidden: bool, alone: bool = False
+        self, tokens: list[int], cache: Any, *, hidden: bool, alone: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Decode one token per row: `(B,)` tokens -> logits `(B, V)`, hidden `(B, d)` or None.
+        """Decode one token per row: `B` tokens -> logits `(B, V)`, hidden `(B, d)` or None.
         A single row goes through the runner unless `alone`."""
         import torch
 
-        if tokens.numel() == 1:
+        if len(tokens) == 1:
             run = self.forward_alone if alone else self.forward
-            one = run([int(tokens.item())], cache, 0, hidden)
+            one = run(tokens, cache, 0, hidden, 1)
             return one.logits[-1:], None if one.hidden is None else one.hidden[-1:]
+        feed = torch.tensor(tokens, device=self.device).view(-1, 1)  # (B, 1)
         with torch.inference_mode():
-            out, _ = self._run(tokens.view(-1, 1), cache, 0, hidden)
-        hid = out.hidden_states[-1][:, -1].float() if hidden else None
-        return out.logits[:, -1].float(), hid
+            logits, hid, _ = self._run(feed, cache, 0, hidden, 1)
+        return logits[:, -1].float(), None if hid is None else hid[:, -1].float()
 
     def rollback(self, state: SeqState, length: int) -> None:
         """Forget everything after the first `length` ids (cache, ids and mass vectors)."""
@@ -413,8 +442,3 @@ class LocalCausalLM:
         twin.layers = [copy.copy(layer) for layer in cache.layers]
         twin.batch_repeat_interleave(k)
         return twin
-
-
-class AttentionUnavailable(ModelError):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"{name} did not return attention probabilities")

@@ -104,23 +104,25 @@ class Rows:
         return all(r is not None for r in self.ended)
 
     def constrain(self, logits: torch.Tensor) -> torch.Tensor:
-        """`(k, V)` logits with what each open row's grammar forbids masked (a copy); as they
-        are without a constraint."""
+        """`(k, V)` logits with what each open row's grammar forbids masked (a copy, masked on
+        the logits' device in one pass); as they are without a constraint."""
         if self.grammars is None:
             return logits
-        out = logits.clone()
-        for i, end in enumerate(self.ended):
-            if end is None:
-                self.grammars[i].mask(out[i])
-        return out
+        from .grammar import mask_rows
+
+        open_rows = [
+            g if end is None else None for g, end in zip(self.grammars, self.ended, strict=True)
+        ]
+        return mask_rows(logits.clone(), open_rows)
 
     def take(self, nxt: torch.Tensor) -> None:
         """Append each open row's sampled token `(k,)`; close rows at EOS, a step end, or a
         grammar that is complete (the text ends there, as at EOS)."""
+        tokens = nxt.tolist()  # the one read of the sampled tokens
         for i, (row, end) in enumerate(zip(self.toks, self.ended, strict=True)):
             if end is not None:
                 continue
-            tok = int(nxt[i])
+            tok = int(tokens[i])
             if tok in self.lm.eos_ids:
                 self.ended[i] = Candidate(row, self.lm.decode(row), "eos", eos_id=tok)
                 continue
@@ -213,7 +215,6 @@ def sample_steps_alone(
     grammar: Matcher | None = None,
 ) -> list[Candidate]:
     """`sample_steps` on the model's own path, with no other job in its forwards."""
-    import torch
 
     k, max_tokens, want_hidden = settings.k, settings.max_tokens, settings.k > 1
     assert state.next_logits is not None
@@ -234,8 +235,7 @@ def sample_steps_alone(
             rows.take(sample_next(allowed, settings.temperature, settings.top_p, generator))
             if t == max_tokens - 1 or rows.done:
                 break
-            feed = torch.tensor(rows.last_tokens(), device=lm.device)  # (k,)
-            logits, h = lm.step_batch(feed, cache, hidden=want_hidden, alone=True)
+            logits, h = lm.step_batch(rows.last_tokens(), cache, hidden=want_hidden, alone=True)
             fed_rows += 1
             rows.add_hidden(h)
     except BaseException:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...engine import signals
 from ...engine.backends import (
@@ -25,9 +25,13 @@ from .sampling import sample_steps
 from .state import FeedOut, SeqState
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
 
     from ...engine.backends import Rng
+
+    OnRows = Callable[[list[torch.Tensor], int], None]
 
 
 def _medoid(candidates: list[Candidate]) -> int:
@@ -144,29 +148,34 @@ class LocalDraftSession:
     def assist(self) -> LocalAssist:
         return LocalAssist(self.lm, self.state, self.rejected)
 
-    def _feed(self) -> FeedOut:
+    def _feed(self, keep: int = 1, on_rows: OnRows | None = None) -> FeedOut:
         """Feed pending ids, with the rollout layers' attention when grounding is read; a model
         that gives no attention switches this generation to confidence-only."""
         try:
-            return self.lm.feed(self.state, rollout_layers=self._layers(), hidden=True)
+            layers = self._layers()
+            return self.lm.feed(
+                self.state, rollout_layers=layers, hidden=True, keep=keep, on_rows=on_rows
+            )
         except AttentionUnavailable:
             self.use_grounding = False
-            return self.lm.feed(self.state, hidden=True)
+            self._drop_mass()
+            return self.lm.feed(self.state, hidden=True, keep=keep)
+
+    def _drop_mass(self) -> None:
+        """Confidence-only from here: the mass of positions fed so far is of no use."""
+        self.state.mass = None
 
     def _feed_committed(self) -> None:
-        """Feed pending context ids; with grounding, extend the cached rollout mass vectors."""
-        out = self._feed()
-        if out.rows:
-            self.lm.call(self._extend_committed, out.rows, self.state.fed - out.logits.shape[0])
+        """Feed pending context ids; with grounding, extend the cached rollout mass vectors
+        chunk by chunk as the feed goes (each chunk's rows are dropped once folded in)."""
+        self._feed(on_rows=lambda rows, pos: self.lm.call(self._extend_committed, rows, pos))
 
-    def _extend_committed(self, chunks: list[list[torch.Tensor]], pos: int) -> None:
-        """The rollout mass of fed context positions from their attention rows."""
-        for chunk in chunks:
-            rows = [self._process(a, pos + a.shape[-2]) for a in chunk]
-            n = rows[0].shape[0]
-            ctx = self._context_indicator(pos, n, committed=True)
-            self._extend_mass(signals.propagate_mass(rows, self._prev_mass(pos), ctx))
-            pos += n
+    def _extend_committed(self, chunk: list[torch.Tensor], pos: int) -> None:
+        """The rollout mass of one fed chunk of context positions from its attention rows."""
+        rows = [self._process(a, pos + a.shape[-2]) for a in chunk]
+        n = rows[0].shape[0]
+        ctx = self._context_indicator(pos, n, committed=True, device=rows[-1].device)
+        self._extend_mass(signals.propagate_mass(rows, self._prev_mass(pos), ctx))
 
     def _layers(self) -> int:
         return self.layers if self.use_grounding else 0
@@ -186,11 +195,15 @@ class LocalDraftSession:
             heads=self.cfg.attention_heads,
         )
 
-    def _context_indicator(self, start: int, n: int, *, committed: bool) -> torch.Tensor:
-        """m_0 of positions start..start+n: 1 for context, 0 for the step and excluded sinks."""
+    def _context_indicator(
+        self, start: int, n: int, *, committed: bool, device: Any
+    ) -> torch.Tensor:
+        """m_0 of positions start..start+n: 1 for context, 0 for the step and excluded sinks;
+        made on `device`, where the attention rows it meets are (a draft split by a device map
+        has its last layers, hence its rows, elsewhere than its embedding)."""
         import torch
 
-        ctx = torch.full((n,), 1.0 if committed else 0.0, device=self.lm.device)
+        ctx = torch.full((n,), 1.0 if committed else 0.0, device=device)
         sinks = self.cfg.exclude_sink_positions
         if committed and start < sinks:
             ctx[: min(n, sinks - start)] = 0.0
@@ -201,7 +214,7 @@ class LocalDraftSession:
     def _prev_mass(self, upto: int) -> list[torch.Tensor]:
         import torch
 
-        if self.state.mass is None:
+        if self.state.mass is None:  # nothing fed yet: empty vectors (moved where rows are)
             return [torch.zeros(0, device=self.lm.device)] * (self.layers + 1)
         return [m[:upto] for m in self.state.mass]
 
@@ -261,7 +274,7 @@ class LocalDraftSession:
         assert before_logits is not None
         self.state.ids.extend(tokens)
         try:
-            out = self._feed()
+            out = self._feed(keep=len(tokens))
         except BaseException:
             del self.state.ids[base:]
             raise
@@ -292,11 +305,11 @@ class LocalDraftSession:
             return None, []
         n = len(tokens)
         rows = [self._process(a, base + n) for a in out.rows[0]]  # (T, base + T) each
-        prev = self._prev_mass(base)
-        step = signals.propagate_mass(rows, prev, self._context_indicator(base, n, committed=False))
-        committed = signals.propagate_mass(
-            rows, prev, self._context_indicator(base, n, committed=True)
-        )
+        prev, where = self._prev_mass(base), rows[-1].device
+        step_ctx = self._context_indicator(base, n, committed=False, device=where)
+        step = signals.propagate_mass(rows, prev, step_ctx)
+        committed_ctx = self._context_indicator(base, n, committed=True, device=where)
+        committed = signals.propagate_mass(rows, prev, committed_ctx)
         content = None
         if self.cfg.grounding_aggregate == "content_min":
             pieces = [self.lm.decode([t]) for t in tokens]

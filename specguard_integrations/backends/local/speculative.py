@@ -106,7 +106,6 @@ def _draft_greedy(
     draft: LocalCausalLM, dstate: SeqState, logits: torch.Tensor, g: int
 ) -> list[int]:
     """Up to g greedy draft tokens from `logits` `(V,)`; the cache grows by len(result) - 1."""
-    import torch
 
     prop: list[int] = []
     row = logits.unsqueeze(0)  # (1, V)
@@ -115,9 +114,7 @@ def _draft_greedy(
         prop.append(tok)
         if tok in draft.eos_ids or j == g - 1:
             break
-        row, _ = draft.step_batch(
-            torch.tensor([tok], device=draft.device), dstate.cache, hidden=False
-        )
+        row, _ = draft.step_batch([tok], dstate.cache, hidden=False)
     return prop
 
 
@@ -126,7 +123,7 @@ def _draft_read(draft: LocalCausalLM, dstate: SeqState, ids: list[int]) -> torch
     import torch
 
     with torch.inference_mode():
-        out = draft.forward(ids, dstate.cache)
+        out = draft.forward(ids, dstate.cache, keep=1)
     return out.logits[-1]
 
 
@@ -137,10 +134,10 @@ def _target_check(
     greedy choice (n), and the target's own token after them."""
     import torch
 
-    with torch.inference_mode():
-        out = target.forward(unfed + prop, tstate.cache)
+    with torch.inference_mode():  # the logits from the last unfed position on
+        out = target.forward(unfed + prop, tstate.cache, keep=len(prop) + bool(unfed))
     if unfed:
-        preds = out.logits[len(unfed) - 1 :]  # (len(prop) + 1, V)
+        preds = out.logits  # (len(prop) + 1, V)
     else:
         assert tstate.next_logits is not None
         preds = torch.cat([tstate.next_logits.unsqueeze(0), out.logits])

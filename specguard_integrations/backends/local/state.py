@@ -32,8 +32,8 @@ class SeqState:
 
 @dataclass
 class FeedOut:
-    logits: torch.Tensor  # (T, V) at the fed positions of one sequence
-    hidden: torch.Tensor | None = None  # (T, d) last hidden state
+    logits: torch.Tensor  # (K, V) at the last K fed positions kept (all T when none was asked)
+    hidden: torch.Tensor | None = None  # (K, d) last hidden state at the same positions
     # per fed chunk, per rollout layer (lowest first): attention (H, Tc, Tk) of the chunk's rows
     rows: list[list[torch.Tensor]] | None = None
 
@@ -47,6 +47,7 @@ class ForwardJob:
     tokens: list[int]
     layers: int = 0  # last layers whose attention rows are returned
     hidden: bool = False
+    keep: int | None = None  # last positions whose logits are returned (None: all)
     out: FeedOut | None = None  # once run
     error: BaseException | None = None
 

@@ -116,17 +116,16 @@ class LocalTargetSession:
         start = self.state.fed
         before = (self.state.next_logits, self.state.next_hidden) if start == base else None
         self.state.ids.extend(new)
-        try:
-            out = self.lm.feed(self.state, hidden=True)
+        try:  # the logits from the last context position on: the step's predictions
+            out = self.lm.feed(self.state, hidden=True, keep=len(new) + (start < base))
         except BaseException:
             del self.state.ids[base:]
             raise
         # the logits predicting the step's tokens: from position base - 1 to the end but one
-        at = base - 1 - start
         if before is None:
-            preds = out.logits[at:-1]
+            preds = out.logits[:-1]
             assert out.hidden is not None
-            first = _Verified(base, preds[0], out.hidden[at], text_ids)
+            first = _Verified(base, preds[0], out.hidden[0], text_ids)
         else:
             assert before[0] is not None
             preds = self.lm.call(_stack, before[0], out.logits[:-1])

@@ -9,6 +9,7 @@ from ...engine.backends import UNBOUNDED, DecodeSettings, StepSignals, TargetSes
 from ...engine.candidate import Candidate
 from ...engine.selection import jaccard_medoid
 from ...errors import EndpointError, EndpointReplyError, InvalidInputError, StateError
+from ...types import ENDS_GENERATION
 from .replies import Completion, to_candidate
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ class StepWriter(Protocol):
 MAX_EMPTY_STEPS = 3
 # the confidence of a remote draft step that breaks the constraint: below any real one
 BROKEN = -1e9
-_ENDS = ("eos", "final_answer", "tool_call", "stop", "context_window", "content_filter")
+_ENDS = tuple(ENDS_GENERATION)
 # ends after which the constrained text must be complete (a filter's cut says it is not)
 _CLEAN_ENDS = _ENDS[:-1]
 
