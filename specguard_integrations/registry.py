@@ -167,6 +167,7 @@ def build_pair(
     *,
     config_file: str | None = None,
     device: str | None = "auto",
+    dtype: Any = "auto",
     draft_kwargs: dict[str, Any] | None = None,
     target_kwargs: dict[str, Any] | None = None,
     judge: str | None = None,
@@ -185,6 +186,7 @@ def build_pair(
         target,
         cfg,
         device=device,
+        dtype=dtype,
         draft_kwargs=draft_kwargs,
         target_kwargs=target_kwargs,
     )

@@ -8,6 +8,7 @@ defined here once.
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -82,12 +83,26 @@ class PhaseTimes(BaseModel):
 
     @contextlib.contextmanager
     def timed(self, phase: Phase) -> Iterator[None]:
-        """Add the wall time of the block to `phase`."""
+        """Add the wall time of the block to `phase`. On CUDA the clock is read after the
+        devices finish the work queued so far (asynchronous kernels are billed to the phase
+        that queued them, not the next one that waits)."""
+        synchronize()
         t = time.perf_counter()
         try:
             yield
         finally:
+            synchronize()
             setattr(self, phase, getattr(self, phase) + time.perf_counter() - t)
+
+
+def synchronize() -> None:
+    """Wait for every CUDA device to finish its queued work, where torch is loaded and CUDA is
+    in use (a no-op otherwise; torch is never imported for it)."""
+    torch: Any = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return
+    for device in range(torch.cuda.device_count()):
+        torch.cuda.synchronize(device)
 
 
 class StepRecord(BaseModel):

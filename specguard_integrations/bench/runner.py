@@ -154,12 +154,14 @@ def _rss_mib() -> float:
 def peak_memory(device: str = "cpu") -> Iterator[list[float]]:
     """Yields a one-item list filled with the peak memory (MiB) seen inside the block."""
     out = [0.0]
-    if device.startswith("cuda"):
+    if device.startswith("cuda"):  # every device the models may use (a device map splits them)
         import torch
 
-        torch.cuda.reset_peak_memory_stats()
+        devices = range(torch.cuda.device_count())
+        for d in devices:
+            torch.cuda.reset_peak_memory_stats(d)
         yield out
-        out[0] = torch.cuda.max_memory_allocated() / 2**20
+        out[0] = sum(torch.cuda.max_memory_allocated(d) for d in devices) / 2**20
         return
     stop = threading.Event()
     peak = [_rss_mib()]

@@ -165,7 +165,7 @@ def _grounding(
         signals.process_attention(a, cut=v.cut, residual=v.residual, heads=v.heads) for a in layers
     ]
     total = mats[0].shape[0]
-    ctx = torch.zeros(total)
+    ctx = torch.zeros(total, device=mats[0].device)  # where the attention is
     ctx[: prompt_len if v.target == "prompt" else n_ctx] = 1.0
     g = signals.grounding_from_matrices(mats, ctx)[n_ctx:]  # (T,) G(t) of the step
     return signals.grounding([g], v.aggregate, q=0.1, content=content)
@@ -179,10 +179,11 @@ def compute_values(lm: LocalCausalLM, row: StepRow, heads_from: int = 3) -> dict
     ids = row.ctx_ids + row.step_ids
     logits, attn = forward_all(lm, ids)
     n_ctx = len(row.ctx_ids)
-    lp = signals.token_logprobs(logits[n_ctx - 1 : -1], torch.tensor(row.step_ids))
+    step = torch.tensor(row.step_ids, device=logits.device)
+    lp = signals.token_logprobs(logits[n_ctx - 1 : -1], step)
     values = {"conf_min": signals.confidence(lp), "conf_mean": signals.confidence(lp, "mean")}
     pieces = [lm.decode([t]) for t in row.step_ids]
-    content = torch.tensor(signals.content_tokens(pieces))
+    content = torch.tensor(signals.content_tokens(pieces), device=attn[-1].device)
     for name, v in GROUNDING.items():
         values[name] = _grounding(attn, v, n_ctx, row.prompt_len, content)
     first = max(0, len(attn) - heads_from)
@@ -229,7 +230,7 @@ def add_chosen_heads(lm: LocalCausalLM, rows: list[StepRow], heads: tuple[int, .
     for row in rows:
         _, attn = forward_all(lm, row.ctx_ids + row.step_ids)
         pieces = [lm.decode([t]) for t in row.step_ids]
-        content = torch.tensor(signals.content_tokens(pieces))
+        content = torch.tensor(signals.content_tokens(pieces), device=attn[-1].device)
         row.values["g_heads"] = _grounding(attn, v, len(row.ctx_ids), row.prompt_len, content)
 
 

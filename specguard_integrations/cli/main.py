@@ -54,6 +54,12 @@ def _pair_args(p: argparse.ArgumentParser, device: str = "auto") -> None:
         " target-verified judge (the target's log-probabilities of each step)",
     )
     p.add_argument("--device", default=device)
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        help="torch dtype of both models: auto (bfloat16 on CUDA, float32 on CPU), float32,"
+        " bfloat16, float16",
+    )
 
 
 def _suite_args(p: argparse.ArgumentParser, offset: int = 0) -> None:
@@ -201,6 +207,7 @@ def load(args: argparse.Namespace) -> tuple[SpecGuardEngine, SpecGuardConfig]:
         args.target,
         config_file=args.config,
         device=args.device,
+        dtype=args.dtype,
         draft_kwargs=args.draft_kwargs,
         target_kwargs=args.target_kwargs,
         judge=args.judge,

@@ -97,7 +97,8 @@ def process_attention(
     if residual:
         tq, tk = a.shape
         eye = torch.zeros_like(a)
-        eye[torch.arange(tq), torch.arange(tk - tq, tk)] = 1.0
+        rows, cols = torch.arange(tq, device=a.device), torch.arange(tk - tq, tk, device=a.device)
+        eye[rows, cols] = 1.0
         a = 0.5 * a + 0.5 * eye
     return a
 

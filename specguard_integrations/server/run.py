@@ -121,6 +121,7 @@ def served_from_args(args: argparse.Namespace) -> ServedModel:
         target,
         config_file=args.config,
         device=args.device,
+        dtype=args.dtype,
         draft_kwargs=args.draft_kwargs,
         target_kwargs=args.target_kwargs,
         judge=args.judge,

@@ -77,7 +77,7 @@ def test_scores_equal_a_full_recomputation_after_fallbacks():
     for s in steps:
         step_ids = draft.encode_continuation(s.draft_text)
         seq = torch.tensor([ctx_ids + step_ids])
-        with torch.inference_mode(), draft._eager():
+        with torch.inference_mode(), draft.implementation("eager"):
             out = draft.model(input_ids=seq, output_attentions=True)
         n_ctx = len(ctx_ids)
         full = [signals.process_attention(a[0]) for a in out.attentions[-3:]]

@@ -106,9 +106,9 @@ def test_target_scores_equal_a_from_scratch_forward(kind):
 def count_forwards(lm: LocalCausalLM, log: list[int]) -> None:
     real = lm.forward_alone
 
-    def counted(ids, cache, rollout_layers=0, hidden=False):
+    def counted(ids, cache, rollout_layers=0, hidden=False, keep=None):
         log.append(len(ids))
-        return real(ids, cache, rollout_layers, hidden)
+        return real(ids, cache, rollout_layers, hidden, keep)
 
     lm.forward_alone = counted  # type: ignore[method-assign]
 

@@ -288,3 +288,59 @@ def test_every_error_class_descends_from_the_root():
         for _, cls in inspect.getmembers(mod, inspect.isclass):
             if cls.__module__ == mod.__name__ and issubclass(cls, BaseException):
                 assert issubclass(cls, errors.SpecGuardError) or cls.__name__.startswith("_"), cls
+
+
+CONSTRUCTORS = {
+    "tensor",
+    "as_tensor",
+    "zeros",
+    "ones",
+    "full",
+    "empty",
+    "arange",
+    "linspace",
+    "eye",
+    "rand",
+    "randn",
+    "randint",
+}
+# where tensors meet model outputs: every constructor names its device
+DEVICE_AWARE = ("backends", "runtime", "engine", "baselines", "bench")
+
+
+def _deviceless(path: Path, root: Path = PKG) -> list[str]:
+    """`torch.zeros(n)` and the like without ``device=``: a tensor made on the CPU that will meet
+    CUDA logits or attention (``torch.zeros_like`` and methods of a tensor take its device)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in CONSTRUCTORS
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "torch"
+            and not any(k.arg == "device" for k in node.keywords)
+        ):
+            out.append(f"{path.relative_to(root)}:{node.lineno} torch.{node.func.attr}")
+    return out
+
+
+def test_every_tensor_is_made_on_a_named_device():
+    found = [
+        hit
+        for p in _modules()
+        if p.relative_to(PKG).parts[0] in DEVICE_AWARE
+        for hit in _deviceless(p)
+    ]
+    assert found == []
+
+
+def test_deviceless_finder_finds_one(tmp_path):
+    sample = tmp_path / "x.py"
+    sample.write_text(
+        "import torch\n"
+        "def f(x):\n"
+        "    a = torch.zeros(3, device=x.device)\n"
+        "    return torch.arange(4), torch.zeros_like(a)\n"
+    )
+    assert _deviceless(sample, tmp_path) == ["x.py:4 torch.arange"]

@@ -157,7 +157,8 @@ class _Endpoint:
         if generator is not None and settings.temperature > 0:
             import torch
 
-            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+            draw = torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device)
+            seed = int(draw.tolist()[0])
         stops = step_stops(settings) + self.end_of_turn
         body = self._body(settings, stops, seed, logprobs)
         if settings.constraint is not None and not so_far:  # the constrained text starts here
