@@ -214,6 +214,16 @@ class SpecGuardConfig(BaseModel):
         " {'regex': '...'} or {'lark': '...'} (docs/structured-output.md); a call's own"
         " constraint= replaces it.",
     )
+    prefix_cache_bytes: StrictInt = Field(
+        1 << 30,
+        ge=0,
+        description=(
+            "Bytes each local model may keep of sequences it read (KV cache, and the draft's"
+            " rollout mass), across calls: a call feeds only what follows its longest cached"
+            " prefix (an agent's system prompt, tools and history are read once). Least"
+            " recently used entries go first. 0 switches the cache off."
+        ),
+    )
     use_grounding: StrictBool = Field(
         True, description="False runs the confidence-only ablation (fused score = normalised l)."
     )

@@ -169,6 +169,14 @@ class GenerationResult(BaseModel):
         " was never called)."
     )
     draft_prompt_tokens: int = Field(description="Prompt tokens in the draft's tokenizer.")
+    cached_tokens: int = Field(
+        0,
+        description="Of prompt_tokens, those read from a prefix cache (a local model's, or the"
+        " remote engine's own count) rather than computed again.",
+    )
+    draft_cached_tokens: int = Field(
+        0, description="Of draft_prompt_tokens, those read from the draft's prefix cache."
+    )
     wall_time: float = Field(description="Seconds from the call to the last step.")
 
     @property
@@ -242,6 +250,7 @@ class GenerationResult(BaseModel):
             "output_tokens": self.output_tokens,
             "total_tokens": self.prompt_tokens + self.output_tokens,
             "output_token_details": {"draft": self.draft_tokens, "target": self.target_tokens},
+            "input_token_details": {"cache_read": self.cached_tokens},
         }
 
     def steps_json(self) -> list[dict[str, Any]]:
@@ -259,6 +268,8 @@ class GenerationResult(BaseModel):
             "draft_tokens": self.draft_tokens,
             "target_tokens": self.target_tokens,
             "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
+            "draft_cached_tokens": self.draft_cached_tokens,
             "finish_reason": self.finish_reason,
             "wall_time": self.wall_time,
         }

@@ -26,6 +26,7 @@ imports none of them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -101,6 +102,22 @@ class DecodeSettings:
     deadline: float | None = None
     constraint: Constraint | None = None  # the grammar the whole generated text must match
 
+    def for_target(self, config: SpecGuardConfig, shared_vocab: bool) -> DecodeSettings:
+        """5. The settings the target writes a fallback step with: greedy (token-level
+        speculation where the pair shares a vocabulary and no grammar constrains the step), or
+        `target_k` samples."""
+        greedy = config.target_mode == "greedy"
+        # a constrained step is sampled under the target's own grammar state: no speculation
+        plain = self.constraint is None
+        speculate = config.target_speculation if greedy and shared_vocab and plain else 0
+        return dataclasses.replace(
+            self,
+            k=config.effective_target_k,
+            temperature=0.0 if greedy else max(config.temperature, 1e-5),
+            top_p=1.0 if greedy else config.top_p,
+            target_speculation=speculate,
+        )
+
 
 class DraftAssist:
     """What a draft lends the target's greedy fallback to speculate with. The loop passes it
@@ -129,6 +146,7 @@ class TextModel(Protocol):
 
 class DraftSession(Protocol):
     prompt_tokens: int
+    cached_tokens: int  # prompt tokens not read again: a prefix cache's (local or the server's)
     device: Any  # where the sampling generator lives (str or torch.device)
     vocab_id: str | None
     local: bool  # calls run in this process (a runtime may group them), not on a server
@@ -154,9 +172,15 @@ class DraftSession(Protocol):
         """What the target's greedy fallback may speculate with, or None."""
         ...
 
+    def finish(self) -> None:
+        """The generation is over: what the session read may be kept for later calls (a local
+        model's prefix cache). Never raises; the session is not used after."""
+        ...
+
 
 class TargetSession(Protocol):
     prompt_tokens: int
+    cached_tokens: int
     device: Any
     vocab_id: str | None
     local: bool
@@ -188,6 +212,8 @@ class TargetSession(Protocol):
 
     def reject(self) -> None: ...
 
+    def finish(self) -> None: ...
+
 
 @runtime_checkable
 class DraftModel(Protocol):
@@ -202,8 +228,16 @@ class DraftModel(Protocol):
         ...
 
     def start(
-        self, prompt: str, signals: SignalSettings, *, add_special_tokens: bool = True
-    ) -> DraftSession: ...
+        self,
+        prompt: str,
+        signals: SignalSettings,
+        *,
+        add_special_tokens: bool = True,
+        prefix_cache: int = 0,
+    ) -> DraftSession:
+        """A session for one generation. `prefix_cache`: the bytes a local model may keep of
+        what it reads across calls (`SpecGuardConfig.prefix_cache_bytes`; 0: none)."""
+        ...
 
 
 @runtime_checkable
@@ -218,7 +252,9 @@ class TargetModel(Protocol):
         naming the target (an engine that returns no prompt log-probabilities)."""
         ...
 
-    def start(self, prompt: str, *, add_special_tokens: bool = True) -> TargetSession: ...
+    def start(
+        self, prompt: str, *, add_special_tokens: bool = True, prefix_cache: int = 0
+    ) -> TargetSession: ...
 
 
 class Runtime(Protocol):

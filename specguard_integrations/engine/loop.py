@@ -35,7 +35,6 @@ from ..types import (
     StepSource,
 )
 from .arguments import (
-    batch_arguments,
     check_timeout,
     normalise_stop,
     resolve_constraint,
@@ -176,27 +175,17 @@ class SpecGuardEngine:
             One `GenerationResult` per prompt, in order; with `return_exceptions`, an
             exception in the place of each prompt that failed.
         """
-        from concurrent.futures import ThreadPoolExecutor
+        from .batch import generate_batch
 
-        texts, per = batch_arguments(prompts, configs, max_concurrency, stop, timeout)
-        empty = {i for i, t in enumerate(texts) if not t.strip()}
-
-        def one(i: int) -> GenerationResult | Exception:
-            if i in empty:
-                return ValueError(f"prompts[{i}] is empty")
-            try:
-                return self.generate(texts[i], config=per[i], stop=stop, timeout=timeout)
-            except Exception as err:  # reported in place, or raised below
-                return err
-
-        workers = min(max_concurrency, max(1, len(texts)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="specguard-batch") as pool:
-            results = list(pool.map(one, range(len(texts))))
-        if not return_exceptions:
-            for r in results:
-                if isinstance(r, Exception):
-                    raise r
-        return results
+        return generate_batch(
+            self.generate,
+            prompts,
+            configs=configs,
+            stop=stop,
+            max_concurrency=max_concurrency,
+            return_exceptions=return_exceptions,
+            timeout=timeout,
+        )
 
     def stream(
         self,
@@ -262,10 +251,29 @@ class SpecGuardEngine:
         constraint: Constraint | None = None,
     ) -> Generator[StepRecord, None, GenerationResult]:
         t0, t_start = time.perf_counter(), time.monotonic()
-        draft = self.draft.start(
-            prompt, SignalSettings.from_config(cfg), add_special_tokens=special
-        )
-        target = self.target.start(prompt, add_special_tokens=special)
+        budget = cfg.prefix_cache_bytes
+        signals = SignalSettings.from_config(cfg)
+        draft = self.draft.start(prompt, signals, add_special_tokens=special, prefix_cache=budget)
+        target = self.target.start(prompt, add_special_tokens=special, prefix_cache=budget)
+        try:
+            result = yield from self._loop(
+                (prompt, cfg, stop, timeout, constraint), draft, target, (t0, t_start)
+            )
+        finally:  # what the generation read is kept for later calls (never on a pending step)
+            draft.finish()
+            target.finish()
+        return result
+
+    def _loop(
+        self,
+        call: tuple[str, SpecGuardConfig, tuple[str, ...], float | None, Constraint | None],
+        draft: DraftSession,
+        target: TargetSession,
+        clocks: tuple[float, float],
+    ) -> Generator[StepRecord, None, GenerationResult]:
+        """The steps of one generation (its sessions started, its clocks running)."""
+        prompt, cfg, stop, timeout, constraint = call
+        t0, t_start = clocks
         gen_d, gen_t = _generators(cfg.seed, draft.device, target.device)
         segmenter = segmenter_of(cfg)
         judge = self.judge_of(cfg)
@@ -330,6 +338,9 @@ class SpecGuardEngine:
             # a remote target reports its count only once called; until then the draft's count
             prompt_tokens=target.prompt_tokens or draft.prompt_tokens,
             draft_prompt_tokens=draft.prompt_tokens,
+            # prompt tokens read from a prefix cache, counted where prompt_tokens are
+            cached_tokens=target.cached_tokens if target.prompt_tokens else draft.cached_tokens,
+            draft_cached_tokens=draft.cached_tokens,
             wall_time=time.perf_counter() - t0,
         )
 
@@ -383,24 +394,10 @@ class SpecGuardEngine:
             draft.reject()
             if verified:
                 target.reject()
-        greedy = cfg.target_mode == "greedy"
-        # a constrained step is sampled under the target's own grammar state: no speculation
-        plain = settings.constraint is None
-        speculate = cfg.target_speculation if greedy and shared and plain else 0
-        fallback = DecodeSettings(
-            k=cfg.effective_target_k,
-            temperature=0.0 if greedy else max(cfg.temperature, 1e-5),
-            top_p=1.0 if greedy else cfg.top_p,
-            max_tokens=settings.max_tokens,
-            segmenter=settings.segmenter,
-            stop=settings.stop,
-            stop_tail=settings.stop_tail,
-            target_speculation=speculate,
-            deadline=settings.deadline,
-            constraint=settings.constraint,
-        )
+        fallback = settings.for_target(cfg, shared)
+        assist = draft.assist() if fallback.target_speculation else None
         with times.timed("target"), self._away(target):
-            step = target.write_step(fallback, gen_t, draft.assist() if speculate else None)
+            step = target.write_step(fallback, gen_t, assist)
         if step.finish not in ENDS_GENERATION:
             with times.timed("commit"):
                 draft.append(step.text, step.ids if shared else None)

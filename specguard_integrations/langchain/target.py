@@ -46,7 +46,9 @@ class LangChainTarget:
             " llama-cpp-python"
         )
 
-    def start(self, prompt: str, *, add_special_tokens: bool = True) -> LangChainTargetSession:
+    def start(
+        self, prompt: str, *, add_special_tokens: bool = True, prefix_cache: int = 0
+    ) -> LangChainTargetSession:
         return LangChainTargetSession(self, check_prompt_text(prompt))
 
 

@@ -153,6 +153,7 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
             "specguard": {**result.summary(), "draft_model": draft, "target_model": target},
             "specguard_steps": result.steps_json(),
             "prompt_tokens": result.prompt_tokens,
+            "cached_tokens": result.cached_tokens,
             "completion_tokens": result.output_tokens,
             "total_tokens": result.prompt_tokens + result.output_tokens,
         }

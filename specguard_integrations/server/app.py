@@ -208,7 +208,7 @@ def _final_chunks(
     lines = [ids.chunk(choice, extra)]
     options = prep.req.stream_options
     if options is not None and options.include_usage:
-        usage = fmt.usage(out.prompt_tokens, out.completion_tokens)
+        usage = fmt.usage(out.prompt_tokens, out.completion_tokens, out.cached_tokens)
         lines.append(ids.chunk(None, {"usage": usage}))
     lines.append(fmt.sse("[DONE]"))
     return lines

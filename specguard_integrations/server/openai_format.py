@@ -59,11 +59,14 @@ def param_named(message: str) -> str | None:
     return m.group(1) if m else None
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
+    """OpenAI's usage object; ``prompt_tokens_details.cached_tokens`` counts the prompt tokens
+    read from the prefix cache (as OpenAI and vLLM report them)."""
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
     }
 
 
@@ -177,7 +180,11 @@ def response_body(
     head: dict[str, Any], choices: list[dict[str, Any]], out: GenOutput
 ) -> dict[str, Any]:
     """A whole response: `head` (id, object, created, model), choices, usage, step records."""
-    body = {**head, "choices": choices, "usage": usage(out.prompt_tokens, out.completion_tokens)}
+    body = {
+        **head,
+        "choices": choices,
+        "usage": usage(out.prompt_tokens, out.completion_tokens, out.cached_tokens),
+    }
     if out.specguard is not None:
         body["specguard"] = out.specguard
     return body

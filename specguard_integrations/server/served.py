@@ -60,6 +60,7 @@ class GenOutput:
     choices: list[Choice]
     prompt_tokens: int
     specguard: dict[str, Any] | None = None
+    cached_tokens: int = 0  # of the prompt, tokens read from the prefix cache
 
     @property
     def completion_tokens(self) -> int:
@@ -166,7 +167,7 @@ class SpecGuardServed(ServedModel):
             completion_tokens=result.output_tokens,
         )
         extension = {"summary": result.summary(), "steps": result.steps_json()}
-        return GenOutput([choice], result.prompt_tokens, extension)
+        return GenOutput([choice], result.prompt_tokens, extension, result.cached_tokens)
 
 
 class PlainServed(ServedModel):

@@ -32,7 +32,12 @@ def test_bodies_and_chunks():
     head = {"id": "c1", "object": "text_completion", "created": 1, "model": "m"}
     choice = fmt.completion_choice(0, out.choices[0], logprobs=False)
     body = fmt.response_body(head, [choice], out)
-    assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+    assert body["usage"] == {
+        "prompt_tokens": 5,
+        "completion_tokens": 2,
+        "total_tokens": 7,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
     assert body["specguard"] == {"x": 1} and body["choices"][0]["text"] == "hi"
     chunk = fmt.chunk_body(head, fmt.delta_choice(True, "a"), {"specguard": {"step": {}}})
     assert chunk["choices"][0]["delta"] == {"content": "a"} and "specguard" in chunk

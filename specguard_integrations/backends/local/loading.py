@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 def resolve_device(device: str | None) -> str:
@@ -69,7 +69,7 @@ def reason(err: BaseException) -> str:
     return text[:300]
 
 
-def load_error(path: str, err: BaseException) -> ValueError:
+def load_error(path: str, err: BaseException) -> InvalidInputError:
     """`cannot load causal LM from PATH: ...`, with the reason and no unsafe hints."""
     import os
 
@@ -79,8 +79,8 @@ def load_error(path: str, err: BaseException) -> ValueError:
             if str(path).endswith(".gguf")
             else "a file, not a model directory"
         )
-        return ValueError(f"cannot load causal LM from {path!r}: {hint}")
-    return ValueError(f"cannot load causal LM from {path!r}: {reason(err)}")
+        return InvalidInputError(f"cannot load causal LM from {path!r}: {hint}")
+    return InvalidInputError(f"cannot load causal LM from {path!r}: {reason(err)}")
 
 
 def attention_configs(model: Any) -> list[Any]:
@@ -97,3 +97,54 @@ def attention_configs(model: Any) -> list[Any]:
         found[id(cfg)] = cfg
         todo += [getattr(cfg, k) for k in getattr(cfg, "sub_configs", {}) if getattr(cfg, k, None)]
     return list(found.values())
+
+
+def load_model(
+    name_or_path: str,
+    device: str | None,
+    dtype: Any,
+    tokenizer: PreTrainedTokenizerBase | None,
+    model_kwargs: dict[str, Any],
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """`AutoModelForCausalLM.from_pretrained` and its tokenizer (`LocalCausalLM.from_pretrained`
+    documents the options). With ``device_map`` accelerate places the weights, and "auto" dtype
+    follows where CUDA is; else the model goes to `device`."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # library code reports through logging, not bars
+    model_kwargs = dict(model_kwargs)
+    tok_kwargs = model_kwargs.pop("tokenizer_kwargs", None) or {}
+    placed = model_kwargs.get("device_map") is not None
+    dev = resolve_device("auto" if placed else device)
+    kwargs = {"dtype": resolve_dtype(dtype, dev), **model_kwargs}
+    kwargs.setdefault("attn_implementation", "sdpa")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    except Exception as err:  # transformers raises many kinds for a path that is no model
+        raise load_error(name_or_path, err) from None
+    tok = tokenizer or load_tokenizer(name_or_path, tok_kwargs, **model_kwargs)
+    if not placed:
+        model.to(dev)  # type: ignore[arg-type]
+    return model, tok
+
+
+def context_window(model: Any, tokenizer: Any) -> int:
+    """The positions the model takes: its config's, else the tokenizer's, else 2048."""
+    cfg = model.config.get_text_config()
+    for attr in ("max_position_embeddings", "n_positions", "seq_length"):
+        value = getattr(cfg, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    value = getattr(tokenizer, "model_max_length", None)
+    return int(value) if isinstance(value, int) and 0 < value < 10**7 else 2048
+
+
+def attention_modules(model: Any, num_layers: int) -> list[Any]:
+    """The self-attention module of each decoder layer, in depth order ([] if not one each)."""
+    mods = [
+        m
+        for _, m in model.named_modules()
+        if type(m).__name__.endswith("Attention") and "Cross" not in type(m).__name__
+    ]
+    return mods if len(mods) == num_layers else []

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...errors import InvalidInputError
 from .attention import AttentionUnavailable
+from .loading import attention_modules, context_window
+from .prefix_cache import PrefixCache
 from .special import eos_ids, special_texts, turn_ids
 from .state import FeedOut, ForwardJob, SeqState
 from .text import TextSide
@@ -81,10 +83,10 @@ class LocalCausalLM(TextSide):
         # generation ends at EOS and at any token that opens or closes a chat turn: content
         # never runs into a new turn the model starts writing
         self.eos_ids = eos_ids(model, tokenizer) | turn_ids(tokenizer)
-        self.context_window = self._context_window()
+        self.context_window = context_window(model, tokenizer)
         self.num_layers = int(model.config.get_text_config().num_hidden_layers)
         self._base_attn = str(getattr(model.config, "_attn_implementation", None) or "eager")
-        self._attn_modules = self._find_attention_modules()
+        self._attn_modules = attention_modules(model, self.num_layers)
         self._checked_attn: set[str] = set()
         self.supports_grounding = attention and self._can_capture()
         # logits of the kept positions only (`logits_to_keep`), where the model's forward takes it
@@ -93,6 +95,8 @@ class LocalCausalLM(TextSide):
         # where single-sequence forwards and sampling jobs run: None, at once on the model's
         # own path; a runtime may plug in its own (`runner.py`)
         self.runner: Runner | None = None
+        # what this model read across calls, shared by every session of it (`prefix_cache.py`)
+        self.prefix_cache = PrefixCache()
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -114,44 +118,10 @@ class LocalCausalLM(TextSide):
         `AutoTokenizer.from_pretrained` too, with ``tokenizer_kwargs`` (a dict) for it alone.
         With ``device_map`` the weights are placed by accelerate and `device` is not applied.
         """
-        from transformers import AutoModelForCausalLM
-        from transformers.utils import logging as hf_logging
+        from .loading import load_model
 
-        from .loading import load_error, load_tokenizer, resolve_device, resolve_dtype
-
-        hf_logging.disable_progress_bar()  # library code reports through logging, not bars
-        tok_kwargs = model_kwargs.pop("tokenizer_kwargs", None) or {}
-        placed = model_kwargs.get("device_map") is not None
-        # with a device_map accelerate places the weights; "auto" dtype follows where CUDA is
-        dev = resolve_device("auto" if placed else device)
-        kwargs = {"dtype": resolve_dtype(dtype, dev), **model_kwargs}
-        kwargs.setdefault("attn_implementation", "sdpa")
-        try:
-            model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
-        except Exception as err:  # transformers raises many kinds for a path that is no model
-            raise load_error(name_or_path, err) from None
-        tok = tokenizer or load_tokenizer(name_or_path, tok_kwargs, **model_kwargs)
-        if not placed:
-            model.to(dev)  # type: ignore[arg-type]
+        model, tok = load_model(name_or_path, device, dtype, tokenizer, model_kwargs)
         return cls(model, tok, name=name or str(name_or_path))
-
-    def _context_window(self) -> int:
-        cfg = self.model.config.get_text_config()
-        for attr in ("max_position_embeddings", "n_positions", "seq_length"):
-            value = getattr(cfg, attr, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        value = getattr(self.tokenizer, "model_max_length", None)
-        return int(value) if isinstance(value, int) and 0 < value < 10**7 else 2048
-
-    def _find_attention_modules(self) -> list[Any]:
-        """The self-attention module of each decoder layer, in depth order."""
-        mods = [
-            m
-            for _, m in self.model.named_modules()
-            if type(m).__name__.endswith("Attention") and "Cross" not in type(m).__name__
-        ]
-        return mods if len(mods) == self.num_layers else []
 
     def _can_capture(self) -> bool:
         """Whether the rollout layers' attention can be captured (`attention.py`): the model's

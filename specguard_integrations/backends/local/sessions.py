@@ -21,6 +21,7 @@ from ...engine.selection import select
 from ...errors import InvalidInputError, StateError
 from .grammar import Matcher
 from .model import AttentionUnavailable, LocalCausalLM
+from .prefix_cache import keep_state, start_state
 from .sampling import sample_steps
 from .state import FeedOut, SeqState
 
@@ -101,9 +102,15 @@ class LocalDraft:
         return self.lm.supports_grounding
 
     def start(
-        self, prompt: str, signals: SignalSettings, *, add_special_tokens: bool = True
+        self,
+        prompt: str,
+        signals: SignalSettings,
+        *,
+        add_special_tokens: bool = True,
+        prefix_cache: int = 0,
     ) -> LocalDraftSession:
-        return LocalDraftSession(self.lm, _start_ids(self.lm, prompt, add_special_tokens), signals)
+        ids = _start_ids(self.lm, prompt, add_special_tokens)
+        return LocalDraftSession(self.lm, ids, signals, prefix_cache=prefix_cache)
 
 
 @dataclass
@@ -122,21 +129,59 @@ class LocalDraftSession:
 
     local = True  # its calls run here (on a runner), not on a server
 
-    def __init__(self, lm: LocalCausalLM, prompt_ids: list[int], cfg: SignalSettings) -> None:
+    def __init__(
+        self,
+        lm: LocalCausalLM,
+        prompt_ids: list[int],
+        cfg: SignalSettings,
+        *,
+        prefix_cache: int = 0,
+    ) -> None:
         self.lm = lm
         self.cfg = cfg
         self.device = lm.device
         self.vocab_id: str | None = lm.vocab_id
         self.use_grounding = cfg.use_grounding and lm.supports_grounding
         self.layers = min(cfg.rollout_layers, lm.num_layers)
-        self.state: SeqState = lm.new_state(prompt_ids)
+        # from the longest prefix this model read before (with its rollout mass)
+        self.state, self.cached_tokens = start_state(
+            lm, prompt_ids, budget=prefix_cache, mass_key=self._mass_key()
+        )
         self.prompt_tokens = len(prompt_ids)
         self._tentative: _Tentative | None = None
         # the step last rejected at this context (cleared once the context moves on): the
         # target's speculative fallback proposes it first
         self.rejected: list[int] = []
         self.grammar: Matcher | None = None  # under a constraint: the grammar state so far
-        self._feed_committed()
+        if self.state.pending:
+            self._feed_committed()
+
+    def _mass_key(self) -> tuple[object, ...] | None:
+        """What the rollout mass of committed positions depends on (None: not read)."""
+        if not self.use_grounding:
+            return None
+        c = self.cfg
+        return (
+            self.layers,
+            c.attention_cut,
+            c.rollout_residual,
+            c.rollout_renormalize,
+            c.exclude_sink_positions,
+            c.attention_heads,
+            c.grounding_target,
+        )
+
+    def finish(self) -> None:
+        """Offer what this generation read (prompt and committed steps, their mass) to the
+        model's prefix cache; nothing while a step is pending. The mass of positions past the
+        prompt counts them as context, which holds for a later prompt unless only the prompt is
+        (``grounding_target="prompt"``)."""
+        if self._tentative is not None:
+            return
+        prompt_only = self.cfg.grounding_target == "prompt"
+        key = self._mass_key() if self.state.mass is not None else None
+        valid = self.prompt_tokens if prompt_only else None
+        keep_state(self.lm, self.state, mass_key=key, mass_valid=valid)
 
     @property
     def tokens_left(self) -> int:

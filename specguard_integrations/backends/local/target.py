@@ -12,6 +12,7 @@ from ...engine.candidate import Candidate
 from ...errors import StateError
 from .grammar import Matcher
 from .model import LocalCausalLM
+from .prefix_cache import keep_state, start_state
 from .sampling import sample_steps
 from .sessions import LocalAssist, _grammar, _medoid, _start_ids
 from .speculative import speculative_step
@@ -65,20 +66,24 @@ class LocalTarget:
     def verify_refusal(self) -> None:
         return None  # the catch-up prefill gives the step's log-probabilities
 
-    def start(self, prompt: str, *, add_special_tokens: bool = True) -> LocalTargetSession:
-        return LocalTargetSession(self.lm, _start_ids(self.lm, prompt, add_special_tokens))
+    def start(
+        self, prompt: str, *, add_special_tokens: bool = True, prefix_cache: int = 0
+    ) -> LocalTargetSession:
+        ids = _start_ids(self.lm, prompt, add_special_tokens)
+        return LocalTargetSession(self.lm, ids, prefix_cache=prefix_cache)
 
 
 class LocalTargetSession:
     local = True
 
-    def __init__(self, lm: LocalCausalLM, prompt_ids: list[int]) -> None:
+    def __init__(self, lm: LocalCausalLM, prompt_ids: list[int], *, prefix_cache: int = 0) -> None:
         self.lm = lm
         self.device = lm.device
         self.vocab_id: str | None = lm.vocab_id
         # the prompt is not fed until the target is first needed: a run whose every step the
-        # draft writes never runs the target at all
-        self.state = lm.new_state(prompt_ids)
+        # draft writes never runs the target at all; what a prefix cache holds of it is not
+        # fed again
+        self.state, self.cached_tokens = start_state(lm, prompt_ids, budget=prefix_cache)
         self.prompt_tokens = len(prompt_ids)
         self.grammar: Matcher | None = None  # under a constraint: the grammar state so far
         self._verified: _Verified | None = None
@@ -86,6 +91,12 @@ class LocalTargetSession:
     @property
     def tokens_left(self) -> int:
         return self.lm.context_window - len(self.state.ids) - 1
+
+    def finish(self) -> None:
+        """Offer what this generation fed to the model's prefix cache (nothing while a verified
+        step is pending)."""
+        if self._verified is None:
+            keep_state(self.lm, self.state)
 
     def append(self, text: str, ids: list[int] | None) -> None:
         new = ids if ids is not None else self.lm.encode_continuation(text)

@@ -248,6 +248,7 @@ class _Endpoint:
             read = [
                 profiles.read_choice(c, self._chat, self.profile.stop_field, usage) for c in choices
             ]
+            cached = profiles.cached_tokens(data)
         except KeyError as err:
             raise self._malformed(f"no field {err} in a choice") from None
         except (TypeError, ValueError, AttributeError) as err:
@@ -259,6 +260,7 @@ class _Endpoint:
         settled = [self._settle(prompt, so_far, c, stops, len(read), deadline) for c in read]
         for c in settled:
             check_length(c, body["max_tokens"], self.where)
+            c.cached_tokens = cached
         return settled
 
     def _malformed(self, what: str) -> EndpointReplyError:
@@ -406,7 +408,10 @@ class EndpointTarget(_Endpoint):
         extra_body: fields sent with every request (engine-specific sampling options).
     """
 
-    def start(self, prompt: str, *, add_special_tokens: bool = True) -> EndpointTargetSession:
+    def start(
+        self, prompt: str, *, add_special_tokens: bool = True, prefix_cache: int = 0
+    ) -> EndpointTargetSession:
+        """A session (`prefix_cache` is the engine's business: its own count is reported)."""
         self.check_chat()
         return EndpointTargetSession(self, check_prompt_text(prompt))
 
@@ -423,7 +428,12 @@ class EndpointDraft(_Endpoint):
     supports_grounding = False
 
     def start(
-        self, prompt: str, signals: SignalSettings, *, add_special_tokens: bool = True
+        self,
+        prompt: str,
+        signals: SignalSettings,
+        *,
+        add_special_tokens: bool = True,
+        prefix_cache: int = 0,
     ) -> EndpointDraftSession:
         self.check_chat()
         return EndpointDraftSession(self, check_prompt_text(prompt))

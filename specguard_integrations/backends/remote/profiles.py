@@ -229,6 +229,20 @@ def read_choice(
     )
 
 
+def cached_tokens(data: dict[str, Any]) -> int:
+    """The prompt tokens the engine reports it did not compute again (its own prefix cache):
+    OpenAI's and vLLM's ``usage.prompt_tokens_details.cached_tokens``, else llama.cpp's
+    ``timings.cache_n``; 0 where it reports none. A count that is not one is malformed data."""
+    usage = data.get("usage") or {}
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    if isinstance(details, dict) and details.get("cached_tokens") is not None:
+        return _int(details["cached_tokens"], "usage.prompt_tokens_details.cached_tokens") or 0
+    timings = data.get("timings")
+    if isinstance(timings, dict) and timings.get("cache_n") is not None:
+        return _int(timings["cache_n"], "timings.cache_n") or 0
+    return 0
+
+
 def _int(x: Any, field: str = "usage") -> int | None:
     """A count the server reported: None when absent; `ValueError` naming the field when it is
     not a finite number of at least 0."""

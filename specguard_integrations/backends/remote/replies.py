@@ -75,6 +75,7 @@ class Completion:
     logprobs: list[float] | None
     counted: bool = False  # `tokens` is the server's own count (usage or logprobs)
     reported: int = 0  # the choice's share of `usage.completion_tokens` (0: none reported)
+    cached_tokens: int = 0  # prompt tokens the engine read from its own prefix cache
 
 
 def check_length(c: Completion, max_tokens: int, where: str) -> None:

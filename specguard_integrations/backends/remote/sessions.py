@@ -62,8 +62,18 @@ class TextSession:
         self.prompt = prompt
         self.so_far = ""
         self.prompt_tokens = 0  # known after the first request
+        self.cached_tokens = 0  # of them, what the engine read from its prefix cache
         self.empty = 0  # steps in a row without text
         self.checker: TextChecker | None = None  # the constraint, checked on each step
+
+    def first_reply(self, c: Completion) -> None:
+        """The prompt's token count and what of it the engine had cached, from the first reply
+        that reports them."""
+        if not self.prompt_tokens and c.prompt_tokens:
+            self.prompt_tokens, self.cached_tokens = c.prompt_tokens, c.cached_tokens
+
+    def finish(self) -> None:
+        """Nothing kept here: the engine keeps its own prefix cache."""
 
     def count_empty(self, steps: list[Candidate]) -> None:
         """`EndpointReplyError` after `MAX_EMPTY_STEPS` answers in a row with no text (or only
@@ -95,7 +105,7 @@ class TextSession:
         """5. The fallback step: one completion, cut at the step boundary, checked against the
         constraint if one was asked, appended."""
         c = self.complete(settings, generator)
-        self.prompt_tokens = self.prompt_tokens or c.prompt_tokens
+        self.first_reply(c)
         cand = to_candidate(c, settings)
         self.count_empty([cand])
         self.check(settings, cand)
@@ -191,7 +201,7 @@ class EndpointDraftSession(TextSession):
         )
         cands, self._logprobs, self._broken = [], {}, set()
         for c in completions:
-            self.prompt_tokens = self.prompt_tokens or c.prompt_tokens
+            self.first_reply(c)
             if c.logprobs is None:
                 raise EndpointError(
                     f"{self.backend.where} returned no token logprobs: a remote draft needs"
