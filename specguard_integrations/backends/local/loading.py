@@ -112,18 +112,38 @@ def load_model(
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
+    from . import gguf_cache
+
     hf_logging.disable_progress_bar()  # library code reports through logging, not bars
     model_kwargs = dict(model_kwargs)
     tok_kwargs = model_kwargs.pop("tokenizer_kwargs", None) or {}
+    keep_copy = model_kwargs.pop("gguf_cache", True)
     placed = model_kwargs.get("device_map") is not None
     dev = resolve_device("auto" if placed else device)
     kwargs = {"dtype": resolve_dtype(dtype, dev), **model_kwargs}
     kwargs.setdefault("attn_implementation", "sdpa")
+    source, copy_at = name_or_path, None
+    gguf = (
+        gguf_cache.gguf_path(name_or_path, model_kwargs["gguf_file"])
+        if (keep_copy and model_kwargs.get("gguf_file"))
+        else None
+    )
+    if gguf is not None:  # a GGUF file read once: later loads read its converted copy
+        copy_at = gguf_cache.converted_dir(gguf, kwargs["dtype"])
+        if gguf_cache.ready(copy_at):
+            source = str(copy_at)
+            for key in ("gguf_file", "subfolder"):
+                kwargs.pop(key, None)
     try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except Exception as err:  # transformers raises many kinds for a path that is no model
         raise load_error(name_or_path, err) from None
-    tok = tokenizer or load_tokenizer(name_or_path, tok_kwargs, **model_kwargs)
+    if source != name_or_path:
+        tok = tokenizer or load_tokenizer(source, tok_kwargs)
+    else:
+        tok = tokenizer or load_tokenizer(name_or_path, tok_kwargs, **model_kwargs)
+        if gguf is not None and copy_at is not None:
+            gguf_cache.save(copy_at, model, tok, gguf)
     if not placed:
         model.to(dev)  # type: ignore[arg-type]
     return model, tok
