@@ -73,7 +73,7 @@ def save(
     try:
         where.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=where.parent))
-        model.save_pretrained(tmp, safe_serialization=True)
+        _save_weights(model, tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / _MARK).write_text(
             json.dumps({"source": str(source), "bytes": source.stat().st_size})
@@ -84,3 +84,18 @@ def save(
             shutil.rmtree(tmp, ignore_errors=True)
     except OSError as err:
         log.warning("could not keep a converted copy of %s in %s: %s", source, where, err)
+
+
+def _save_weights(model: PreTrainedModel, where: Path) -> None:
+    """The dequantised weights as safetensors and the config without its GGUF quantisation
+    (transformers' `save_pretrained` refuses a model loaded from GGUF): a plain checkpoint
+    that `from_pretrained` reads as any other. Tied weights are written once."""
+    import copy
+
+    from safetensors.torch import save_model
+
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.save_pretrained(where)
+    save_model(model, str(where / "model.safetensors"))
