@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Every check, fastest first: lint and types, then the unit tier, stopping at the first that
-# fails; then the integration and fault tiers side by side with the model-family tiers, each
-# started as soon as what it needs is there. The family tiers' real tokenizers and GGUF models
-# (quick) and the llama.cpp server (a source build, minutes) are fetched, or found in the
-# shared cache (tests/fetch_assets.py), in the background from the start; the integration and
-# fault tiers need none of them. Each pytest process uses one torch thread, so they share the
-# machine's cores without oversubscribing them.
+# fails; then the integration, fault and docs tiers (one process) side by side with the
+# model-family tiers, each started as soon as what it needs is there. The family tiers' real
+# tokenizers and GGUF models (quick) and the llama.cpp server (a source build, minutes) are
+# fetched, or found in the shared cache (tests/fetch_assets.py), in the background from the
+# start; the integration, fault and docs tiers need none of them. Each pytest process uses one
+# torch thread, so they share the machine's cores without oversubscribing them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -50,7 +50,7 @@ fetched() {  # fetched NAME PID: whether the asset fetch succeeded (its log show
   status=1
   return 1
 }
-tier integration tests/integration tests/faults
+tier integration tests/integration tests/faults tests/docs
 if fetched models "$models"; then
   tier families tests/families --ignore tests/families/test_llamacpp_engine.py
 fi

@@ -14,3 +14,5 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.families)
         if "/faults/" in str(item.fspath):
             item.add_marker(pytest.mark.faults)
+        if "/docs/" in str(item.fspath):
+            item.add_marker(pytest.mark.docs)

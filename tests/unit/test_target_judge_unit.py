@@ -210,14 +210,15 @@ def test_a_malformed_echo_is_a_typed_error(broken, match):
         read_echo(data, HEAD, STEP, "srv")
 
 
-@pytest.mark.parametrize("engine", ["tgi", "ollama", "generic"])
+# llama.cpp's own server ignores echo: no prompt log-probabilities
+@pytest.mark.parametrize("engine", ["llamacpp", "tgi", "ollama", "generic"])
 def test_engines_without_prompt_logprobs_are_refused_by_name(engine):
     target = EndpointTarget("http://127.0.0.1:9", "m", engine=engine)
     why = target.verify_refusal()
     assert why is not None and engine in why and "http://127.0.0.1:9" in why
 
 
-@pytest.mark.parametrize("engine", ["vllm", "sglang", "llamacpp"])
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "llama-cpp-python"])
 def test_engines_that_echo_logprobs_are_taken(engine):
     assert EndpointTarget("http://127.0.0.1:9", "m", engine=engine).verify_refusal() is None
     chat = EndpointTarget("http://127.0.0.1:9", "m", engine=engine, api="chat")

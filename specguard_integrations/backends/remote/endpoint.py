@@ -395,7 +395,8 @@ class EndpointTarget(_Endpoint):
         api: ``"completions"`` (the prompt text continued as is) or ``"chat"`` (the prompt as a
             user message and the steps so far continued as the assistant turn).
         engine: ``"auto"`` (read off the server once, and logged), or ``"vllm"``, ``"sglang"``,
-            ``"tgi"``, ``"llamacpp"``, ``"ollama"``, ``"generic"`` (see `profiles`).
+            ``"tgi"``, ``"llamacpp"`` (llama.cpp's server), ``"llama-cpp-python"``, ``"ollama"``,
+            ``"generic"`` (see `profiles`).
         chat_template: for ``api="chat"`` on an engine that cannot continue an assistant turn
             (llama.cpp, generic): the target's tokenizer (or its id) renders the turn here and
             the step continues over ``/v1/completions``.

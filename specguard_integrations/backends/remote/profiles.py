@@ -12,12 +12,17 @@ apart:
 | `sglang`   | kept on request | `matched_stop`     | yes   | `continue_final_message`   |
 | `tgi`      | always kept     | `finish_reason: "stop_sequence"` | no | automatically         |
 | `llamacpp` | dropped         | nothing: asked     | no    | no (rendered here instead) |
+| `llama-cpp-python` | dropped | nothing: asked     | no    | no (rendered here instead) |
 | `ollama`   | dropped         | nothing: asked     | no    | automatically              |
 | `generic`  | dropped?        | nothing: asked     | no    | no (rendered here instead) |
 
+`llamacpp` is llama.cpp's own server (``llama-server``; ``owned_by: "llamacpp"``),
+`llama-cpp-python` the Python package's server (``owned_by: "me"``).
+
 Prompt log-probabilities (the target-verified judge) are read with ``echo`` and ``logprobs`` on
-``/v1/completions`` from vLLM, SGLang and llama-cpp-python's server (`echo_logprobs`). TGI's
-OpenAI routes, Ollama and unknown engines return none: the judge is refused for them.
+``/v1/completions`` from vLLM, SGLang and llama-cpp-python's server (`echo_logprobs`).
+llama.cpp's own server (it ignores ``echo``), TGI's OpenAI routes, Ollama and unknown engines
+return none: the judge is refused for them.
 
 Constraints (a JSON schema or a regex) go in the engine's own field where the step starts the
 constrained text (nothing of it written yet; an engine's field constrains a reply from its
@@ -62,7 +67,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Engine = Literal["auto", "vllm", "sglang", "tgi", "llamacpp", "ollama", "generic"]
+Engine = Literal[
+    "auto", "vllm", "sglang", "tgi", "llamacpp", "llama-cpp-python", "ollama", "generic"
+]
 Prefill = Literal["flags", "auto", "none"]
 
 
@@ -99,10 +106,12 @@ PROFILES: dict[str, EngineProfile] = {
         "sglang", "no_stop_trim", "matched_stop", n=True, prefill="flags", echo_logprobs=True
     ),
     "tgi": EngineProfile("tgi", stop_sequence_finish=True, stop_in_text=True, prefill="auto"),
-    # llama-cpp-python's defaults (repeat penalty 1.1, top-k 40, min-p 0.05) change greedy and
-    # sampled tokens: a step's distribution is the model's own only without them
-    "llamacpp": EngineProfile(
-        "llamacpp",
+    # llama.cpp's defaults (top-k 40, min-p 0.05; llama-cpp-python's also a repeat penalty of
+    # 1.1) change greedy and sampled tokens: a step's distribution is the model's own only
+    # without them
+    "llamacpp": EngineProfile("llamacpp", extra={"repeat_penalty": 1.0, "top_k": 0, "min_p": 0.0}),
+    "llama-cpp-python": EngineProfile(
+        "llama-cpp-python",
         extra={"repeat_penalty": 1.0, "top_k": 0, "min_p": 0.0},
         echo_logprobs=True,
     ),
@@ -151,11 +160,15 @@ def profile(name: str) -> EngineProfile:
 def detect(http: OpenAICompatibleClient) -> tuple[EngineProfile, str]:
     """The engine behind `http`, and what showed it. Unknown engines get `generic`."""
     owner = _owner(http.get("/v1/models"))
-    by_owner = {"vllm": "vllm", "sglang": "sglang", "specguard": "specguard", "me": "llamacpp"}
+    by_owner = {
+        "vllm": "vllm",
+        "sglang": "sglang",
+        "specguard": "specguard",
+        "me": "llama-cpp-python",
+        "llamacpp": "llamacpp",
+    }
     if owner in by_owner:
         return PROFILES[by_owner[owner]], f"/v1/models owned_by={owner!r}"
-    if owner == "llamacpp":
-        return PROFILES["llamacpp"], "/v1/models owned_by='llamacpp'"
     info = http.get("/info")
     if isinstance(info, dict) and "model_id" in info and "max_input_tokens" in info:
         return PROFILES["tgi"], "/info (text-generation-inference)"
@@ -202,11 +215,7 @@ def read_choice(
         content = (c.get("logprobs") or {}).get("content")
         tokens = [str(t["token"]) for t in content] if content else None
         logprobs = [float(t["logprob"]) for t in content] if content else None
-        if tokens is not None:
-            offsets, pos = [], 0
-            for t in tokens:
-                offsets.append(pos)
-                pos += len(t)
+        offsets = _offsets(tokens) if tokens is not None else None
     else:
         text = c["text"]
         lp = c.get("logprobs") or {}
@@ -215,6 +224,10 @@ def read_choice(
         if lp.get("text_offset"):  # some engines count from the start of the prompt
             first = int(lp["text_offset"][0])
             offsets = [int(o) - first for o in lp["text_offset"]]
+        elif isinstance(lp.get("content"), list):  # llama.cpp's server: the chat shape
+            tokens = [str(t["token"]) for t in lp["content"]]
+            logprobs = [float(t["logprob"]) for t in lp["content"]]
+            offsets = _offsets(tokens)
     if not isinstance(text, str):
         raise InvalidTypeError("text is not a string")
     return Choice(
@@ -227,6 +240,15 @@ def read_choice(
         completion_tokens=_int(usage.get("completion_tokens"), "usage.completion_tokens"),
         prompt_tokens=_int(usage.get("prompt_tokens"), "usage.prompt_tokens"),
     )
+
+
+def _offsets(tokens: list[str]) -> list[int]:
+    """Each token's character offset in the text the tokens spell."""
+    offsets, pos = [], 0
+    for t in tokens:
+        offsets.append(pos)
+        pos += len(t)
+    return offsets
 
 
 def cached_tokens(data: dict[str, Any]) -> int:
