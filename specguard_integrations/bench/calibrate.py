@@ -40,10 +40,8 @@ the adapters accept, with the dev figures beside it.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError
@@ -65,7 +63,10 @@ TAU_QUANTILES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
 @dataclass
-class Candidate:
+class Setting:
+    """One configuration calibration weighs: its weights and threshold, what the kept signals
+    predict of it, and what a run measured (once measured)."""
+
     beta: float
     tau: float
     predicted_target_rate: float
@@ -80,8 +81,8 @@ class Candidate:
 @dataclass
 class CalibrationResult:
     config: SpecGuardConfig
-    chosen: Candidate
-    candidates: list[Candidate] = field(default_factory=list)
+    chosen: Setting
+    candidates: list[Setting] = field(default_factory=list)
     objective: dict[str, float] = field(default_factory=dict)
     dev_items: int = 0
 
@@ -170,7 +171,7 @@ def fit_bounds(sig: Signals, base: SpecGuardConfig) -> SpecGuardConfig:
     return bounded
 
 
-def _predict(sig: Signals, bounded: SpecGuardConfig) -> list[Candidate]:
+def _predict(sig: Signals, bounded: SpecGuardConfig) -> list[Setting]:
     """2. Every (beta, tau) on the grid with its predicted rate and kept incorrect steps."""
     grounded = any(g is not None for g in sig.grounding) and bounded.use_grounding
     verified = bounded.judge == "target"
@@ -187,20 +188,32 @@ def _predict(sig: Signals, bounded: SpecGuardConfig) -> list[Candidate]:
                     wrong = [k for k, y in zip(kept, sig.labels, strict=True) if not y]
                     bad = sum(wrong) / max(len(wrong), 1)
                 rate = 1.0 - sum(kept) / len(kept)
-                cands.append(Candidate(beta, tau, rate, gamma, bad))
+                cands.append(Setting(beta, tau, rate, gamma, bad))
     return cands
 
 
-def _evaluate(
-    engine: SpecGuardEngine, items: list[Item], cfg: SpecGuardConfig
-) -> tuple[float, float, float]:
-    """(accuracy, target-call rate, seconds) of a config on the items."""
+def _measure(
+    engine: SpecGuardEngine,
+    cfg: SpecGuardConfig,
+    *,
+    items: list[Item] | None = None,
+    prompts: list[str] | None = None,
+) -> tuple[float | None, float, float]:
+    """The one run both calibrations measure a config by: (accuracy on `items`, None on
+    unlabelled `prompts`; target-call rate over every step; seconds)."""
     from ..tasks.runner import solve_specguard
 
-    solved = [solve_specguard(engine, it, cfg) for it in items]
-    steps = [r for s in solved for r in s.records]
+    if items is not None:
+        solved = [solve_specguard(engine, it, cfg) for it in items]
+        steps = [r for s in solved for r in s.records]
+        accuracy: float | None = sum(s.correct for s in solved) / len(solved)
+        seconds = sum(s.seconds for s in solved)
+    else:
+        results = [engine.generate(p, config=cfg) for p in prompts or []]
+        steps = [r for res in results for r in res.steps]
+        accuracy, seconds = None, sum(res.wall_time for res in results)
     rate = sum(r.source == "target" for r in steps) / max(len(steps), 1)
-    return sum(s.correct for s in solved) / len(solved), rate, sum(s.seconds for s in solved)
+    return accuracy, rate, seconds
 
 
 def _keep_all_signals(
@@ -244,7 +257,9 @@ def calibrate(
     bounded = fit_bounds(sig, base).merged(target_band=FULL_BAND)  # 1.; a band is fitted in 4.
     short = _shortlist(_predict(sig, bounded), max_target_rate, goal, shortlist)
     for c in short:  # 3. measured
-        c.accuracy, c.target_call_rate, c.seconds = _evaluate(engine, items, _config(bounded, c))
+        c.accuracy, c.target_call_rate, c.seconds = _measure(
+            engine, _config(bounded, c), items=items
+        )
         if progress:
             progress("candidates")
     chosen = min(short, key=_measured_key(max_target_rate, goal))
@@ -260,7 +275,7 @@ def calibrate(
     )
 
 
-def _shortlist(cands: list[Candidate], cap: float | None, goal: float, n: int) -> list[Candidate]:
+def _shortlist(cands: list[Setting], cap: float | None, goal: float, n: int) -> list[Setting]:
     """The `n` candidates run end to end. With a rate cap: among those predicted within it, the
     fewest predicted incorrect steps kept in each rate bucket (0.05 wide), buckets spread from
     the lowest rate to the highest, so the measured rule can take the cheapest config that keeps
@@ -270,7 +285,7 @@ def _shortlist(cands: list[Candidate], cap: float | None, goal: float, n: int) -
     fits = [c for c in by_key if cap is not None and c.predicted_target_rate <= cap + 1e-9]
     if not fits:
         return by_key[:n]
-    best: dict[int, Candidate] = {}
+    best: dict[int, Setting] = {}
     for c in fits:  # by_key order: the first in a bucket keeps the fewest bad accepts
         best.setdefault(round(c.predicted_target_rate / RATE_BUCKET), c)
     spread = [best[b] for b in sorted(best)]
@@ -280,7 +295,7 @@ def _shortlist(cands: list[Candidate], cap: float | None, goal: float, n: int) -
     return (spread + rest)[:n]
 
 
-def _config(bounded: SpecGuardConfig, c: Candidate) -> SpecGuardConfig:
+def _config(bounded: SpecGuardConfig, c: Setting) -> SpecGuardConfig:
     return bounded.merged(
         beta=c.beta, tau=c.tau, target_weight=c.target_weight, target_band=c.target_band
     )
@@ -320,18 +335,18 @@ def _banded(
     items: list[Item],
     sig: Signals,
     bounded: SpecGuardConfig,
-    chosen: Candidate,
-    short: list[Candidate],
+    chosen: Setting,
+    short: list[Setting],
     cap: float | None,
     goal: float,
-) -> Candidate:
+) -> Setting:
     """The chosen candidate with the fitted band, when it runs at least as accurately in fewer
     seconds and still meets the objective; else the chosen one."""
     band = fit_band(sig, _config(bounded, chosen))
     if band == FULL_BAND:
         return chosen
     c = dataclasses.replace(chosen, target_band=band)
-    c.accuracy, c.target_call_rate, c.seconds = _evaluate(engine, items, _config(bounded, c))
+    c.accuracy, c.target_call_rate, c.seconds = _measure(engine, _config(bounded, c), items=items)
     short.append(c)
     assert chosen.accuracy is not None and c.accuracy is not None
     faster = (c.seconds or 0.0) < (chosen.seconds or 0.0) and c.accuracy >= chosen.accuracy
@@ -339,8 +354,8 @@ def _banded(
     return c if faster and key(c)[0] <= key(chosen)[0] else chosen
 
 
-def _predicted_key(cap: float | None, goal: float) -> Callable[[Candidate], tuple[float, ...]]:
-    def key(c: Candidate) -> tuple[float, ...]:
+def _predicted_key(cap: float | None, goal: float) -> Callable[[Setting], tuple[float, ...]]:
+    def key(c: Setting) -> tuple[float, ...]:
         bad = c.predicted_bad_accepts if c.predicted_bad_accepts is not None else 0.0
         if cap is not None:
             return (max(0.0, c.predicted_target_rate - cap), bad, c.predicted_target_rate)
@@ -349,8 +364,8 @@ def _predicted_key(cap: float | None, goal: float) -> Callable[[Candidate], tupl
     return key
 
 
-def _measured_key(cap: float | None, goal: float) -> Callable[[Candidate], tuple[float, ...]]:
-    def key(c: Candidate) -> tuple[float, ...]:
+def _measured_key(cap: float | None, goal: float) -> Callable[[Setting], tuple[float, ...]]:
+    def key(c: Setting) -> tuple[float, ...]:
         assert c.accuracy is not None and c.target_call_rate is not None
         if cap is not None:
             fits = c.target_call_rate <= cap + 1e-9
@@ -365,38 +380,6 @@ def _measured_key(cap: float | None, goal: float) -> Callable[[Candidate], tuple
 
 
 # ---------------------------------------------------------------- without labels
-def read_prompts(path: str | Path) -> list[str]:
-    """Prompts from a file: JSONL (a string, or an object with a ``prompt`` field, per line) or
-    plain text (one prompt per line, ``\\n`` written as an escape)."""
-    src = Path(path)
-    lines = src.read_text(encoding="utf-8").splitlines()
-    prompts = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        if src.suffix in (".jsonl", ".json"):
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InvalidInputError(f"{src}:{n}: not a JSON line: {err}") from None
-            text = obj.get("prompt") if isinstance(obj, dict) else obj
-            if not isinstance(text, str):
-                raise InvalidInputError(
-                    f"{src}:{n}: a string or an object with a prompt string expected"
-                )
-        else:
-            text = line.replace("\\n", "\n")
-        prompts.append(text)
-    if not prompts:
-        raise InvalidInputError(f"{src}: no prompts")
-    return prompts
-
-
-def _rate(engine: SpecGuardEngine, prompts: list[str], cfg: SpecGuardConfig) -> float:
-    steps = [r for p in prompts for r in engine.generate(p, config=cfg).steps]
-    return sum(r.source == "target" for r in steps) / max(len(steps), 1)
-
-
 def calibrate_unlabelled(
     engine: SpecGuardEngine,
     prompts: list[str],
@@ -421,10 +404,10 @@ def calibrate_unlabelled(
     fused = sorted(sig.fused(bounded.beta, bounded, gamma))
     lo, hi = 0.0, max(1.0, fused[-1] + 1e-6)
     tau = percentile(fused, goal) if 0.0 < goal < 1.0 else (lo if goal == 0.0 else hi)
-    tried: list[Candidate] = []
+    tried: list[Setting] = []
     for _ in range(rounds):
-        rate = _rate(engine, prompts, bounded.merged(tau=tau))
-        tried.append(Candidate(bounded.beta, round(tau, 4), _share_below(fused, tau), gamma))
+        _, rate, _ = _measure(engine, bounded.merged(tau=tau), prompts=prompts)
+        tried.append(Setting(bounded.beta, round(tau, 4), _share_below(fused, tau), gamma))
         tried[-1].target_call_rate = rate
         if progress:
             progress("round")

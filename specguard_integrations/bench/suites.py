@@ -174,3 +174,30 @@ def _read_items(
             if len(items) >= limit:
                 break
     return items
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """Prompts from a file: JSONL (a string, or an object with a ``prompt`` field, per line) or
+    plain text (one prompt per line, ``\\n`` written as an escape)."""
+    src = Path(path)
+    lines = src.read_text(encoding="utf-8").splitlines()
+    prompts = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if src.suffix in (".jsonl", ".json"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InvalidInputError(f"{src}:{n}: not a JSON line: {err}") from None
+            text = obj.get("prompt") if isinstance(obj, dict) else obj
+            if not isinstance(text, str):
+                raise InvalidInputError(
+                    f"{src}:{n}: a string or an object with a prompt string expected"
+                )
+        else:
+            text = line.replace("\\n", "\n")
+        prompts.append(text)
+    if not prompts:
+        raise InvalidInputError(f"{src}: no prompts")
+    return prompts

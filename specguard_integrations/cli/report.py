@@ -203,7 +203,8 @@ def calibrate(
     from rich.progress import Progress
 
     from ..bench.calibrate import calibrate as fit
-    from ..bench.calibrate import calibrate_unlabelled, read_prompts
+    from ..bench.calibrate import calibrate_unlabelled
+    from ..bench.suites import read_prompts
 
     with Progress(console=console, transient=True) as bar:
         if items is None:  # the user's own prompts, no labels

@@ -58,7 +58,7 @@ class SpecGuardStepEvent(BaseEvent):
         return "SpecGuardStepEvent"
 
 
-def _dicts(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+def to_chat_dicts(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     """LlamaIndex messages -> chat-template dicts; a block that is not text is an error."""
     out: list[dict[str, Any]] = []
     for i, m in enumerate(messages):
@@ -133,7 +133,7 @@ class SpecGuardLLM(SpecGuardParams, FunctionCallingLLM):
         ``tool_required`` is ``tool_choice="required"``."""
         if kwargs.pop("tool_required", False) and kwargs.get("tool_choice") is None:
             kwargs["tool_choice"] = "required"
-        return self.start_chat(_dicts(messages), kwargs)
+        return self.start_chat(to_chat_dicts(messages), kwargs)
 
     def _emitter(self) -> Any:
         """A step-event sender bound to the current span: streams run after the decorated call

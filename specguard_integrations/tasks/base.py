@@ -269,7 +269,7 @@ def get_family(name: str) -> Family:
 
 
 @lru_cache(maxsize=16)
-def _held_out_prompts(family: str) -> frozenset[str]:
+def held_out_prompts(family: str) -> frozenset[str]:
     return frozenset(i.prompt for i in _generate(family, "test", HELD_OUT_SIZE, 0))
 
 
@@ -287,7 +287,7 @@ def make_split(family: str, split: Split, n: int, *, seed: int = 0) -> list[Item
         if n > HELD_OUT_SIZE:
             raise InvalidInputError(f"the held-out split has {HELD_OUT_SIZE} items per family")
         return _generate(family, "test", n, 0)
-    held = _held_out_prompts(family)
+    held = held_out_prompts(family)
     out: list[Item] = []
     start = 0
     while len(out) < n:

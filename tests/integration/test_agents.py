@@ -124,7 +124,7 @@ def test_react_header_fits_the_window_and_the_parser_reads_the_pair_protocol():
     from llama_index.core.tools import FunctionTool
 
     from specguard_integrations.llama_index import react_formatter
-    from specguard_integrations.llama_index.llms import _dicts
+    from specguard_integrations.llama_index.llms import to_chat_dicts
 
     def calculator(expression: str) -> str:
         """Evaluate a + b, a - b or a * b with integers."""
@@ -139,7 +139,7 @@ def test_react_header_fits_the_window_and_the_parser_reads_the_pair_protocol():
     from specguard_integrations.assets import bundled_pair
 
     tok = AutoTokenizer.from_pretrained(bundled_pair()[1])
-    text = tok.apply_chat_template(_dicts(msgs), tokenize=False, add_generation_prompt=True)
+    text = tok.apply_chat_template(to_chat_dicts(msgs), tokenize=False, add_generation_prompt=True)
     assert len(tok(text, add_special_tokens=False).input_ids) < 300
     parser = ReActOutputParser()
     step = parser.parse(

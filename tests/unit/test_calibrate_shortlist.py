@@ -3,13 +3,13 @@
 import pytest
 
 from specguard_integrations import SpecGuardConfig
-from specguard_integrations.bench.calibrate import Candidate, Signals, _shortlist, fit_bounds
+from specguard_integrations.bench.calibrate import Setting, Signals, _shortlist, fit_bounds
 from specguard_integrations.bench.runner import percentile
 
 
 def test_under_a_cap_the_shortlist_spans_the_rates_within_it():
     cands = [
-        Candidate(1.0, tau, rate, None, bad)
+        Setting(1.0, tau, rate, None, bad)
         for tau, rate, bad in [
             (0.1, 0.05, 0.6),
             (0.2, 0.10, 0.0),  # a judge that separates: nothing wrong kept at a low rate

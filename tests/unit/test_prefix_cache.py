@@ -70,6 +70,40 @@ def test_the_same_conversation_with_the_cache_on_and_off(draft_arch):
             assert r.cached_tokens > 0, i
 
 
+def _gemma_pair():
+    from specguard_integrations.backends.local.model import LocalCausalLM
+    from specguard_integrations.testing import char_tokenizer, tiny_family_model
+
+    tok = char_tokenizer()
+    draft = tiny_family_model("gemma3", tok, seed=1)
+    target = tiny_family_model("gemma3", tok, seed=2, hidden=48, layers=3)
+    return LocalCausalLM(draft, tok, name="g-d"), LocalCausalLM(target, tok, name="g-t")
+
+
+def test_sliding_window_layers_are_cached_and_cropped_back_exactly():
+    """Gemma 3's sliding-window layers (a 16-token window here) keep their history, so a cached
+    prefix is cropped back to any length and gives what a fresh read gives."""
+    cfg = SpecGuardConfig.greedy(tau=0.5, max_new_tokens=30, max_step_tokens=10)
+    on = _conversation(SpecGuard(*_gemma_pair()), cfg)
+    off = _conversation(SpecGuard(*_gemma_pair()), cfg.merged(prefix_cache_bytes=0))
+    for a, b in zip(on, off, strict=True):
+        _same(a, b)
+    assert all(r.draft_cached_tokens > 16 for r in on[1:])
+
+
+def test_a_sliding_layer_crops_back_past_its_window():
+    d, _ = _gemma_pair()
+    ids = list(range(5, 45))
+    state = d.new_state(ids)
+    full = d.feed(state, keep=1).logits[-1]
+    d.crop(state.cache, 20)  # far past the 16-token window, twice
+    d.crop(state.cache, 12)
+    assert [layer.keys.shape[-2] for layer in state.cache.layers] == [12, 12]
+    state.fed = 12
+    again = d.feed(state, keep=1).logits[-1]
+    assert float((again - full).abs().max()) < 1e-4
+
+
 def test_a_tiny_budget_evicts_and_stays_exact():
     d, t = _pair()
     cfg = _cfg(prefix_cache_bytes=40_000)  # a few hundred positions of these models' KV

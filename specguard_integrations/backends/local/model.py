@@ -172,10 +172,13 @@ class LocalCausalLM(TextSide):
     def new_state(self, ids: list[int]) -> SeqState:
         from transformers import DynamicCache
 
+        from .state import keep_history
+
         cache = DynamicCache(config=self.model.config)
-        # sliding-window layers (Gemma 3, Mistral) drop states past the window unless they
-        # record them; a rejected step is cropped, so every layer must be able to roll back
-        cache.activate_past_recording()
+        # sliding-window layers (Gemma 3, Mistral) drop states past the window: a rejected step
+        # is cropped, and a cached prefix is cropped to where a later call diverges, so every
+        # layer keeps its history (`state.keep_history`)
+        keep_history(cache)
         return SeqState(ids=list(ids), cache=cache)
 
     def feed(

@@ -45,6 +45,7 @@ class Entry:
     mass_key: Hashable | None  # the signal settings `mass` was made under
     mass_valid: int  # leading positions whose mass holds whatever prompt they belong to
     nbytes: int = 0
+    floor: int = 0  # the shortest length its cache can be cropped back to (sliding windows)
     used: int = 0  # the tick of its last use (least recently used goes first)
     hashes: list[int] = field(default_factory=list)  # the chain hash of each full block
 
@@ -82,6 +83,23 @@ def _common(a: list[int], b: list[int]) -> int:
         else:
             hi = mid - 1
     return lo
+
+
+def _crop_floor(cache: Any) -> int:
+    """The shortest length `cache` can still be cropped to. A sliding-window layer (Gemma 3,
+    Mistral) keeps only its window once it has been cropped, so it cannot go back past the
+    window before its last crop; full layers can go back to 0."""
+    floor = 0
+    for layer in getattr(cache, "layers", ()):
+        window = getattr(layer, "sliding_window", None)
+        length = getattr(layer, "cumulative_length", None)
+        keys = getattr(layer, "keys", None)
+        if not getattr(layer, "is_sliding", False) or window is None or length is None:
+            continue
+        lost = int(length) - int(keys.shape[-2]) if keys is not None else 0
+        if lost > 0:  # states before `lost` are gone: a crop must keep its window after them
+            floor = max(floor, lost + int(window) - 1)
+    return floor
 
 
 def _nbytes(cache: Any, *tensors: Any) -> int:
@@ -144,10 +162,6 @@ class PrefixCache:
             self.hits += 1
             self.tokens_reused += n
         whole = n == len(entry.ids) and entry.logits is not None
-        if not whole and n == len(ids):
-            n -= 1  # the last id is fed again: its logits are the next ones
-        if n <= 0:
-            return None
         cache = copy.deepcopy(entry.cache)
         extra = len(entry.ids) - n
         if extra > 0:
@@ -177,6 +191,10 @@ class PrefixCache:
             n = _common(e.ids, ids)
             if mass_key is not None:
                 n = min(n, e.mass_valid)
+            if n == len(ids) and not (n == len(e.ids) and e.logits is not None):
+                n -= 1  # the last id is fed again: its logits are the next ones
+            if n < len(e.ids) and n < e.floor:  # its cache cannot go back that far
+                continue
             if n > 0 and (best is None or n > best[1]):
                 best = (e, n)
         return best
@@ -211,6 +229,7 @@ class PrefixCache:
             mass_key,
             len(ids) if mass_valid is None else mass_valid,
             nbytes,
+            _crop_floor(cache),
         )
         entry.hashes = _chain(entry.ids)
         with self._lock:

@@ -3,6 +3,7 @@ and the jobs a runner runs."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -62,3 +63,35 @@ class DecodeJob:
     keep_cache: bool = False
     out: list[Candidate] | None = None  # candidates once run
     error: BaseException | None = None
+
+
+def keep_history(cache: Any) -> None:
+    """Make every sliding-window layer of a fresh `DynamicCache` keep all its past states, so it
+    can be cropped back to any length, as a full layer can. transformers' layer (with past
+    recording) keeps them only until its next crop, which cuts it back to its window: a second
+    rollback, or a cached prefix cropped further back, would find its states gone. What a
+    forward sees is unchanged: the layer still returns and masks its window."""
+    cache.activate_past_recording()
+    for layer in getattr(cache, "layers", ()):
+        kind: Any = type(layer)
+        if getattr(layer, "is_sliding", False) and kind.__name__ == "DynamicSlidingWindowLayer":
+            layer.__class__ = _history_layer(kind)
+
+
+@functools.cache
+def _history_layer(base: Any) -> type:
+    """`base` (transformers' `DynamicSlidingWindowLayer`) with a crop that removes exactly the
+    states asked for and keeps the rest."""
+
+    def crop(self: Any, max_length: int) -> None:
+        total = int(self.cumulative_length)
+        keep = total + max_length if max_length < 0 else max_length
+        if keep >= total or self.keys is None:
+            return
+        keep = max(keep, 0)
+        # with every past state kept, position p is at index p of the layer's states
+        self.keys = self.keys[..., :keep, :]
+        self.values = self.values[..., :keep, :]
+        self.cumulative_length = keep
+
+    return type("HistorySlidingWindowLayer", (base,), {"crop": crop, "__module__": __name__})

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import math
 import os
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,7 +24,7 @@ from ...engine.backends import DecodeSettings, SignalSettings, check_prompt_text
 from ...errors import EndpointError, EndpointReplyError, InvalidInputError
 from . import profiles
 from .client import MAX_BODY_BYTES, OpenAICompatibleClient
-from .profiles import Engine, EngineProfile, structured_fields
+from .profiles import Engine, EngineProfile
 from .replies import (
     LENGTH_SLACK_TOKENS,
     MAX_CHARS_PER_TOKEN,
@@ -33,29 +32,16 @@ from .replies import (
     check_length,
     end_reason,
     read_echo,
+    settled,
     step_stops,
 )
 from .sessions import EndpointDraftSession, EndpointTargetSession
+from .wire import Rendering, Wire
 
 if TYPE_CHECKING:
     from ...engine.backends import Rng
 
 log = logging.getLogger(__name__)
-
-# request fields by which engines constrain a reply (a user's own in extra_body stands)
-_GRAMMAR_FIELDS = {
-    "structured_outputs",
-    "guided_json",
-    "guided_regex",
-    "guided_grammar",
-    "guided_choice",
-    "json_schema",
-    "regex",
-    "ebnf",
-    "grammar",
-    "response_format",
-    "format",
-}
 
 Api = Literal["completions", "chat"]
 
@@ -92,9 +78,9 @@ class _Endpoint:
         self.name = name or model
         self.extra_body = dict(extra_body or {})
         self._profile = None if engine == "auto" else profiles.profile(engine)
-        self.chat_template = _template(chat_template)
+        self.rendering = None if chat_template is None else Rendering(chat_template)
         # the text a locally rendered turn ends with: where the server's chat API would stop
-        self.end_of_turn = _end_of_turn(self.chat_template) if self.chat_template else ()
+        self.end_of_turn = self.rendering.end_of_turn if self.rendering else ()
         self.http = OpenAICompatibleClient(
             base_url,
             api_key=api_key if api_key is not None else os.environ.get(api_key_env),
@@ -124,7 +110,7 @@ class _Endpoint:
 
     def check_chat(self) -> None:
         """A chat API target must be able to continue an assistant turn, or render it here."""
-        if self.api == "chat" and self.profile.prefill == "none" and self.chat_template is None:
+        if self.api == "chat" and self.profile.prefill == "none" and self.rendering is None:
             raise InvalidInputError(
                 f"{self.http.base_url} ({self.profile.name}) cannot continue an assistant turn over"
                 " /v1/chat/completions: pass chat_template= (the target's tokenizer or its id)"
@@ -160,12 +146,7 @@ class _Endpoint:
             draw = torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device)
             seed = int(draw.tolist()[0])
         stops = step_stops(settings) + self.end_of_turn
-        body = self._body(settings, stops, seed, logprobs)
-        if settings.constraint is not None and not so_far:  # the constrained text starts here
-            c = settings.constraint
-            fields = structured_fields(self.profile.name, c.kind, c.source, chat=self._chat)
-            if not set(self.extra_body) & _GRAMMAR_FIELDS:  # the user's own field stands
-                body.update(fields)
+        body = self.wire.body(settings, stops, seed, logprobs, starts_constraint=not so_far)
         deadline = settings.deadline
         if n == 1 or self.profile.n:
             return self._answer(prompt, so_far, {**body, "n": n}, stops, n, deadline)
@@ -179,53 +160,23 @@ class _Endpoint:
             jobs = [pool.submit(contextvars.copy_context().run, one, i) for i in range(n)]
             return [job.result() for job in jobs]
 
-    def _body(
-        self, settings: DecodeSettings, stops: tuple[str, ...], seed: int | None, logprobs: bool
-    ) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "max_tokens": settings.max_tokens,
-            "temperature": settings.temperature,
-            "top_p": settings.top_p,
-            **self.profile.extra,
-            **self.extra_body,
-        }
-        if self.profile.keep_stop_param:
-            body[self.profile.keep_stop_param] = True
-        if stops:
-            body["stop"] = list(stops)[:4]  # the OpenAI API takes at most four
-        if seed is not None:
-            body["seed"] = seed
-        if logprobs:
-            body["logprobs"] = True if self._chat else 1
-            if self._chat:
-                body["top_logprobs"] = 0  # some engines return none without it
-        return body
+    @property
+    def wire(self) -> Wire:
+        """How this endpoint's requests are written (its engine's profile read first)."""
+        chat = self.api == "chat" and self.rendering is None
+        rendering = self.rendering if self.api == "chat" else None
+        return Wire(self.model, self.profile, self.extra_body, chat, rendering)
 
     @property
     def _chat(self) -> bool:
         """Whether requests go to /v1/chat/completions (else the text is continued as is)."""
-        return self.api == "chat" and self.chat_template is None
+        return self.api == "chat" and self.rendering is None
 
     def _post(
         self, prompt: str, so_far: str, body: dict[str, Any], deadline: float | None
     ) -> dict[str, Any]:
-        if not self._chat:
-            if self.api == "chat":  # rendered here: the turn is continued as text
-                prompt = self._rendered(prompt)
-            return self.http.post("/v1/completions", {**body, "prompt": prompt + so_far}, deadline)
-        messages = [{"role": "user", "content": prompt}]
-        if so_far:
-            messages.append({"role": "assistant", "content": so_far})
-            if self.profile.prefill == "flags":  # vLLM, SGLang: continue instead of a new turn
-                body = {**body, "continue_final_message": True, "add_generation_prompt": False}
-        return self.http.post("/v1/chat/completions", {**body, "messages": messages}, deadline)
-
-    def _rendered(self, prompt: str) -> str:
-        msgs = [{"role": "user", "content": prompt}]
-        return str(
-            self.chat_template.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        )
+        path, payload = self.wire.request(prompt, so_far, body)
+        return self.http.post(path, payload, deadline)
 
     def _answer(
         self,
@@ -282,28 +233,7 @@ class _Endpoint:
             stop = profiles.stop_after_probe(nxt, stops)
         if stop in self.end_of_turn:  # the turn ended: as EOS, nothing to put back
             stop = None
-        text = c.text
-        if isinstance(stop, str) and not text.endswith(stop):
-            text += stop  # the server cut the boundary off: put it back
-        # usage counts all choices together: a choice's own count is its logprob tokens
-        own = len(c.tokens) if c.tokens is not None else None
-        if count > 1 and own is not None:
-            tokens = own
-        elif c.completion_tokens is not None:
-            tokens = c.completion_tokens // max(count, 1)
-        else:  # usage missing: the tokens' count, else an estimate from the text
-            tokens = own if own is not None else math.ceil(len(text) / 4)
-        return Completion(
-            text=text,
-            finish=c.finish,
-            stopped_at=isinstance(stop, str),
-            tokens=tokens,
-            prompt_tokens=c.prompt_tokens or 0,
-            offsets=c.offsets,
-            logprobs=c.logprobs,
-            counted=c.tokens is not None or (c.completion_tokens is not None and count == 1),
-            reported=(c.completion_tokens or 0) // max(count, 1),
-        )
+        return settled(c, stop, count)
 
     def verify_refusal(self) -> str | None:
         """Why this server cannot give a step's log-probabilities, or None (see `profiles`)."""
@@ -328,7 +258,7 @@ class _Endpoint:
         why = self.verify_refusal()
         if why is not None:
             raise EndpointError(why)
-        head = (self._rendered(prompt) if self.api == "chat" else prompt) + so_far
+        head = self.wire.text(prompt, so_far)
         body = {
             "model": self.model,
             "prompt": head + step,
@@ -344,8 +274,7 @@ class _Endpoint:
 
     def _one_more(self, prompt: str, text: str, deadline: float | None) -> str:
         """The model's next greedy token after `text` (empty: it ended)."""
-        probe = {"model": self.model, "max_tokens": 1, "temperature": 0.0, **self.profile.extra}
-        data = self._post(prompt, text, {**probe, **self.extra_body}, deadline)
+        data = self._post(prompt, text, self.wire.probe(), deadline)
         choices = data.get("choices")
         first = choices[0] if isinstance(choices, list) and choices else None
         if not isinstance(first, dict):
@@ -362,28 +291,6 @@ class _Endpoint:
                 f"{self.where} answered {len(nxt or '')} characters where one token was asked for"
             )
         return nxt or ""
-
-
-def _end_of_turn(tokenizer: Any) -> tuple[str, ...]:
-    """The marker a chat template writes after an assistant message (``<|im_end|>``,
-    ``<|eot_id|>``, ``<end_of_turn>``), read off a rendering."""
-    mark = "SGTURNMARK"
-    msgs = [{"role": "user", "content": "x"}, {"role": "assistant", "content": mark}]
-    try:
-        text = str(tokenizer.apply_chat_template(msgs, tokenize=False))
-    except Exception:  # a template that cannot render this has no marker to read
-        return ()
-    after = text[text.find(mark) + len(mark) :].split("\n")[0].strip() if mark in text else ""
-    return (after,) if 0 < len(after) <= 32 else ()
-
-
-def _template(spec: Any) -> Any:
-    """A tokenizer whose chat template renders turns here: given, or loaded by id or path."""
-    if spec is None or hasattr(spec, "apply_chat_template"):
-        return spec
-    from ..local.loading import load_tokenizer
-
-    return load_tokenizer(str(spec))
 
 
 class EndpointTarget(_Endpoint):

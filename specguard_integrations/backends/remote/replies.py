@@ -11,6 +11,7 @@ from ...engine.backends import DecodeSettings
 from ...engine.candidate import Candidate, cut_text
 from ...errors import EndpointAborted, EndpointReplyError
 from ...types import StepFinish
+from .profiles import Choice
 
 # a reply may run this many tokens past the budget asked (engines count a stop string's tokens,
 # or a token EOS shares, differently) before it is refused as over-long
@@ -171,3 +172,31 @@ def _logprob(value: Any, where: str) -> float:
     if not math.isfinite(value) or value > 1e-3:
         raise EndpointReplyError(f"{where} echoed the log-probability {value!r}")
     return min(float(value), 0.0)
+
+
+def settled(c: Choice, stop: str | bool | None, count: int) -> Completion:
+    """A choice with its boundary question answered (`stop`: the stop string it ended at, or
+    None), one of `count` choices of an answer: the boundary put back where the server cut it
+    off, and its token count (usage counts all choices together: a choice's own count is its
+    logprob tokens; without usage, the tokens' count, else an estimate from the text)."""
+    text = c.text
+    if isinstance(stop, str) and not text.endswith(stop):
+        text += stop  # the server cut the boundary off: put it back
+    own = len(c.tokens) if c.tokens is not None else None
+    if count > 1 and own is not None:
+        tokens = own
+    elif c.completion_tokens is not None:
+        tokens = c.completion_tokens // max(count, 1)
+    else:
+        tokens = own if own is not None else math.ceil(len(text) / 4)
+    return Completion(
+        text=text,
+        finish=c.finish,
+        stopped_at=isinstance(stop, str),
+        tokens=tokens,
+        prompt_tokens=c.prompt_tokens or 0,
+        offsets=c.offsets,
+        logprobs=c.logprobs,
+        counted=c.tokens is not None or (c.completion_tokens is not None and count == 1),
+        reported=(c.completion_tokens or 0) // max(count, 1),
+    )
