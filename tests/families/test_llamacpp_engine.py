@@ -221,9 +221,9 @@ def test_the_engines_own_cache_count_comes_through(gemma_server, draft):
     """llama.cpp counts the prompt tokens it reused from its cache (`usage.prompt_tokens_details
     .cached_tokens`, `timings.cache_n`): a second call with the same prompt reports them, and
     they reach the result and LangChain's `usage_metadata`."""
-    from specguard_integrations.langchain import SpecGuardLLM
-
     import uuid
+
+    from specguard_integrations.langchain import SpecGuardLLM
 
     target = EndpointTarget(gemma_server.url, "gemma")
     engine = SpecGuard(draft, target, CFG.merged(max_new_tokens=8, max_step_tokens=8))
