@@ -134,7 +134,7 @@ def langgraph(n: int) -> None:
 
     items = make_split("tools", "test", n)
     base = ChatSpecGuard(device="cpu")
-    system = system_prompt(base.engine.target.local_model.tokenizer, 700)
+    system = system_prompt(base.engine.target.local_model.tokenizer, 250)  # a 512-token window
     print(f"LangGraph create_react_agent, bundled pair, {len(items)} tools items")
     for label, budget in (("off", 0), ("on", 1 << 30)):
         for lm in base.engine.local_models():

@@ -20,7 +20,7 @@ from specguard_integrations.registry import load_pair
 SYSTEM = (
     "You are a careful assistant. Solve each problem in short steps, one per line, and end"
     " with a line that starts with 'Answer:'. "
-) * 6
+) * 2  # the bundled pair reads 512 tokens at most
 FIRST = "What is 12 + 30?"
 SECOND = "And what is 7 * 6?"
 

@@ -1,0 +1,71 @@
+"""Two independent computations in one request: does the agent call its tool for both in one
+turn (parallel tool calls), and answer with both results? LangGraph's `create_react_agent` on the
+bundled pair with a calculator tool; items drawn with a fixed seed.
+
+    .venv/bin/python benchmarks/parallel_calls.py [ITEMS]
+
+Prints per item the calls of the first assistant turn and whether the final answer holds both
+results, then the counts.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+
+from langchain_core.messages import AIMessage
+from langchain_core.tools import tool
+from langgraph.prebuilt import create_react_agent
+
+from specguard_integrations.langchain import ChatSpecGuard
+from specguard_integrations.tasks.base import calculator as evaluate
+
+OPS = [("+", "plus"), ("-", "minus"), ("*", "times")]
+
+
+@tool
+def calculator(expression: str) -> str:
+    """Evaluate a + b, a - b or a * b with integers."""
+    return evaluate(expression)
+
+
+def items(n: int, seed: int = 7) -> list[tuple[str, str, str]]:
+    """(question, first result, second result): two computations asked for together."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        (a, b), (c, d) = [(rng.randint(2, 60), rng.randint(2, 60)) for _ in range(2)]
+        (o1, w1), (o2, w2) = rng.choice(OPS), rng.choice(OPS)
+        q = rng.choice(
+            [
+                f"What is {a} {o1} {b}, and what is {c} {o2} {d}?",
+                f"Compute {a} {w1} {b} and {c} {w2} {d}.",
+            ]
+        )
+        out.append((q, evaluate(f"{a} {o1} {b}"), evaluate(f"{c} {o2} {d}")))
+    return out
+
+
+def main(n: int) -> None:
+    model = ChatSpecGuard(device="cpu")
+    both_in_one, answered, t0 = 0, 0, time.perf_counter()
+    for question, r1, r2 in items(n):
+        agent = create_react_agent(model, [calculator])
+        out = agent.invoke({"messages": [("user", question)]}, {"recursion_limit": 12})
+        first = next(m for m in out["messages"] if isinstance(m, AIMessage))
+        calls = [c["args"].get("expression") for c in first.tool_calls]
+        final = str(out["messages"][-1].content)
+        ok = r1 in final and r2 in final
+        both_in_one += len(calls) >= 2
+        answered += ok
+        print(f"{question!r}: first turn calls {calls}; answer {final!r}; both results: {ok}")
+    took = time.perf_counter() - t0
+    print(f"\n{both_in_one}/{n} items: both calls in the first turn; {answered}/{n} answered with")
+    print(f"both results; {took:.1f} s")
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    count = int(args[0]) if args and args[0].isdigit() else 6
+    main(count)
