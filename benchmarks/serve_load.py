@@ -34,7 +34,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def spawn(mode: str, workers: int | None, max_queue: int) -> tuple[subprocess.Popen[bytes], str]:
+def spawn(
+    mode: str,
+    workers: int | None,
+    max_queue: int,
+    extra: list[str] | None = None,
+    device: str = "cpu",
+) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     cmd = [
         sys.executable,
@@ -51,7 +57,8 @@ def spawn(mode: str, workers: int | None, max_queue: int) -> tuple[subprocess.Po
         "--log-level",
         "warning",
         "--device",
-        "cpu",
+        device,
+        *(extra or []),
     ]
     proc = subprocess.Popen(cmd, env=os.environ.copy())
     url = f"http://127.0.0.1:{port}"
@@ -65,9 +72,22 @@ def spawn(mode: str, workers: int | None, max_queue: int) -> tuple[subprocess.Po
     raise SystemExit("server did not start")
 
 
-def prompts(n: int) -> list[str]:
+SYSTEM_LINE = (
+    "Rule {i}: answer in short numbered steps, quote numbers exactly, and end with a line that"
+    " starts with Answer."
+)
+
+
+def prompts(n: int, system_words: int = 0) -> list[str]:
+    """Held-out prompts; with `system_words`, each after one shared system text of about that
+    many words (an agent's system prompt and tool list, the same for every client)."""
     fams = [f for f in FAMILIES if f != "tools"]
-    return [it.prompt for f in fams for it in make_split(f, "test", n)]
+    lines, i = [], 0
+    while sum(len(line.split()) for line in lines) < system_words:
+        i += 1
+        lines.append(SYSTEM_LINE.format(i=i))
+    head = "\n".join(lines) + "\n\n" if lines else ""
+    return [head + it.prompt for f in fams for it in make_split(f, "test", n)]
 
 
 async def one(
@@ -101,8 +121,10 @@ async def one(
     return 200, ok, data["usage"]["completion_tokens"]
 
 
-async def load(url: str, model: str, concurrency: int, duration: float, max_tokens: int) -> dict:
-    ps = prompts(8)
+async def load(
+    url: str, model: str, concurrency: int, duration: float, max_tokens: int, system: int = 0
+) -> dict:
+    ps = prompts(8, system)
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     malformed = lost = tokens = 0
@@ -165,10 +187,24 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=30.0, help="seconds per concurrency level")
     p.add_argument("--max-tokens", type=int, default=160)
     p.add_argument("--json", help="write the results here")
+    p.add_argument(
+        "--system-words",
+        type=int,
+        default=0,
+        help="one shared system text of about this many words before every prompt",
+    )
+    p.add_argument("--device", default="cpu", help="the spawned server's device")
+    p.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        help="an argument for `specguard serve` (with --spawn; repeat it), e.g."
+        " --serve-arg=--no-grouping",
+    )
     args = p.parse_args()
     proc = None
     if args.spawn:
-        proc, url = spawn(args.spawn, args.workers, args.max_queue)
+        proc, url = spawn(args.spawn, args.workers, args.max_queue, args.serve_arg, args.device)
         model = "specguard" if args.spawn == "specguard" else "specguard-bundled/target"
     elif args.url:
         url, model = args.url.rstrip("/"), args.model
@@ -177,7 +213,7 @@ def main() -> None:
     results = []
     try:
         for c in args.concurrency:
-            r = asyncio.run(load(url, model, c, args.duration, args.max_tokens))
+            r = asyncio.run(load(url, model, c, args.duration, args.max_tokens, args.system_words))
             results.append(r)
             print(json.dumps(r))
     finally:

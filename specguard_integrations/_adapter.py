@@ -8,13 +8,22 @@ Adapters stay translation only: they subclass `SpecGuardParams` beside their fra
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from ._records import Records
 from .config import SpecGuardConfig
-from .errors import ConfigError, InvalidInputError, InvalidTypeError
+from .errors import ConfigError, GenerationTimeout, InvalidInputError, InvalidTypeError
 
 if TYPE_CHECKING:
     from .chat import ChatCall
@@ -143,20 +152,27 @@ class SpecGuardParams(BaseModel):
         None, description="Tool-call format by vLLM parser name (default: read off the template)."
     )
     config: SpecGuardConfig = Field(default_factory=SpecGuardConfig)
-    temperature: float | None = Field(
+    temperature: StrictFloat | StrictInt | None = Field(
         None, ge=0.0, le=10.0, description="Draft temperature; 0 runs greedy (k = 1)."
     )
-    top_p: float | None = Field(None, gt=0.0, le=1.0, description="Nucleus mass when sampling.")
-    max_tokens: int | None = Field(None, ge=1, description="Generated tokens at most.")
-    seed: int | None = Field(None, description="Sampling seed.")
+    top_p: StrictFloat | StrictInt | None = Field(
+        None, gt=0.0, le=1.0, description="Nucleus mass when sampling."
+    )
+    max_tokens: StrictInt | None = Field(None, ge=1, description="Generated tokens at most.")
+    seed: StrictInt | None = Field(
+        None, ge=0, le=2**64 - 1, description="Sampling seed, 0 to 2**64 - 1."
+    )
     stop: list[str] | None = Field(None, description="Stop sequences (a string is one).")
     reasoning: bool = Field(
         False, description="Steps before the answer go to reasoning content, the answer to text."
     )
-    timeout: float | None = Field(
-        None, gt=0, description="Seconds a call may run; it stops between steps (TimeoutError)."
+    timeout: StrictFloat | StrictInt | None = Field(
+        None,
+        gt=0,
+        description="Seconds a call may run, retries included; it stops between steps"
+        " (GenerationTimeout, a TimeoutError).",
     )
-    max_retries: int = Field(
+    max_retries: StrictInt = Field(
         0, ge=0, description="Retries of a call whose target server could not be reached."
     )
     device: str = Field("auto", description="Device of both models (ignored with device_map).")
@@ -282,14 +298,20 @@ class SpecGuardParams(BaseModel):
         stops = self.call_stop(kwargs.pop("stop", stop))
         reject_unknown(kwargs, type(self).__name__)
         engine, timeout = self.engine, self.timeout
+        ends = None if timeout is None else time.monotonic() + timeout
 
-        def start() -> StepStream:
+        def start() -> StepStream:  # each attempt gets what is left of the call's timeout
+            left = None if ends is None else ends - time.monotonic()
+            if left is not None and left <= 0:
+                raise GenerationTimeout(
+                    f"the call ran past timeout={timeout}s before its server could be reached"
+                )
             return engine.stream(
                 prompt,
                 config=cfg,
                 stop=stops,
                 add_special_tokens=add_special_tokens,
-                timeout=timeout,
+                timeout=left,
                 constraint=constraint,
             )
 
@@ -311,6 +333,8 @@ class SpecGuardParams(BaseModel):
                 f"parallel_tool_calls must be true or false, got {type(parallel).__name__}"
             )
         cfg = self.call_config(kwargs)
+        stop = kwargs.pop("stop", stop)
+        reject_unknown(kwargs, type(self).__name__)  # before the models load
         call = prepare_chat(
             self.engine.chat_model(),
             messages,

@@ -6,6 +6,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--device",
+        default="cpu",
+        help="where the tests that take a `device` run their models (cuda on a GPU machine:"
+        " benchmarks/gpu_check.sh)",
+    )
+
+
+@pytest.fixture(scope="session")
+def device(request) -> str:
+    """The device of the tests that take one (``--device``; the CPU by default)."""
+    return str(request.config.getoption("--device"))
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "/integration/" in str(item.fspath):

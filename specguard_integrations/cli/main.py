@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..errors import SpecGuardError
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -185,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _show_warnings()
     try:
         return int(args.func(args))
-    except (ValueError, OSError, ImportError) as err:
+    except (SpecGuardError, ValueError, OSError, ImportError) as err:
         print(f"specguard: error: {err}", file=sys.stderr)
         return 2
 

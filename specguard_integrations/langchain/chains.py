@@ -44,10 +44,11 @@ class SpecGuardReasoningChain(SpecGuardParams, RunnableSerializable[ChainInput, 
     )
     input_key: str = "question"
 
-    def _records(self, value: ChainInput) -> Records:
+    def _records(self, value: ChainInput, kwargs: dict[str, Any]) -> Records:
         """The records of one question's run (the adapters' one call path: the chain's
-        `timeout` and `max_retries` hold as on every adapter)."""
-        return self.start_call(self._prompt(value), {})
+        `timeout` and `max_retries` hold, and per-call arguments are read, as on every
+        adapter)."""
+        return self.start_call(self._prompt(value), dict(kwargs))
 
     def _prompt(self, value: ChainInput) -> str:
         if isinstance(value, str):
@@ -90,8 +91,9 @@ class SpecGuardReasoningChain(SpecGuardParams, RunnableSerializable[ChainInput, 
         inputs: Iterator[ChainInput],
         run_manager: CallbackManagerForChainRun,
         config: RunnableConfig,
+        **kwargs: Any,
     ) -> Iterator[AddableDict]:
-        stream = self._records(next(iter(inputs)))
+        stream = self._records(next(iter(inputs)), kwargs)
         children = run_manager.get_child()
         for record in stream:
             payload = _common.step_payload(record)
@@ -130,12 +132,13 @@ class SpecGuardReasoningChain(SpecGuardParams, RunnableSerializable[ChainInput, 
         inputs: AsyncIterator[ChainInput],
         run_manager: AsyncCallbackManagerForChainRun,
         config: RunnableConfig,
+        **kwargs: Any,
     ) -> AsyncIterator[AddableDict]:
         first = None
         async for value in inputs:
             first = value
             break
-        stream = self._records(first if first is not None else "")
+        stream = self._records(first if first is not None else "", kwargs)
         children = run_manager.get_child()
         async for record in stream:
             payload = _common.step_payload(record)

@@ -111,6 +111,8 @@ class StepScheduler:
     def __init__(self) -> None:
         self.activity = Activity()
         self.device = Device()
+        # False: every call runs plain (`specguard serve --no-grouping`, to measure grouping)
+        self.allow_grouping = True
 
     def generation(self) -> contextlib.AbstractContextManager[None]:
         return self.activity.generation()
@@ -154,10 +156,14 @@ class Batcher:
         with activity.lock:
             activity.batchers.append(self)
 
-    @functools.cached_property
+    @property
     def grouping(self) -> bool:
-        """True when this model's calls can run grouped (`grouped.supports_grouping`); set it
-        False to run every call plain."""
+        """True when this model's calls run grouped: the scheduler allows it and the model
+        supports it (`grouped.supports_grouping`, checked once)."""
+        return self.scheduler.allow_grouping and self._supports_grouping
+
+    @functools.cached_property
+    def _supports_grouping(self) -> bool:
         from .grouped import supports_grouping
 
         return self.call(supports_grouping, self.lm)

@@ -25,6 +25,40 @@ API_KEY_ENV = "SPECGUARD_API_KEY"
 
 def add_serve_args(p: argparse.ArgumentParser) -> None:
     """The serve flags (the model pair flags come from the CLI)."""
+    _add_model_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help=f"require this bearer token on /v1 routes (default: ${API_KEY_ENV} if set)",
+    )
+    p.add_argument(
+        "--no-grouping",
+        action="store_true",
+        help="run every model call plain, never grouped with other requests' (to measure what"
+        " grouping gives)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="generations run at once; their model calls share grouped forwards (the step"
+        " scheduler), so this is the largest batch (default: 16 with a GPU or a remote"
+        " model, 1 when every model runs on the CPU)",
+    )
+    p.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond workers")
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    p.add_argument("--body-timeout", type=float, default=30.0, help="seconds to receive a body")
+    p.add_argument("--grace", type=float, default=30.0, help="seconds to finish on shutdown")
+    p.add_argument("--log-level", default="info")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    """What is served: the mode, a remote target, the chat surface's formats."""
+    from ..backends.remote.profiles import PROFILES
+    from ..tools import registered
+
     p.add_argument(
         "--mode",
         choices=("specguard", "plain"),
@@ -54,23 +88,14 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--target-engine",
-        choices=(
-            "auto",
-            "vllm",
-            "sglang",
-            "tgi",
-            "llamacpp",
-            "llama-cpp-python",
-            "ollama",
-            "generic",
-        ),
+        choices=("auto", *(k for k in PROFILES if k != "specguard")),
         default="auto",
         help="the engine behind --target-endpoint (default: read off the server)",
     )
     p.add_argument("--served-model-name", help="model name clients ask for")
     p.add_argument(
         "--tool-call-format",
-        choices=("hermes", "llama3_json", "mistral", "deepseek_v3"),
+        choices=sorted(registered()),
         help="tool-call text by vLLM parser name (default: read off the chat template)",
     )
     p.add_argument(
@@ -78,26 +103,6 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="chat replies: steps before the answer in reasoning_content, the answer in content",
     )
-    p.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument(
-        "--api-key",
-        default=None,
-        help=f"require this bearer token on /v1 routes (default: ${API_KEY_ENV} if set)",
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="generations run at once; their model calls share grouped forwards (the step"
-        " scheduler), so this is the largest batch (default: 16 with a GPU or a remote"
-        " model, 1 when every model runs on the CPU)",
-    )
-    p.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond workers")
-    p.add_argument("--max-body-bytes", type=int, default=1_000_000)
-    p.add_argument("--body-timeout", type=float, default=30.0, help="seconds to receive a body")
-    p.add_argument("--grace", type=float, default=30.0, help="seconds to finish on shutdown")
-    p.add_argument("--log-level", default="info")
 
 
 def served_from_args(args: argparse.Namespace) -> ServedModel:
@@ -166,6 +171,10 @@ def serve_from_args(args: argparse.Namespace) -> int:
         body_timeout=args.body_timeout,
         api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV),
     )
+    if args.no_grouping:
+        from ..runtime.scheduler import SCHEDULER
+
+        SCHEDULER.allow_grouping = False
     served = served_from_args(args)
     if args.workers is None:
         limits = dataclasses.replace(limits, workers=served.default_workers())

@@ -23,10 +23,12 @@ from specguard_integrations.backends.remote.endpoint import EndpointTarget
 from specguard_integrations.backends.remote.redaction import Redactor, redact_url
 from specguard_integrations.errors import EndpointError
 
-PASSWORD = "pw-Zq81%2Fx"  # percent-encoded in the URL: "pw-Zq81/x" in Basic auth
+# percent-encoded in the URL ("pw-Zq81/x" in Basic auth), with an "@" as well: the userinfo runs
+# to the last "@" of the authority
+PASSWORD = "pw-Zq81%2Fx@Y"
 KEY = "sk-live-7d1e0c9a4b"
-SECRETS = (PASSWORD, "pw-Zq81/x", KEY, "alice:pw")
-LEAK = f"Incorrect API key provided: {KEY}. Authorization: Bearer {KEY}, user alice:pw-Zq81/x"
+SECRETS = (PASSWORD, "pw-Zq81/x@Y", "Zq81", KEY, "alice:pw")
+LEAK = f"Incorrect API key provided: {KEY}. Authorization: Bearer {KEY}, user alice:pw-Zq81/x@Y"
 
 
 def _url(engine: FaultyEngine) -> str:
@@ -40,6 +42,8 @@ def _clean(text: str, where: str) -> None:
 
 FAULTS = {
     "401": {"mode": "status", "status": 401, "message": LEAK},
+    # the key where a short message is cut: masked before the cut, never half-shown
+    "cut": {"mode": "status", "status": 400, "message": "x" * 490 + KEY},
     "500": {"mode": "status", "status": 500, "message": LEAK},
     "redirect": {"mode": "redirect", "status": 307, "message": f"http://alice:{PASSWORD}@x/v1"},
     "error-object": {"mode": "malformed", "shape": {"object": "error", "message": LEAK}},
@@ -61,7 +65,7 @@ def _failures(draft, engine) -> list[EndpointError]:
 
 
 def test_errors_their_repr_and_the_log_carry_no_secret(draft, engine, caplog):
-    caplog.set_level(logging.DEBUG, logger="specguard_integrations")
+    caplog.set_level(logging.DEBUG)  # every logger: httpx's and httpcore's own too
     errors = _failures(draft, engine)
     gone = FaultyEngine()
     url = _url(gone)
@@ -77,6 +81,7 @@ def test_errors_their_repr_and_the_log_carry_no_secret(draft, engine, caplog):
     assert "***" in str(errors[0]) and "Bearer ***" in str(errors[0])  # the upstream message
     records = [r.getMessage() + (logging.Formatter().format(r)) for r in caplog.records]
     assert any("attempt" in r for r in records)  # the retry log was written
+    assert any(r.name == "httpx" for r in caplog.records)  # httpx logged its requests
     _clean("\n".join(records), "the log")
     with pytest.raises(ValueError, match=r"\*\*\*@") as bad:
         EndpointTarget(f"ftp://alice:{PASSWORD}@host", MODEL)
@@ -185,4 +190,4 @@ def test_the_redactor_masks_userinfo_bearer_tokens_and_known_secrets(text, shown
     assert Redactor("http://x")(text) == shown
     assert redact_url("http://u:p@h") == "http://***@h"
     known = Redactor(f"http://alice:{PASSWORD}@h", api_key=KEY)
-    _clean(known(f"{KEY} pw-Zq81/x {PASSWORD} alice:pw-Zq81/x"), "the redactor's output")
+    _clean(known(f"{KEY} pw-Zq81/x@Y {PASSWORD} alice:pw-Zq81/x@Y"), "the redactor's output")

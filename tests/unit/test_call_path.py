@@ -5,6 +5,7 @@ sync, async and streamed. A path that dropped either would fail here."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -96,11 +97,40 @@ def test_timeout_and_max_retries_reach_every_call(cls, how, run):
     flaky = Flaky(engine, fails=2)
     engine.stream = flaky  # type: ignore[method-assign]
     run(cls(engine=engine, timeout=TIMEOUT, max_retries=2))
-    assert flaky.timeouts == [TIMEOUT] * 3  # two refusals retried, the third attempt ran
+    _one_deadline(flaky.timeouts, 3)  # two refusals retried, the third attempt ran
     # one retry fewer than the refusals: the error stands, after exactly two attempts
     engine = _engine()
     flaky = Flaky(engine, fails=2)
     engine.stream = flaky  # type: ignore[method-assign]
     with pytest.raises(EndpointUnreachable):
         run(cls(engine=engine, timeout=TIMEOUT, max_retries=1))
-    assert flaky.timeouts == [TIMEOUT] * 2
+    _one_deadline(flaky.timeouts, 2)
+
+
+def _one_deadline(timeouts: list[float], attempts: int) -> None:
+    """Each attempt got what was left of one `timeout`, not a fresh one: the call's retries
+    together never run past it."""
+    assert len(timeouts) == attempts
+    assert TIMEOUT - 30 < timeouts[0] <= TIMEOUT
+    assert all(later <= earlier for earlier, later in itertools.pairwise(timeouts))
+
+
+def test_retries_share_one_deadline():
+    """Attempts that use up the timeout leave the next one nothing: it ends as a timeout."""
+    import time
+
+    from specguard_integrations.errors import GenerationTimeout
+    from specguard_integrations.langchain import SpecGuardLLM
+
+    engine = _engine()
+    flaky = Flaky(engine, fails=5)
+    real = flaky.__call__
+
+    def slow(prompt, **kw):
+        time.sleep(0.2)
+        return real(prompt, **kw)
+
+    engine.stream = slow  # type: ignore[method-assign]
+    with pytest.raises(GenerationTimeout, match=r"timeout=0\.3"):
+        SpecGuardLLM(engine=engine, timeout=0.3, max_retries=5).invoke("2 + 2?")
+    assert len(flaky.timeouts) == 2 and flaky.timeouts[1] < 0.15

@@ -56,15 +56,18 @@ def test_only_the_rollout_layers_run_eager(monkeypatch):
     assert set(seen) == {1, 2, 3} and session3.state.mass is not None
 
 
-def test_captured_probabilities_are_float32_in_a_bf16_model():
+def test_captured_probabilities_are_float32_in_a_bf16_model(device):
     import torch
 
-    lm = tiny_lm(seed=0, layers=3)
-    lm.model.to(torch.bfloat16)
+    from specguard_integrations.backends.local.model import LocalCausalLM
+
+    tiny = tiny_lm(seed=0, layers=3)
+    lm = LocalCausalLM(tiny.model.to(device, torch.bfloat16), tiny.tokenizer)
     cache = lm.new_state([1, 5, 6, 7]).cache
-    _, attn = lm.attend(torch.tensor([[1, 5, 6, 7]], device="cpu"), cache, 2)
+    _, attn = lm.attend(torch.tensor([[1, 5, 6, 7]], device=device), cache, 2)
     assert [a.dtype for a in attn] == [torch.float32] * 2
-    assert torch.allclose(attn[-1].sum(-1), torch.ones(1, device="cpu"), atol=1e-5)
+    assert [a.device.type for a in attn] == [torch.device(device).type] * 2
+    assert torch.allclose(attn[-1].sum(-1), torch.ones(1, device=device), atol=1e-5)
 
 
 def test_a_long_prompt_adds_under_a_gigabyte():
@@ -84,16 +87,17 @@ def test_a_long_prompt_adds_under_a_gigabyte():
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen3"])
-def test_grouping_switches_on_in_bf16(arch):
+def test_grouping_switches_on_in_bf16(arch, device):
     import torch
 
     from specguard_integrations.backends.local.model import LocalCausalLM
     from specguard_integrations.runtime.grouped import supports_grouping
 
     tok = char_tokenizer()
-    model = tiny_family_model(arch, tok, seed=3, layers=3).to(torch.bfloat16)
+    model = tiny_family_model(arch, tok, seed=3, layers=3).to(device, torch.bfloat16)
     assert supports_grouping(LocalCausalLM(model, tok, name=f"{arch}-bf16"))
-    assert supports_grouping(LocalCausalLM(tiny_family_model(arch, tok, seed=3), tok))
+    fp32 = tiny_family_model(arch, tok, seed=3).to(device)
+    assert supports_grouping(LocalCausalLM(fp32, tok))
 
 
 def test_grounding_in_bf16_is_close_to_float32():

@@ -17,8 +17,11 @@ SYSTEM = "System: you answer questions about numbers, one short step at a time.\
 TURNS = ["User: what is 3 + 4?\n", "User: and times 2?\n", "User: minus 5?\n"]
 
 
-def _pair(draft_arch: str = "llama"):
-    return tiny_lm(draft_arch, seed=1), tiny_lm("llama", seed=2, layers=4)
+def _pair(draft_arch: str = "llama", device: str = "cpu"):
+    from specguard_integrations.backends.local.model import LocalCausalLM
+
+    pair = tiny_lm(draft_arch, seed=1), tiny_lm("llama", seed=2, layers=4)
+    return tuple(LocalCausalLM(m.model.to(device), m.tokenizer, name=m.name) for m in pair)
 
 
 # tau inside the fused range of these random pairs (0.135-0.146): draft and target steps mix
@@ -51,10 +54,10 @@ def _same(a, b):
 
 
 @pytest.mark.parametrize("draft_arch", ["llama", "gpt2"])
-def test_the_same_conversation_with_the_cache_on_and_off(draft_arch):
-    d, t = _pair(draft_arch)
+def test_the_same_conversation_with_the_cache_on_and_off(draft_arch, device):
+    d, t = _pair(draft_arch, device)
     on = _conversation(SpecGuard(d, t), _cfg(draft_arch))
-    d2, t2 = _pair(draft_arch)
+    d2, t2 = _pair(draft_arch, device)
     off = _conversation(SpecGuard(d2, t2), _cfg(draft_arch, prefix_cache_bytes=0))
     for a, b in zip(on, off, strict=True):
         _same(a, b)

@@ -28,6 +28,7 @@ import random
 import re
 import threading
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +43,7 @@ from ...errors import (
     EndpointUnreachable,
     InvalidInputError,
 )
-from .redaction import Redactor, redact_url
+from .redaction import Redactor, guard_library_logs, redact_url, split_userinfo
 
 if TYPE_CHECKING:
     import httpx
@@ -88,11 +89,19 @@ class OpenAICompatibleClient:
             raise InvalidInputError(
                 f"timeout must be a finite number of seconds > 0, got {timeout!r}"
             )
-        if max_body_bytes < 1024:
-            raise InvalidInputError(f"max_body_bytes must be at least 1024, got {max_body_bytes}")
-        self._url = base_url.rstrip("/")  # requests go here (userinfo: HTTP Basic auth)
-        self.base_url = redact_url(self._url)  # messages and logs name the server so
+        if not isinstance(max_body_bytes, int) or max_body_bytes < 1024:
+            raise InvalidInputError(f"max_body_bytes must be at least 1024, got {max_body_bytes!r}")
         self.redact = Redactor(base_url, api_key)
+        guard_library_logs(self.redact)
+        # requests go to the URL without its userinfo, which travels as HTTP Basic auth: no
+        # library ever sees (or logs) it in a URL
+        self._url, self._userinfo = split_userinfo(base_url.rstrip("/"))
+        self.base_url = redact_url(base_url.rstrip("/"))  # messages and logs name it so
+        _check_url(self._url, self.base_url)
+        if api_key is not None and not _header_safe(api_key):
+            raise InvalidInputError(
+                "api_key: a bearer token is printable ASCII (the key given is not; not shown)"
+            )
         self.api_key = api_key
         self.timeout = float(timeout)
         self.max_retries = max_retries
@@ -111,9 +120,14 @@ class OpenAICompatibleClient:
         import httpx
 
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        user, _, password = self._userinfo.partition(":")
+        auth = None
+        if self._userinfo:
+            auth = httpx.BasicAuth(urllib.parse.unquote(user), urllib.parse.unquote(password))
         self._client = httpx.Client(
             timeout=self.timeout,
             headers=headers,
+            auth=auth,
             limits=httpx.Limits(
                 max_connections=self.max_connections,
                 max_keepalive_connections=self.max_connections,
@@ -255,8 +269,8 @@ class OpenAICompatibleClient:
         return self.redact(str(err))
 
     def _message(self, body: bytes) -> str:
-        """The server's error message, short and without secrets."""
-        return self.redact(_message(body))
+        """The server's error message, its secrets masked first, then cut short."""
+        return self.redact(_message(body))[:500]
 
     def _read(self, resp: httpx.Response, url: str, until: float, scope: Scope | None) -> bytes:
         """The body, within the size cap and the deadline (a trickling server is cut off)."""
@@ -406,10 +420,26 @@ _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _message(body: bytes) -> str:
-    """The server's error message, short."""
+    """The server's error message (bounded; the caller masks secrets before cutting it)."""
     try:
         data = json.loads(body)
         err = data.get("error", data) if isinstance(data, dict) else data
-        return str(err.get("message", err) if isinstance(err, dict) else err)[:500]
+        return str(err.get("message", err) if isinstance(err, dict) else err)[:8192]
     except (ValueError, UnicodeDecodeError, RecursionError):
-        return body[:500].decode("utf-8", "replace")
+        return body[:8192].decode("utf-8", "replace")
+
+
+def _check_url(url: str, shown: str) -> None:
+    """`InvalidInputError` naming the (redacted) URL when an HTTP client cannot parse it."""
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        raise InvalidInputError(f"base_url {shown!r} is not a URL an HTTP client can use") from None
+    if not parsed.host:
+        raise InvalidInputError(f"base_url {shown!r} names no host")
+
+
+def _header_safe(value: str) -> bool:
+    return isinstance(value, str) and all(32 <= ord(c) < 127 for c in value)
