@@ -2,7 +2,7 @@
 turn (parallel tool calls), and answer with both results? LangGraph's `create_react_agent` on the
 bundled pair with a calculator tool; items drawn with a fixed seed.
 
-    .venv/bin/python benchmarks/parallel_calls.py [ITEMS] [--target DIR]
+    .venv/bin/python benchmarks/parallel_calls.py [ITEMS] [--target DIR] [--draft DIR]
 
 Prints per item the calls of the first assistant turn and whether the final answer holds both
 results, then the counts.
@@ -47,18 +47,22 @@ def items(n: int, seed: int = 7) -> list[tuple[str, str, str]]:
     return out
 
 
-def main(n: int, target: str | None = None) -> None:
+def main(n: int, target: str | None = None, draft: str | None = None) -> None:
     from specguard_integrations import SpecGuardConfig
     from specguard_integrations.assets import DEFAULT_CONFIG
     from specguard_integrations.registry import resolve
 
-    # the bundled pair, or its draft with another target (a training round's), both with the
+    # the bundled pair, or another draft or target in its place (a training round's), with the
     # bundled config
     config = SpecGuardConfig.from_file(DEFAULT_CONFIG)
-    if target is None:
+    if target is None and draft is None:
         model = ChatSpecGuard(device="cpu")
     else:
-        model = ChatSpecGuard(draft=resolve(None, "draft"), target=target, config=config)
+        model = ChatSpecGuard(
+            draft=draft or resolve(None, "draft"),
+            target=target or resolve(None, "target"),
+            config=config,
+        )
     both_in_one, answered, t0 = 0, 0, time.perf_counter()
     for question, r1, r2 in items(n):
         agent = create_react_agent(model, [calculator])
@@ -78,4 +82,8 @@ def main(n: int, target: str | None = None) -> None:
 if __name__ == "__main__":
     args = sys.argv[1:]
     count = int(args[0]) if args and args[0].isdigit() else 6
-    main(count, args[args.index("--target") + 1] if "--target" in args else None)
+    main(
+        count,
+        args[args.index("--target") + 1] if "--target" in args else None,
+        args[args.index("--draft") + 1] if "--draft" in args else None,
+    )

@@ -18,9 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .constraint import Constraint
-from .constraint.satisfiable import schema_unsatisfiable
 from .errors import InvalidInputError
 from .tools import ParsedReply, ToolCallFormat
+from .tools.binding import (
+    check_tool_names,
+    check_tools,
+    keep_bound_calls,
+    normalise_tool_choice,
+)
 from .tools.grammar import auto_call, forced_call, grammar_available
 from .tools.templates import detect
 
@@ -53,46 +58,6 @@ def tool_call_dict(
     }
 
 
-def openai_tool_name(tool: dict[str, Any]) -> str:
-    fn = tool.get("function", tool)
-    return str(fn["name"])
-
-
-def check_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Tools in the OpenAI shape, each with a name and a JSON-schema object as parameters."""
-    for i, tool in enumerate(tools):
-        fn = tool.get("function", tool) if isinstance(tool, dict) else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
-            raise InvalidInputError(f"tools[{i}]: a tool needs a function with a name")
-        params = fn.get("parameters", {"type": "object"})
-        if not isinstance(params, dict) or params.get("type", "object") != "object":
-            raise InvalidInputError(
-                f"tools[{i}] ({fn['name']}): parameters must be a JSON schema object, got"
-                f" {params!r}"
-            )
-        if not isinstance(params.get("properties", {}), dict):
-            raise InvalidInputError(
-                f"tools[{i}] ({fn['name']}): parameters.properties must be an object"
-            )
-        why = schema_unsatisfiable(params)  # no call to it could be valid
-        if why is not None:
-            raise InvalidInputError(
-                f"tools[{i}] ({fn['name']}): parameters: no arguments satisfy the schema: {why}"
-            )
-    return tools
-
-
-def check_tool_names(tools: list[dict[str, Any]]) -> None:
-    """Every tool of a call has its own name (a call names the tool it calls). Binding may
-    repeat one (LangChain's binding accepts it); a call with such tools is refused."""
-    names = [openai_tool_name(t) for t in tools]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise InvalidInputError(
-            f"tools: each tool needs its own name; {', '.join(map(repr, twice))} is given twice"
-        )
-
-
 def check_history(messages: list[dict[str, Any]]) -> None:
     """Every tool result answers a tool call made earlier in the conversation (the OpenAI API
     rejects a tool message whose id no assistant message issued)."""
@@ -106,41 +71,6 @@ def check_history(messages: list[dict[str, Any]]) -> None:
                 f"messages[{i}]: tool message with tool_call_id {m.get('tool_call_id')!r} answers"
                 " no earlier tool call"
             )
-
-
-def keep_bound_calls(parsed: ParsedReply, tools: list[dict[str, Any]]) -> ParsedReply:
-    """Calls to a tool that was not bound move to the invalid calls, with the error named."""
-    names = {openai_tool_name(t) for t in tools}
-    calls, invalid = [], list(parsed.invalid_tool_calls)
-    for c in parsed.tool_calls:
-        if c["name"] in names:
-            calls.append(c)
-        else:
-            invalid.append(
-                {
-                    "name": c["name"],
-                    "args": json.dumps(c["args"]),
-                    "id": c["id"],
-                    "error": f"tool {c['name']!r} is not bound (bound: {sorted(names)})",
-                }
-            )
-    return ParsedReply(parsed.content, calls, invalid)
-
-
-def normalise_tool_choice(tool_choice: Any, tools: list[dict[str, Any]]) -> str | None:
-    """The tool a call must use: a name, "" for any tool, or None when the model decides."""
-    if tool_choice in (None, "auto", "none", False):
-        return None
-    names = [openai_tool_name(t) for t in tools]
-    if tool_choice in ("any", "required", True):
-        return names[0] if len(names) == 1 else ""
-    if isinstance(tool_choice, dict):
-        name = tool_choice.get("function", {}).get("name") or tool_choice.get("name")
-    else:
-        name = str(tool_choice)
-    if name not in names:
-        raise InvalidInputError(f"tool_choice names {name!r}, which is not a bound tool ({names})")
-    return str(name)
 
 
 @dataclass(frozen=True)

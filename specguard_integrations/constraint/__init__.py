@@ -172,10 +172,8 @@ class Constraint:
                 value = json.loads(text)
             except json.JSONDecodeError as err:
                 return f"not JSON: {err}"
-            import jsonschema
+            from .library import schema_violation
 
-            errors = sorted(
-                jsonschema.Draft202012Validator(self.schema).iter_errors(value), key=str
-            )
-            return None if not errors else f"not valid under the schema: {errors[0].message}"
+            why = schema_violation(self.schema, value)
+            return None if why is None else f"not valid under the schema: {why}"
         return None

@@ -41,6 +41,24 @@ def _missing() -> MissingDependencyError:
     )
 
 
+def schema_violation(schema: dict[str, Any], value: Any) -> str | None:
+    """Why `value` is not valid under the JSON `schema` (its first error, by jsonschema, the
+    [grammar] extra), or None when it is; `MissingDependencyError` naming the extra without
+    it."""
+    try:
+        import jsonschema
+    except ImportError as err:
+        raise MissingDependencyError(
+            "checking values against a JSON schema needs jsonschema (the [grammar] extra):"
+            " pip install 'specguard-integrations[grammar]'"
+        ) from err
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value), key=str)
+    if not errors:
+        return None
+    where = "/".join(str(p) for p in errors[0].absolute_path)
+    return f"{where + ': ' if where else ''}{errors[0].message}"
+
+
 @functools.lru_cache(maxsize=16)
 def grammar_of(kind: str, source: str, flexible: bool = False) -> str:
     """The llguidance grammar of a constraint; `flexible` JSON takes any whitespace (to check

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 # nodes visited before the walk gives up (and says nothing): a bound for schemas that branch
@@ -142,13 +143,10 @@ class _Walk:
         props = node.get("properties")
         props = props if isinstance(props, dict) else {}
         for name in required:
-            if name in props:
-                sub, where = props[name], f"{at}/properties/{name}"
-            else:
-                sub, where = node.get("additionalProperties", True), f"{at}/additionalProperties"
-            found = self.why(sub, where, refs)
-            if found is not None:  # the reason names its place
-                return f"{at}: required property {name!r} is never valid ({found})"
+            for sub, where in _schemas_of(node, props, name, at):
+                found = self.why(sub, where, refs)
+                if found is not None:  # the reason names its place
+                    return f"{at}: required property {name!r} is never valid ({found})"
         return None
 
     def array(self, node: dict[str, Any], at: str, refs: tuple[str, ...]) -> str | None:
@@ -167,6 +165,26 @@ class _Walk:
         if least > len(prefix):
             return self.why(items, f"{at}/items", refs)
         return None
+
+
+def _schemas_of(
+    node: dict[str, Any], props: dict[str, Any], name: str, at: str
+) -> list[tuple[Any, str]]:
+    """The schemas a property `name` must satisfy, with their places: its own (`properties`)
+    and every `patternProperties` entry whose pattern it matches; `additionalProperties` only
+    when neither names it. A pattern Python cannot read leaves the property unjudged."""
+    out = [(props[name], f"{at}/properties/{name}")] if name in props else []
+    patterns = node.get("patternProperties")
+    for pattern, sub in (patterns if isinstance(patterns, dict) else {}).items():
+        try:
+            hit = re.search(pattern, name) is not None
+        except (re.error, TypeError):
+            return []
+        if hit:
+            out.append((sub, f"{at}/patternProperties/{pattern}"))
+    if not out:
+        out.append((node.get("additionalProperties", True), f"{at}/additionalProperties"))
+    return out
 
 
 def _list(value: Any) -> list[Any]:

@@ -234,9 +234,12 @@ class DraftModel(Protocol):
         *,
         add_special_tokens: bool = True,
         prefix_cache: int = 0,
+        deadline: float | None = None,
     ) -> DraftSession:
         """A session for one generation. `prefix_cache`: the bytes a local model may keep of
-        what it reads across calls (`SpecGuardConfig.prefix_cache_bytes`; 0: none)."""
+        what it reads across calls (`SpecGuardConfig.prefix_cache_bytes`; 0: none);
+        `deadline`: the generation's (monotonic seconds), which a remote model's first
+        requests (reading which engine serves it) end by too."""
         ...
 
 
@@ -253,8 +256,15 @@ class TargetModel(Protocol):
         ...
 
     def start(
-        self, prompt: str, *, add_special_tokens: bool = True, prefix_cache: int = 0
-    ) -> TargetSession: ...
+        self,
+        prompt: str,
+        *,
+        add_special_tokens: bool = True,
+        prefix_cache: int = 0,
+        deadline: float | None = None,
+    ) -> TargetSession:
+        """As `DraftModel.start`."""
+        ...
 
 
 class Runtime(Protocol):

@@ -253,8 +253,13 @@ class SpecGuardEngine:
         t0, t_start = time.perf_counter(), time.monotonic()
         budget = cfg.prefix_cache_bytes
         signals = SignalSettings.from_config(cfg)
-        draft = self.draft.start(prompt, signals, add_special_tokens=special, prefix_cache=budget)
-        target = self.target.start(prompt, add_special_tokens=special, prefix_cache=budget)
+        until = None if timeout is None else t_start + timeout
+        draft = self.draft.start(
+            prompt, signals, add_special_tokens=special, prefix_cache=budget, deadline=until
+        )
+        target = self.target.start(
+            prompt, add_special_tokens=special, prefix_cache=budget, deadline=until
+        )
         try:
             result = yield from self._loop(
                 (prompt, cfg, stop, timeout, constraint), draft, target, (t0, t_start)

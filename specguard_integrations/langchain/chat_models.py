@@ -30,8 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .._adapter import SpecGuardParams
 from .._records import Records, arun_call, run_call
-from ..chat import ChatCall, ReplyStream, check_tools, reasoning_split
+from ..chat import ChatCall, ReplyStream, reasoning_split
 from ..errors import InvalidInputError
+from ..tools.binding import check_tools
 from . import _common
 
 if TYPE_CHECKING:
@@ -136,8 +137,9 @@ class ChatSpecGuard(SpecGuardParams, BaseChatModel):
         )
         if (max_tokens := kwargs.get("max_tokens", self.max_tokens)) is not None:
             params["ls_max_tokens"] = max_tokens
-        if ls_stop := stop or kwargs.get("stop") or self.stop:
-            params["ls_stop"] = [ls_stop] if isinstance(ls_stop, str) else list(ls_stop)
+        # the stops the call runs with (`call_stop`): a bad value fails here as the call would
+        if ls_stop := self.call_stop(stop if stop is not None else kwargs.get("stop")):
+            params["ls_stop"] = list(ls_stop)
         return params
 
     # ------------------------------------------------------------ tools

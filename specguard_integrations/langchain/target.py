@@ -47,7 +47,12 @@ class LangChainTarget:
         )
 
     def start(
-        self, prompt: str, *, add_special_tokens: bool = True, prefix_cache: int = 0
+        self,
+        prompt: str,
+        *,
+        add_special_tokens: bool = True,
+        prefix_cache: int = 0,
+        deadline: float | None = None,  # each step's call is bounded by it (`DecodeSettings`)
     ) -> LangChainTargetSession:
         return LangChainTargetSession(self, check_prompt_text(prompt))
 

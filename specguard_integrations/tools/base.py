@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from ..errors import InvalidInputError
@@ -125,12 +125,18 @@ class ToolCallFormat:
         same name only with ``replace=True``)."""
         super().__init_subclass__(**kwargs)
         name = cls.__dict__.get("name")
-        if not name:
+        if name is None or name == "":
             return
-        known = _REGISTRY.get(name)
-        if known is not None and known.__qualname__ != cls.__qualname__ and not replace:
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
             raise InvalidInputError(
-                f"tool-call format {name!r} is already registered by {known.__qualname__}"
+                f"tool-call format {cls.__qualname__}: name must be a non-empty string without"
+                f" surrounding spaces, got {name!r}"
+            )
+        known = _REGISTRY.get(name)
+        same = known is not None and _where(known) == _where(cls)  # the same class, reloaded
+        if known is not None and not same and not replace:
+            raise InvalidInputError(
+                f"tool-call format {name!r} is already registered by {_where(known)}"
             )
         _REGISTRY[name] = cls
 
@@ -210,6 +216,17 @@ class ToolCallFormat:
         return bool(cls.opener) and cls.opener in rendered[:at]
 
 
+def _where(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _plain_class_fields(cls: type[ToolCallFormat]) -> list[str]:
+    """Fields a subclass set as plain class attributes: without ``@dataclass`` and an
+    annotation they never reach an instance, which keeps the inherited default."""
+    made = cls()
+    return [f.name for f in fields(cls) if getattr(cls, f.name, None) != getattr(made, f.name)]
+
+
 def registered() -> dict[str, type[ToolCallFormat]]:
     """Every registered format by name (the built-in ones first)."""
     return dict(_REGISTRY)
@@ -224,10 +241,17 @@ def format_by_name(name: str) -> ToolCallFormat:
     """The registered format `name` with its default prefixes; `InvalidInputError` naming the
     registered ones otherwise."""
     try:
-        return _REGISTRY[name]()
+        cls = _REGISTRY[name]
     except KeyError:
         raise InvalidInputError(
             f"tool_call_format: unknown value {name!r}; use one of {', '.join(_REGISTRY)}"
         ) from None
     except TypeError:  # a lookup with a name that is not a string
         raise InvalidInputError(f"tool_call_format: {name!r} is not a format name") from None
+    if plain := _plain_class_fields(cls):
+        raise InvalidInputError(
+            f"tool-call format {name!r} ({_where(cls)}) sets {', '.join(plain)} as plain class"
+            " attributes, which its instances never see: decorate the class with"
+            " @dataclass(frozen=True) and annotate them (e.g. `name_prefix: str = ...`)"
+        )
+    return cls()

@@ -193,7 +193,7 @@ def auto_call(
     twin (the tokens as text) for checking text another writer produced. None where the format
     has no opener (llama3_json's bare object) or a special opener's id is unknown: such
     replies are parsed as written, and a call that is not valid becomes an invalid call
-    (`chat.keep_bound_calls`)."""
+    (`binding.keep_bound_calls`)."""
     opener = fmt.opener
     head = fmt.forced_prefix(None)
     if not opener or not head.startswith(opener):

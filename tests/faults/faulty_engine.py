@@ -51,6 +51,7 @@ class Fault:
     message: str | None = None  # status: the error message (default "scripted <status>")
     finish: str = "stop"  # finish: the finish_reason a step ends with (half a step written)
     skip: int = 0  # requests answered well before the fault starts
+    probes: bool = False  # the engine's identity (GET /v1/models, ...) gets the fault too
 
 
 @dataclass
@@ -148,6 +149,12 @@ class FaultyEngine:
         method, path = head.split(" ")[:2]
         data = json.loads(body) if body else {}
         if method == "GET":  # the engine's identity: /v1/models as vLLM answers it
+            fault = self.fault
+            if fault.probes and fault.mode in ("early_hints", "trickle_headers", "hang"):
+                if fault.mode == "hang":
+                    time.sleep(fault.seconds)
+                    return False
+                return _stall_headers(conn, fault.mode, fault.seconds)
             _send(conn, 200, {"object": "list", "data": [{"id": MODEL, "owned_by": "vllm"}]})
             return True
         with self._lock:

@@ -58,6 +58,35 @@ def test_the_generation_timeout_ends_it_through_retries(draft, engine, stall):
     _ends_in_time(lambda: sg.generate(PROMPT, timeout=DEADLINE), DeadlinePassed)
 
 
+@pytest.mark.parametrize("stall", [*STALLS, {"mode": "hang", "seconds": 20}], ids=[*IDS, "hang"])
+def test_reading_the_engine_ends_at_the_generation_deadline(draft, engine, stall):
+    """The first call reads which engine serves the target (GET /v1/models, ...): a server that
+    stalls there is bounded by the generation's timeout too, on the engine and through both
+    frameworks, however long the endpoint's own timeout."""
+    from specguard_integrations.langchain import SpecGuardLLM
+    from specguard_integrations.llama_index import SpecGuardLLM as IndexLLM
+
+    engine.set(**stall, probes=True)
+    runs = [
+        lambda: _engine(draft, engine, timeout=30.0, max_retries=2).generate(
+            PROMPT, timeout=DEADLINE
+        ),
+        lambda: SpecGuardLLM(
+            engine=_engine(draft, engine, timeout=30.0, max_retries=2), timeout=DEADLINE
+        ).invoke(PROMPT),
+        lambda: IndexLLM(
+            engine=_engine(draft, engine, timeout=30.0, max_retries=2), timeout=DEADLINE
+        ).complete(PROMPT),
+    ]
+    for run in runs:
+        t0 = time.monotonic()
+        with pytest.raises(DeadlinePassed):
+            run()
+        assert time.monotonic() - t0 < DEADLINE + SLACK
+    engine.set(mode="ok")
+    assert _engine(draft, engine).generate(PROMPT, timeout=DEADLINE).text == ANSWER
+
+
 @pytest.mark.parametrize("stall", STALLS, ids=IDS)
 def test_langchain_streams_end_at_the_deadline(draft, engine, stall):
     from specguard_integrations.langchain import ChatSpecGuard, SpecGuardLLM

@@ -103,6 +103,14 @@ def test_stop_sequence_and_parameters(engine):
     params = llm._get_ls_params(stop=["x"], max_tokens=5)
     assert params["ls_provider"] == "specguard" and params["ls_max_tokens"] == 5
     assert params["ls_stop"] == ["x"]
+    # the traced stops are the ones the call runs with: one string is one stop, an explicit
+    # empty list clears the object's, a bad value is refused by name
+    stopping = ChatSpecGuard(engine=engine, stop=["END"])
+    assert stopping._get_ls_params()["ls_stop"] == ["END"]
+    assert stopping._get_ls_params(stop="ab")["ls_stop"] == ["ab"]
+    assert "ls_stop" not in stopping._get_ls_params(stop=[])
+    with pytest.raises(TypeError, match=r"stop\[0\] must be a string"):
+        stopping._get_ls_params(stop=[3])
     greedy = llm.invoke("hello", temperature=0.0)
     assert all(s["num_candidates"] == 1 for s in greedy.response_metadata["specguard_steps"])
     with pytest.raises(ValueError, match="unsupported call arguments"):

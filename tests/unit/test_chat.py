@@ -6,14 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from specguard_integrations.chat import (
-    ChatCall,
-    check_messages,
-    check_tools,
-    keep_bound_calls,
-    normalise_tool_choice,
-    strip_special,
-)
+from specguard_integrations.chat import ChatCall, check_messages, strip_special
 from specguard_integrations.segmentation import make_segmenter
 from specguard_integrations.testing import char_tokenizer
 from specguard_integrations.tools import (
@@ -22,6 +15,11 @@ from specguard_integrations.tools import (
     Llama3Json,
     Mistral,
     format_by_name,
+)
+from specguard_integrations.tools.binding import (
+    check_tools,
+    keep_bound_calls,
+    normalise_tool_choice,
 )
 from specguard_integrations.tools.templates import detect
 
@@ -174,6 +172,54 @@ def test_tools_need_json_schema_parameters():
         check_tools([bad])
     with pytest.raises(ValueError, match="needs a function with a name"):
         check_tools([{"foo": "bar"}])
+    not_schema = {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": 3}}}}
+    with pytest.raises(ValueError, match=r"tools\[0\] \(f\): parameters: not a JSON schema"):
+        check_tools([not_schema])
+
+
+@pytest.mark.parametrize("name", ['say "hi"', "two words", "tab\there", "back\\slash", "nl\n"])
+def test_tool_names_a_call_cannot_write_are_refused(name):
+    with pytest.raises(ValueError, match=r"tools\[1\]: name .* holds whitespace"):
+        check_tools([ADD, {"type": "function", "function": {"name": name}}])
+
+
+def test_a_tool_without_parameters_gets_an_empty_object_schema_on_a_copy():
+    """Chat templates read ``parameters.properties`` of every tool: one without parameters (or
+    without properties) gets them filled in, and the caller's dicts are left as they were."""
+    given = [{"type": "function", "function": {"name": "now"}}, {"name": "bare"}]
+    checked = check_tools(given)
+    assert checked[0]["function"]["parameters"] == {"type": "object", "properties": {}}
+    assert checked[1]["parameters"] == {"type": "object", "properties": {}}
+    assert "parameters" not in given[0]["function"] and "parameters" not in given[1]
+
+
+def test_calls_whose_arguments_the_schema_refuses_are_invalid():
+    """A call written without a grammar (or by a remote target) can name a bound tool with the
+    wrong arguments: it is an invalid call naming the argument, never passed on as valid."""
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "add",
+            "parameters": {
+                "type": "object",
+                "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                "required": ["a", "b"],
+                "additionalProperties": False,
+            },
+        },
+    }
+    fits = '<tool_call>{"name": "add", "arguments": {"a": 1, "b": 2}}</tool_call>'
+    assert len(keep_bound_calls(Hermes().parse(fits), [tool]).tool_calls) == 1
+    for args, why in (
+        ('{"a": 1}', "'b' is a required property"),
+        ('{"a": "one", "b": 2}', "a: 'one' is not of type 'integer'"),
+        ('{"a": 1, "b": 2, "c": 3}', "Additional properties are not allowed"),
+    ):
+        reply = Hermes().parse(f'<tool_call>{{"name": "add", "arguments": {args}}}</tool_call>')
+        kept = keep_bound_calls(reply, [tool])
+        assert not kept.tool_calls, args
+        (bad,) = kept.invalid_tool_calls
+        assert bad["name"] == "add" and why in bad["error"] and json.loads(bad["args"])
 
 
 def test_messages_are_checked_alike_on_every_surface():
@@ -203,3 +249,19 @@ def test_tool_choice_normalisation():
     )
     with pytest.raises(ValueError, match="not a bound tool"):
         normalise_tool_choice("div", [ADD, MUL])
+
+
+def test_without_jsonschema_required_arguments_are_still_checked(monkeypatch):
+    import sys
+
+    from specguard_integrations.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # as if the extra were not installed
+    tool = {"name": "add", "parameters": {"type": "object", "required": ["a"]}}
+    reply = Hermes().parse('<tool_call>{"name": "add", "arguments": {"b": 1}}</tool_call>')
+    (bad,) = keep_bound_calls(reply, [tool]).invalid_tool_calls
+    assert "missing required argument(s) 'a'" in bad["error"]
+    from specguard_integrations import Constraint
+
+    with pytest.raises(MissingDependencyError, match=r"\[grammar\] extra"):
+        Constraint.json_schema({"type": "object"}).check("{}")

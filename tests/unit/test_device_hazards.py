@@ -155,3 +155,33 @@ def test_peak_memory_is_read_on_every_device(monkeypatch):
     with peak_memory("cuda") as peak:
         pass
     assert reset == [0, 1] and peak[0] == 3.0  # 1 MiB on cuda:0 plus 2 MiB on cuda:1
+
+
+@pytest.mark.parametrize(
+    ("device", "dtype", "match"),
+    [
+        ("gpu", "auto", "not a torch device"),
+        ("cuda:7", "auto", "CUDA device"),
+        ("cpu", "cuda", "not a torch dtype"),
+        ("cpu", "float64x", "not a torch dtype"),
+        ("cpu", 3, "not a torch dtype"),
+    ],
+)
+def test_bad_device_or_dtype_named_before_loading(device, dtype, match):
+    """A device or dtype torch cannot use is an `InvalidInputError` naming it, not a torch
+    error from deep inside a load."""
+    from specguard_integrations.backends.local.loading import resolve_device, resolve_dtype
+    from specguard_integrations.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=match):
+        resolve_dtype(dtype, resolve_device(device))
+
+
+def test_dtype_names_resolve():
+    import torch
+
+    from specguard_integrations.backends.local.loading import resolve_dtype
+
+    assert resolve_dtype("torch.bfloat16", "cpu") is torch.bfloat16
+    assert resolve_dtype(torch.float16, "cpu") is torch.float16
+    assert resolve_dtype("auto", "cpu") is torch.float32

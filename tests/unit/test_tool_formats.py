@@ -97,6 +97,34 @@ def test_the_config_accepts_exactly_the_registered_names():
         class Impostor(ToolCallFormat):
             name: ClassVar[str] = "hermes"
 
+    # a class of the same name in another module is another class
+    with pytest.raises(InvalidInputError, match=r"already registered by .*hermes\.Hermes"):
+
+        @dataclass(frozen=True)
+        class Hermes(ToolCallFormat):
+            name: ClassVar[str] = "hermes"
+
+    for bad in (3, " spaced ", "   "):
+        with pytest.raises(InvalidInputError, match="name must be a non-empty string"):
+            type("Bad", (ToolCallFormat,), {"name": bad})
+    assert "hermes" in registered() and registered()["hermes"].__module__.endswith("hermes")
+
+
+def test_fields_set_as_plain_class_attributes_are_refused_by_name():
+    """A subclass that sets `name_prefix` without annotating it never changes its instances;
+    using it is refused naming the fields, not run with the inherited defaults."""
+
+    class Careless(ToolCallFormat):
+        name: ClassVar[str] = "careless_format"
+        name_prefix = "<call>"
+        args_prefix = ": "
+
+    try:
+        with pytest.raises(InvalidInputError, match=r"name_prefix, args_prefix as plain class"):
+            format_by_name("careless_format")
+    finally:
+        unregister("careless_format")
+
 
 def test_a_format_added_at_run_time_leaves_when_unregistered():
     @dataclass(frozen=True)

@@ -65,6 +65,10 @@ UNSATISFIABLE = {
         },
         "#/properties/tags",
     ),
+    "required-pattern-false": (
+        {"type": "object", "patternProperties": {"^x": False}, "required": ["xa"]},
+        "patternProperties/^x",
+    ),
 }
 
 SATISFIABLE = {
@@ -93,6 +97,19 @@ SATISFIABLE = {
     "untyped-bounds": {"minItems": 3, "maxItems": 1},  # a string satisfies it
     "empty": {},
     "true": True,
+    # a required property matched by a pattern is not an additional one
+    "required-by-pattern": {
+        "type": "object",
+        "patternProperties": {"^x_": {"type": "string"}},
+        "additionalProperties": False,
+        "required": ["x_name"],
+    },
+    "unreadable-pattern": {
+        "type": "object",
+        "patternProperties": {"\\p{L}+": {}},
+        "additionalProperties": False,
+        "required": ["a"],
+    },
 }
 
 

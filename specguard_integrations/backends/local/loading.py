@@ -11,11 +11,25 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
-def resolve_device(device: str | None) -> str:
+def resolve_device(device: Any) -> str:
+    """ "auto" (or None): CUDA when torch sees it, else the CPU; otherwise a device torch can
+    name and this machine has (`InvalidInputError` naming it before any weights load)."""
     import torch
 
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InvalidInputError(
+            f"device: {device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1', 'auto')"
+        ) from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (parsed.index or 0) >= count:
+            raise InvalidInputError(
+                f"device: {device!r} asked for, but torch sees {count} CUDA device(s)"
+            )
     return str(device)
 
 
@@ -24,12 +38,12 @@ def resolve_dtype(dtype: Any, device: str) -> Any:
 
     if dtype in (None, "auto"):
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    if isinstance(dtype, str):
-        try:
-            return getattr(torch, dtype)
-        except AttributeError:
-            raise InvalidInputError(f"dtype: unknown torch dtype {dtype!r}") from None
-    return dtype
+    found = getattr(torch, dtype.removeprefix("torch."), None) if isinstance(dtype, str) else dtype
+    if not isinstance(found, torch.dtype):
+        raise InvalidInputError(
+            f"dtype: {dtype!r} is not a torch dtype (e.g. 'float32', 'bfloat16', 'auto')"
+        )
+    return found
 
 
 # from_pretrained options that locate the tokenizer as well as the weights

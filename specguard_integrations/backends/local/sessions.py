@@ -108,6 +108,7 @@ class LocalDraft:
         *,
         add_special_tokens: bool = True,
         prefix_cache: int = 0,
+        deadline: float | None = None,  # a local model has nothing to wait for before a step
     ) -> LocalDraftSession:
         ids = _start_ids(self.lm, prompt, add_special_tokens)
         return LocalDraftSession(self.lm, ids, signals, prefix_cache=prefix_cache)

@@ -67,7 +67,12 @@ class LocalTarget:
         return None  # the catch-up prefill gives the step's log-probabilities
 
     def start(
-        self, prompt: str, *, add_special_tokens: bool = True, prefix_cache: int = 0
+        self,
+        prompt: str,
+        *,
+        add_special_tokens: bool = True,
+        prefix_cache: int = 0,
+        deadline: float | None = None,  # nothing to wait for before a step
     ) -> LocalTargetSession:
         ids = _start_ids(self.lm, prompt, add_special_tokens)
         return LocalTargetSession(self.lm, ids, prefix_cache=prefix_cache)

@@ -317,11 +317,12 @@ class OpenAICompatibleClient:
             )
         return data
 
-    def get(self, path: str) -> Any:
-        """A GET's JSON body, or None when the route answers an error or no JSON (a probe)."""
+    def get(self, path: str, deadline: float | None = None) -> Any:
+        """A GET's JSON body, or None when the route answers an error or no JSON (a probe);
+        ended by `deadline` (monotonic seconds) as any request."""
         try:
-            status, body = self.request("GET", path, None, None)
-        except EndpointUnreachable:
+            status, body = self.request("GET", path, None, deadline)
+        except (EndpointUnreachable, DeadlinePassed):  # the caller's deadline ends a probe too
             raise
         except EndpointError:
             return None

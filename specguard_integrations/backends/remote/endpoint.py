@@ -93,8 +93,13 @@ class _Endpoint:
     @property
     def profile(self) -> EngineProfile:
         """The engine's profile: declared, or read off the server on first use (and logged)."""
+        return self.detect_engine()
+
+    def detect_engine(self, deadline: float | None = None) -> EngineProfile:
+        """`profile`, its probes (when the engine is read off the server) ending by `deadline`
+        (monotonic seconds; a generation's start passes its own)."""
         if self._profile is None:
-            self._profile, why = profiles.detect(self.http)
+            self._profile, why = profiles.detect(self.http, deadline)
             log.info(
                 "%s (%s): engine %s (%s); %s; %s",
                 self.http.base_url,
@@ -317,9 +322,16 @@ class EndpointTarget(_Endpoint):
     """
 
     def start(
-        self, prompt: str, *, add_special_tokens: bool = True, prefix_cache: int = 0
+        self,
+        prompt: str,
+        *,
+        add_special_tokens: bool = True,
+        prefix_cache: int = 0,
+        deadline: float | None = None,
     ) -> EndpointTargetSession:
-        """A session (`prefix_cache` is the engine's business: its own count is reported)."""
+        """A session (`prefix_cache` is the engine's business: its own count is reported); the
+        engine is read off the server now, by the generation's `deadline`."""
+        self.detect_engine(deadline)
         self.check_chat()
         return EndpointTargetSession(self, check_prompt_text(prompt))
 
@@ -342,6 +354,8 @@ class EndpointDraft(_Endpoint):
         *,
         add_special_tokens: bool = True,
         prefix_cache: int = 0,
+        deadline: float | None = None,
     ) -> EndpointDraftSession:
+        self.detect_engine(deadline)
         self.check_chat()
         return EndpointDraftSession(self, check_prompt_text(prompt))

@@ -157,9 +157,12 @@ def profile(name: str) -> EngineProfile:
         ) from None
 
 
-def detect(http: OpenAICompatibleClient) -> tuple[EngineProfile, str]:
-    """The engine behind `http`, and what showed it. Unknown engines get `generic`."""
-    owner = _owner(http.get("/v1/models"))
+def detect(
+    http: OpenAICompatibleClient, deadline: float | None = None
+) -> tuple[EngineProfile, str]:
+    """The engine behind `http`, and what showed it, its probes ending by `deadline`
+    (monotonic seconds). Unknown engines get `generic`."""
+    owner = _owner(http.get("/v1/models", deadline))
     by_owner = {
         "vllm": "vllm",
         "sglang": "sglang",
@@ -169,10 +172,10 @@ def detect(http: OpenAICompatibleClient) -> tuple[EngineProfile, str]:
     }
     if owner in by_owner:
         return PROFILES[by_owner[owner]], f"/v1/models owned_by={owner!r}"
-    info = http.get("/info")
+    info = http.get("/info", deadline)
     if isinstance(info, dict) and "model_id" in info and "max_input_tokens" in info:
         return PROFILES["tgi"], "/info (text-generation-inference)"
-    version = http.get("/api/version")
+    version = http.get("/api/version", deadline)
     if isinstance(version, dict) and "version" in version:
         return PROFILES["ollama"], "/api/version (Ollama)"
     return PROFILES["generic"], f"no engine recognised (/v1/models owned_by={owner!r})"
