@@ -10,7 +10,6 @@ results, then the counts.
 
 from __future__ import annotations
 
-import random
 import sys
 import time
 
@@ -20,31 +19,13 @@ from langgraph.prebuilt import create_react_agent
 
 from specguard_integrations.langchain import ChatSpecGuard
 from specguard_integrations.tasks.base import calculator as evaluate
-
-OPS = [("+", "plus"), ("-", "minus"), ("*", "times")]
+from specguard_integrations.tasks.base import two_computations
 
 
 @tool
 def calculator(expression: str) -> str:
     """Evaluate a + b, a - b or a * b with integers."""
     return evaluate(expression)
-
-
-def items(n: int, seed: int = 7) -> list[tuple[str, str, str]]:
-    """(question, first result, second result): two computations asked for together."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        (a, b), (c, d) = [(rng.randint(2, 60), rng.randint(2, 60)) for _ in range(2)]
-        (o1, w1), (o2, w2) = rng.choice(OPS), rng.choice(OPS)
-        q = rng.choice(
-            [
-                f"What is {a} {o1} {b}, and what is {c} {o2} {d}?",
-                f"Compute {a} {w1} {b} and {c} {w2} {d}.",
-            ]
-        )
-        out.append((q, evaluate(f"{a} {o1} {b}"), evaluate(f"{c} {o2} {d}")))
-    return out
 
 
 def main(n: int, target: str | None = None, draft: str | None = None) -> None:
@@ -64,7 +45,7 @@ def main(n: int, target: str | None = None, draft: str | None = None) -> None:
             config=config,
         )
     both_in_one, answered, t0 = 0, 0, time.perf_counter()
-    for question, r1, r2 in items(n):
+    for question, r1, r2 in two_computations(n):
         agent = create_react_agent(model, [calculator])
         out = agent.invoke({"messages": [("user", question)]}, {"recursion_limit": 12})
         first = next(m for m in out["messages"] if isinstance(m, AIMessage))

@@ -153,14 +153,20 @@ class Batcher:
         self.batches = 0  # grouped calls run, jobs in them, and the most in one (for benchmarks)
         self.jobs = 0
         self.largest = 0
+        self._allowed = True
         with activity.lock:
             activity.batchers.append(self)
 
     @property
     def grouping(self) -> bool:
-        """True when this model's calls run grouped: the scheduler allows it and the model
-        supports it (`grouped.supports_grouping`, checked once)."""
-        return self.scheduler.allow_grouping and self._supports_grouping
+        """True when this model's calls run grouped: the scheduler and this batcher allow it
+        and the model supports it (`grouped.supports_grouping`, checked once); set it False to
+        run this model's calls plain."""
+        return self.scheduler.allow_grouping and self._allowed and self._supports_grouping
+
+    @grouping.setter
+    def grouping(self, allowed: bool) -> None:
+        self._allowed = allowed
 
     @functools.cached_property
     def _supports_grouping(self) -> bool:

@@ -295,3 +295,25 @@ def make_split(family: str, split: Split, n: int, *, seed: int = 0) -> list[Item
         out.extend(i for i in batch if i.prompt not in held)
         start += 1
     return out[:n]
+
+
+PAIR_OPS = [("+", "plus"), ("-", "minus"), ("*", "times")]
+
+
+def two_computations(n: int, seed: int = 7) -> list[tuple[str, str, str]]:
+    """(question, first result, second result): two independent computations asked for in one
+    question, as an agent would call a tool twice in one turn (parallel tool calls). Held out:
+    the numbers come from `seed`'s own stream (training draws its own)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        (a, b), (c, d) = [(rng.randint(2, 60), rng.randint(2, 60)) for _ in range(2)]
+        (o1, w1), (o2, w2) = rng.choice(PAIR_OPS), rng.choice(PAIR_OPS)
+        q = rng.choice(
+            [
+                f"What is {a} {o1} {b}, and what is {c} {o2} {d}?",
+                f"Compute {a} {w1} {b} and {c} {w2} {d}.",
+            ]
+        )
+        out.append((q, calculator(f"{a} {o1} {b}"), calculator(f"{c} {o2} {d}")))
+    return out
