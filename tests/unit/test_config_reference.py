@@ -21,3 +21,18 @@ def test_the_reference_table_is_the_config():
         default, description = rows[name]
         assert default == repr(field.default), name
         assert description == (field.description or "").replace("|", "/"), name
+
+
+def test_the_no_speculation_ablation_is_the_bundled_config():
+    """docs/bench/no_speculation.json (benchmark method `config:no_speculation`) differs from the
+    bundled config in `target_speculation` alone, so a recalibration cannot leave it behind."""
+    import json
+
+    root = Path(__file__).resolve().parents[2]
+    bundled = json.loads((root / "specguard_integrations/assets/specguard.json").read_text())
+    ablation = json.loads((root / "docs/bench/no_speculation.json").read_text())
+    assert ablation["config"]["target_speculation"] == 0 != bundled["config"]["target_speculation"]
+    assert {**ablation["config"], "target_speculation": None} == {
+        **bundled["config"],
+        "target_speculation": None,
+    }
