@@ -185,3 +185,58 @@ def test_dtype_names_resolve():
     assert resolve_dtype("torch.bfloat16", "cpu") is torch.bfloat16
     assert resolve_dtype(torch.float16, "cpu") is torch.float16
     assert resolve_dtype("auto", "cpu") is torch.float32
+
+
+@pytest.mark.parametrize(
+    ("k", "tau", "constrained", "speculation"),
+    [
+        (1, 0.0, False, 0),
+        (4, 0.0, False, 0),
+        (4, 1.01, False, 4),
+        (1, 1.01, False, 4),
+        (3, 0.0, True, 0),
+        (3, 1.01, True, 0),
+    ],
+)
+def test_one_host_read_per_forward(monkeypatch, k, tau, constrained, speculation):
+    """Every read of a tensor's value on the host (`item`, `tolist`, `int`, `float`, `bool`)
+    waits for the device on CUDA. A generation reads at most once per model forward (the token
+    the next forward needs, for all k rows at once) plus three per step (its scores and the
+    selected candidate), whatever k, the fallback's speculation or the grammar."""
+    import torch
+
+    draft, target = tiny_lm(seed=1), tiny_lm(seed=2)
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    cfg = SpecGuardConfig(
+        k=k,
+        temperature=0.8 if k > 1 else 0.0,
+        tau=tau,
+        max_new_tokens=40,
+        max_step_tokens=8,
+        seed=1,
+        target_speculation=speculation,
+        constraint={"json_schema": schema} if constrained else None,
+    )
+    engine = SpecGuard(draft, target, cfg)
+    engine.generate("Question: what is 3 + 4?\n")  # once-per-model checks (grouping) done
+    reads: list[str] = []
+    for name in ("item", "tolist", "__int__", "__float__", "__bool__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _name=name, _original=original, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    forwards: list[int] = []
+    hooks = [
+        lm.model.register_forward_hook(lambda *_: forwards.append(1)) for lm in (draft, target)
+    ]
+    try:
+        result = engine.generate("Question: what is 3 + 4?\n")
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert result.steps and forwards
+    assert len(reads) <= len(forwards) + 3 * len(result.steps), (len(forwards), reads)
+    assert not {"item", "__bool__", "__index__"} & set(reads), reads
