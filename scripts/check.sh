@@ -43,7 +43,7 @@ fi
 tier() {  # tier NAME PYTEST-ARGS...: one pytest process in the background, its output kept
   local name=$1
   shift
-  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$PY" -m pytest -q -p no:cacheprovider "$@" \
+  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$PY" -m pytest -q -p no:cacheprovider --durations=12 "$@" \
     >"$logs/$name" 2>&1 &
   pids+=("$!")
   tiers+=("$name:$!")

@@ -212,7 +212,12 @@ class TargetSession(Protocol):
 
     def reject(self) -> None: ...
 
-    def finish(self) -> None: ...
+    def finish(self, *, read: bool = False) -> None:
+        """The generation is over: what the session read may be kept for later calls. With
+        `read` (it ended cleanly, and a later call may continue its text: an agent's next turn)
+        the target first reads what it committed but has not read yet, the accepted draft
+        steps, so that call finds the whole text cached. Never raises."""
+        ...
 
 
 @runtime_checkable

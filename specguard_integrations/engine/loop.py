@@ -260,13 +260,16 @@ class SpecGuardEngine:
         target = self.target.start(
             prompt, add_special_tokens=special, prefix_cache=budget, deadline=until
         )
+        ended = False
         try:
             result = yield from self._loop(
                 (prompt, cfg, stop, timeout, constraint), draft, target, (t0, t_start)
             )
-        finally:  # what the generation read is kept for later calls (never on a pending step)
+            ended = True
+        finally:  # what the generation read is kept for later calls (never on a pending step);
+            # after a clean end the target reads what it committed unread, for the next turn
             draft.finish()
-            target.finish()
+            target.finish(read=ended and budget > 0)
         return result
 
     def _loop(

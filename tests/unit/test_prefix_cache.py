@@ -197,3 +197,27 @@ def test_the_cache_is_bounded_and_least_recently_used_goes_first():
     assert cache.lookup([10, 1, 2, 3, 4]) is not None
     cache.resize(0)
     assert len(cache) == 0
+
+
+def test_the_target_reads_what_the_draft_wrote_so_the_next_turn_hits():
+    """A turn whose every step the draft wrote (tau 0) never ran the target; once it ends, the
+    target reads the prompt and the answer, so the next turn finds the whole history cached in
+    both models. A generation that fails reads nothing more."""
+    d, t = _pair()
+    engine = SpecGuard(d, t)
+    cfg = _cfg(tau=0.0)
+    first = engine.generate(SYSTEM + TURNS[0], config=cfg)
+    assert first.target_tokens == 0 and all(s.source == "draft" for s in first.steps)
+    history = SYSTEM + TURNS[0] + first.text + "\n" + TURNS[1]
+    second = engine.generate(history, config=cfg)
+    assert second.cached_tokens >= len(t.encode_prompt(SYSTEM + TURNS[0])) + first.draft_tokens - 2
+    _same(second, SpecGuard(*_pair()).generate(history, config=_cfg(tau=0.0, prefix_cache_bytes=0)))
+
+    t.prefix_cache.clear()
+    steps = engine.stream(SYSTEM + TURNS[2], config=cfg)
+    next(steps)
+    steps.close()  # the caller stopped reading: not a clean end
+    assert t.prefix_cache.nbytes == 0
+    off = _pair()
+    SpecGuard(*off).generate(SYSTEM + TURNS[0], config=_cfg(tau=0.0, prefix_cache_bytes=0))
+    assert off[1].prefix_cache.nbytes == 0  # with the cache off the target reads nothing

@@ -3,6 +3,7 @@ and verifies a draft step with that same catch-up prefill (the target-verified j
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     import torch
 
     from ...engine.backends import Rng
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -97,11 +100,20 @@ class LocalTargetSession:
     def tokens_left(self) -> int:
         return self.lm.context_window - len(self.state.ids) - 1
 
-    def finish(self) -> None:
+    def finish(self, *, read: bool = False) -> None:
         """Offer what this generation fed to the model's prefix cache (nothing while a verified
-        step is pending)."""
-        if self._verified is None:
-            keep_state(self.lm, self.state)
+        step is pending). With `read`, first feed what was committed and not yet fed (accepted
+        draft steps; the whole prompt where the draft wrote every step) in one prefill, the
+        one the next turn of a conversation would otherwise pay for its whole history."""
+        if self._verified is not None:
+            return
+        if read and self.state.pending and self.lm.prefix_cache.capacity > 0:
+            try:
+                self.lm.feed(self.state, keep=1)
+            except Exception:  # the answer stands; only the cache entry is lost
+                _log.debug("reading the committed text for the prefix cache failed", exc_info=True)
+                return
+        keep_state(self.lm, self.state)
 
     def append(self, text: str, ids: list[int] | None) -> None:
         new = ids if ids is not None else self.lm.encode_continuation(text)

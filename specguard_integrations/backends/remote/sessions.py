@@ -72,8 +72,9 @@ class TextSession:
         if not self.prompt_tokens and c.prompt_tokens:
             self.prompt_tokens, self.cached_tokens = c.prompt_tokens, c.cached_tokens
 
-    def finish(self) -> None:
-        """Nothing kept here: the engine keeps its own prefix cache."""
+    def finish(self, *, read: bool = False) -> None:
+        """Nothing kept here: the engine keeps its own prefix cache (and reads the committed
+        text with the next request's prefix)."""
 
     def count_empty(self, steps: list[Candidate]) -> None:
         """`EndpointReplyError` after `MAX_EMPTY_STEPS` answers in a row with no text (or only
