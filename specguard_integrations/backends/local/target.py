@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from ...engine.backends import Rng
 
 _log = logging.getLogger(__name__)
+# unread committed tokens worth reading when a generation ends (`LocalTargetSession.finish`)
+READ_AT_END = 256
 
 
 @dataclass
@@ -103,11 +105,13 @@ class LocalTargetSession:
     def finish(self, *, read: bool = False) -> None:
         """Offer what this generation fed to the model's prefix cache (nothing while a verified
         step is pending). With `read`, first feed what was committed and not yet fed (accepted
-        draft steps; the whole prompt where the draft wrote every step) in one prefill, the
-        one the next turn of a conversation would otherwise pay for its whole history."""
+        draft steps; the whole prompt where the draft wrote every step) in one prefill when it
+        is `READ_AT_END` tokens or more: the history a later turn would otherwise read at once,
+        in the turn whose draft read it too. A shorter tail is read when a step needs it, at
+        about the same cost."""
         if self._verified is not None:
             return
-        if read and self.state.pending and self.lm.prefix_cache.capacity > 0:
+        if read and self.state.pending >= READ_AT_END and self.lm.prefix_cache.capacity > 0:
             try:
                 self.lm.feed(self.state, keep=1)
             except Exception:  # the answer stands; only the cache entry is lost
