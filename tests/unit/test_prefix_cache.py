@@ -11,7 +11,7 @@ import pytest
 
 from specguard_integrations import SpecGuard, SpecGuardConfig
 from specguard_integrations.backends.local.prefix_cache import PrefixCache
-from specguard_integrations.backends.local.target import READ_AT_END
+from specguard_integrations.backends.local import target as local_target
 from specguard_integrations.testing import tiny_lm
 
 SYSTEM = "System: you answer questions about numbers, one short step at a time.\n" * 4
@@ -200,11 +200,12 @@ def test_the_cache_is_bounded_and_least_recently_used_goes_first():
     assert len(cache) == 0
 
 
-def test_the_target_reads_what_the_draft_wrote_so_the_next_turn_hits():
+def test_the_target_reads_what_the_draft_wrote_so_the_next_turn_hits(monkeypatch):
     """A turn whose every step the draft wrote (tau 0) never ran the target; once it ends, the
     target reads the prompt and the answer (over `READ_AT_END` tokens), so the next turn finds
     the whole history cached in both models. A generation that fails reads nothing more, nor
     one whose unread text is short."""
+    monkeypatch.setattr(local_target, "READ_AT_END", 256)  # these models' window is 512
     d, t = _pair()
     engine = SpecGuard(d, t)
     cfg = _cfg(tau=0.0)
@@ -224,6 +225,6 @@ def test_the_target_reads_what_the_draft_wrote_so_the_next_turn_hits():
     SpecGuard(*off).generate(SYSTEM + TURNS[0], config=_cfg(tau=0.0, prefix_cache_bytes=0))
     assert off[1].prefix_cache.nbytes == 0  # with the cache off the target reads nothing
     short = _pair()
-    assert len(short[1].encode_prompt(TURNS[0])) + 24 < READ_AT_END
+    assert len(short[1].encode_prompt(TURNS[0])) + 24 < local_target.READ_AT_END
     SpecGuard(*short).generate(TURNS[0], config=cfg)
     assert short[1].prefix_cache.nbytes == 0  # a short tail is read when a step needs it

@@ -24,8 +24,9 @@ if TYPE_CHECKING:
     from ...engine.backends import Rng
 
 _log = logging.getLogger(__name__)
-# unread committed tokens worth reading when a generation ends (`LocalTargetSession.finish`)
-READ_AT_END = 256
+# unread committed tokens worth reading when a generation ends (`LocalTargetSession.finish`):
+# a long history (an agent's system prompt and tools) the next turn would otherwise read at once
+READ_AT_END = 1024
 
 
 @dataclass
