@@ -10,8 +10,8 @@ import threading
 import pytest
 
 from specguard_integrations import SpecGuard, SpecGuardConfig
-from specguard_integrations.backends.local.prefix_cache import PrefixCache
 from specguard_integrations.backends.local import target as local_target
+from specguard_integrations.backends.local.prefix_cache import PrefixCache
 from specguard_integrations.testing import tiny_lm
 
 SYSTEM = "System: you answer questions about numbers, one short step at a time.\n" * 4
