@@ -100,6 +100,17 @@ def test_grouping_switches_on_in_bf16(arch, device):
     assert supports_grouping(LocalCausalLM(fp32, tok))
 
 
+def test_the_bundled_pair_groups_in_bf16():
+    from specguard_integrations.registry import load_pair
+    from specguard_integrations.runtime.grouped import supports_grouping
+
+    engine = load_pair(device="cpu", dtype="bfloat16")
+    models = engine.local_models()
+    assert len(models) == 2
+    for lm in models:
+        assert str(lm.model.dtype) == "torch.bfloat16" and supports_grouping(lm), lm.name
+
+
 def test_grounding_in_bf16_is_close_to_float32():
     """The same greedy run in float32 and in bf16 (a copy of the same weights): the scores
     of the steps both wrote agree within 0.05 (the captured attention is float32 in both)."""
