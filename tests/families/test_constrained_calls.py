@@ -176,7 +176,7 @@ def test_without_the_grammar_these_models_never_write_a_valid_call(engine, monke
     bound = ChatSpecGuard(engine=engine).bind_tools(TOOLS, tool_choice="lookupFlight")
     valid = 0
     for seed in range(3):
-        engine.config = SpecGuardConfig(k=3, temperature=0.9, tau=0.6, max_new_tokens=40, seed=seed)
+        engine.config = SpecGuardConfig(k=3, temperature=0.9, tau=0.6, max_new_tokens=24, seed=seed)
         msg = bound.invoke([HumanMessage("Flight LH123?")])
         try:
             _check(msg.tool_calls, "lookupFlight")

@@ -150,7 +150,7 @@ def test_completions_steps_stitch_to_the_one_shot_answer(gemma_server, draft):
     target = EndpointTarget(gemma_server.url, "gemma")
     engine = SpecGuard(draft, target, CFG)
     crossed = 0
-    for prompt in PROMPTS:
+    for prompt in PROMPTS[:3]:  # each generation is a dozen requests (the tier's slowest test)
         gemma_server.flush()
         result = engine.generate(prompt)
         assert result.text == gemma_server.one_shot(prompt), prompt
@@ -158,7 +158,7 @@ def test_completions_steps_stitch_to_the_one_shot_answer(gemma_server, draft):
         assert result.finish_reason in ("eos", "max_new_tokens")
         crossed += sum(s.finish == "boundary" for s in result.steps)
     assert target.profile.name == "llamacpp"  # detected from the server
-    assert crossed >= 2 * len(PROMPTS)  # several boundaries per prompt on the whole
+    assert crossed >= 2 * 3  # several boundaries per prompt on the whole
 
 
 def test_chat_steps_stitch_to_the_one_shot_answer(gemma_chat_server, draft):
@@ -173,12 +173,12 @@ def test_chat_steps_stitch_to_the_one_shot_answer(gemma_chat_server, draft):
     assert target.end_of_turn == ("<|im_end|>",)  # where the server's chat API stops
     engine = SpecGuard(draft, target, CFG.merged(max_new_tokens=2 * N, max_step_tokens=2 * N))
     crossed = 0
-    for prompt in CHAT_PROMPTS + PROMPTS[:3]:
+    for prompt in CHAT_PROMPTS[:3] + PROMPTS[:1]:
         gemma_chat_server.flush()
         result = engine.generate(prompt)
         assert result.text == gemma_chat_server.one_shot(prompt, chat=True, tokens=2 * N), prompt
         crossed += sum(s.finish == "boundary" for s in result.steps)
-    assert crossed >= 2 * len(CHAT_PROMPTS)
+    assert crossed >= 2 * 3
 
 
 def test_a_mixed_run_takes_draft_and_target_steps(gemma_server, draft):
