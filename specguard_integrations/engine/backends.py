@@ -213,10 +213,12 @@ class TargetSession(Protocol):
     def reject(self) -> None: ...
 
     def finish(self, *, read: bool = False) -> None:
-        """The generation is over: what the session read may be kept for later calls. With
-        `read` (it ended cleanly, and a later call may continue its text: an agent's next turn)
-        the target first reads what it committed but has not read yet, the accepted draft
-        steps, so that call finds the whole text cached. Never raises."""
+        """The generation is over: what the session read may be kept for later calls. `read`
+        (the generation ended cleanly, within its deadline, with a prefix cache on) allows a
+        target that keeps a cache to first read what it committed but has not read yet (the
+        prompt and the accepted draft steps), when that is long enough to matter to a later
+        call that continues the text (an agent's next turn); a local target does so from
+        `READ_AT_END` tokens, a remote one never. Never raises."""
         ...
 
 

@@ -269,7 +269,8 @@ class SpecGuardEngine:
         finally:  # what the generation read is kept for later calls (never on a pending step);
             # after a clean end the target reads what it committed unread, for the next turn
             draft.finish()
-            target.finish(read=ended and budget > 0)
+            in_time = until is None or time.monotonic() < until
+            target.finish(read=ended and budget > 0 and in_time)
         return result
 
     def _loop(

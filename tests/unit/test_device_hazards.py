@@ -209,14 +209,20 @@ def test_dtype_names_resolve():
         (3, 1.01, True, 0),
     ],
 )
-def test_one_host_read_per_forward(monkeypatch, k, tau, constrained, speculation):
+def test_one_host_read_per_forward(monkeypatch, device, k, tau, constrained, speculation):
     """Every read of a tensor's value on the host (`item`, `tolist`, `int`, `float`, `bool`)
     waits for the device on CUDA. A generation reads at most once per model forward (the token
     the next forward needs, for all k rows at once) plus three per step (its scores and the
-    selected candidate), whatever k, the fallback's speculation or the grammar."""
+    selected candidate), whatever k, the fallback's speculation or the grammar. (Reads inside
+    transformers count too; on CUDA `torch.cuda.set_sync_debug_mode` shows the rest.)"""
     import torch
 
-    draft, target = tiny_lm(seed=1), tiny_lm(seed=2)
+    from specguard_integrations.backends.local.model import LocalCausalLM
+
+    draft, target = (
+        LocalCausalLM(m.model.to(device), m.tokenizer, name=m.name)
+        for m in (tiny_lm(seed=1), tiny_lm(seed=2))
+    )
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
     cfg = SpecGuardConfig(
         k=k,

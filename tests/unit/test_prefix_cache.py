@@ -12,6 +12,7 @@ import pytest
 from specguard_integrations import SpecGuard, SpecGuardConfig
 from specguard_integrations.backends.local import target as local_target
 from specguard_integrations.backends.local.prefix_cache import PrefixCache
+from specguard_integrations.errors import GenerationTimeout
 from specguard_integrations.testing import tiny_lm
 
 SYSTEM = "System: you answer questions about numbers, one short step at a time.\n" * 4
@@ -203,8 +204,8 @@ def test_the_cache_is_bounded_and_least_recently_used_goes_first():
 def test_the_target_reads_what_the_draft_wrote_so_the_next_turn_hits(monkeypatch):
     """A turn whose every step the draft wrote (tau 0) never ran the target; once it ends, the
     target reads the prompt and the answer (over `READ_AT_END` tokens), so the next turn finds
-    the whole history cached in both models. A generation that fails reads nothing more, nor
-    one whose unread text is short."""
+    the whole history cached in both models. A generation the caller stops, one past its
+    deadline, one with the cache off and one whose unread text is short read nothing more."""
     monkeypatch.setattr(local_target, "READ_AT_END", 256)  # these models' window is 512
     d, t = _pair()
     engine = SpecGuard(d, t)
@@ -216,15 +217,35 @@ def test_the_target_reads_what_the_draft_wrote_so_the_next_turn_hits(monkeypatch
     assert second.cached_tokens >= len(t.encode_prompt(SYSTEM + TURNS[0])) + first.draft_tokens - 2
     _same(second, SpecGuard(*_pair()).generate(history, config=_cfg(tau=0.0, prefix_cache_bytes=0)))
 
-    t.prefix_cache.clear()
-    steps = engine.stream(SYSTEM + TURNS[2], config=cfg)
+    def target_forwards(engine, prompt, cfg, **kw) -> int:
+        """How many forwards the target ran in a generation the draft wrote alone."""
+        seen: list[int] = []
+        lm = engine.target.local_model
+        hook = lm.model.register_forward_hook(lambda *_: seen.append(1))
+        try:
+            engine.generate(prompt, config=cfg, **kw)
+        except GenerationTimeout:
+            pass
+        finally:
+            hook.remove()
+        return len(seen)
+
+    long_prompt = SYSTEM + TURNS[2]
+    assert target_forwards(SpecGuard(*_pair()), long_prompt, cfg) > 0  # read at the end
+    fresh = SpecGuard(*_pair())
+    steps = fresh.stream(long_prompt, config=cfg)
     next(steps)
+    hook_seen: list[int] = []
+    hook = fresh.target.local_model.model.register_forward_hook(lambda *_: hook_seen.append(1))
     steps.close()  # the caller stopped reading: not a clean end
-    assert t.prefix_cache.nbytes == 0
-    off = _pair()
-    SpecGuard(*off).generate(SYSTEM + TURNS[0], config=_cfg(tau=0.0, prefix_cache_bytes=0))
-    assert off[1].prefix_cache.nbytes == 0  # with the cache off the target reads nothing
-    short = _pair()
-    assert len(short[1].encode_prompt(TURNS[0])) + 24 < local_target.READ_AT_END
-    SpecGuard(*short).generate(TURNS[0], config=cfg)
-    assert short[1].prefix_cache.nbytes == 0  # a short tail is read when a step needs it
+    hook.remove()
+    assert hook_seen == []
+    # past its deadline (here before its first step): no read
+    assert target_forwards(SpecGuard(*_pair()), long_prompt, cfg, timeout=1e-9) == 0
+    # with the cache off the target stays lazy
+    assert (
+        target_forwards(SpecGuard(*_pair()), long_prompt, _cfg(tau=0.0, prefix_cache_bytes=0)) == 0
+    )
+    # a short tail is read when a step needs it
+    assert len(t.encode_prompt(TURNS[0])) + 24 < local_target.READ_AT_END
+    assert target_forwards(SpecGuard(*_pair()), TURNS[0], cfg) == 0

@@ -115,9 +115,8 @@ class LocalTargetSession:
         if read and self.state.pending >= READ_AT_END and self.lm.prefix_cache.capacity > 0:
             try:
                 self.lm.feed(self.state, keep=1)
-            except Exception:  # the answer stands; only the cache entry is lost
+            except Exception:  # all or nothing: the answer stands, what was read is kept
                 _log.debug("reading the committed text for the prefix cache failed", exc_info=True)
-                return
         keep_state(self.lm, self.state)
 
     def append(self, text: str, ids: list[int] | None) -> None:
