@@ -26,6 +26,13 @@ def main() -> None:
         help="tokens per physical batch; 1 (the default here) evaluates a prompt token by token,"
         " as generation does, so a step continued from a prompt rounds as the one-shot answer",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads (1 here: the tests run beside another process on a 2-core machine,"
+        " where llama.cpp's spinning threads would wait on each other)",
+    )
     args = p.parse_args()
 
     import xllamacpp as xlc
@@ -37,6 +44,7 @@ def main() -> None:
     params.n_ctx = args.ctx
     params.n_parallel = 1
     params.n_ubatch = args.ubatch
+    params.cpuparams.n_threads = params.cpuparams_batch.n_threads = args.threads
     params.model_alias = {args.alias}
     if args.chat_template:
         params.chat_template = args.chat_template
